@@ -1,0 +1,153 @@
+"""The cost model against independent figures: torchvision's GMACs, hand counts, the paper's arithmetic."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+
+from trdcli.cost import (
+    FlopsCache,
+    FlopsTable,
+    ImageFlops,
+    RunShape,
+    count_image_flops,
+    idealised_flops,
+    meta_copy,
+    plan_compute,
+    summarize_compute,
+)
+from trdcli.schedules import ConstantSchedule, TRDSchedule
+
+IMAGENET = RunShape(train_images=1_281_167, batch_size=256, epochs=90, full_px=224)
+
+# torchvision's model cards, in multiply-adds (GMACs) at 224 px; FLOPs = 2 per multiply-add.
+TORCHVISION_GMACS = {"resnet18": 1.814, "resnet50": 4.089}
+
+
+@pytest.fixture(scope="module")
+def resnet50_flops():
+    return FlopsTable.for_arch("resnet50", 1000)
+
+
+@pytest.mark.parametrize("arch", sorted(TORCHVISION_GMACS))
+def test_forward_flops_match_torchvision_published_gmacs(arch):
+    flops = FlopsTable.for_arch(arch, 1000).at(224)
+    expected = 2 * TORCHVISION_GMACS[arch] * 1e9
+    assert flops.forward_flops == pytest.approx(expected, rel=0.01)
+    # Backward costs about twice the forward (input grads + weight grads), minus the first
+    # layer's input gradient that nobody needs.
+    assert 2.8 < flops.train_flops / flops.forward_flops < 3.0
+
+
+def test_hand_counted_conv_and_linear():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(8 * 16 * 16, 10))
+    flops = count_image_flops(model, 16)
+    conv_macs = 16 * 16 * 8 * 3 * 3 * 3
+    linear_macs = 8 * 16 * 16 * 10
+    assert flops.forward_flops == 2 * (conv_macs + linear_macs)
+    # Backward: weight grads for both layers, input grad only for the linear (the image needs none).
+    assert flops.backward_flops == 2 * (conv_macs + 2 * linear_macs)
+
+
+def test_resnet50_at_112_costs_26_4_percent_not_25(resnet50_flops):
+    ratio = resnet50_flops.at(112).train_flops / resnet50_flops.at(224).train_flops
+    # design.md §1: layer4 is 4x4 at 112 px, not 3.5x3.5, so the saving is less than (1/2)^2.
+    assert ratio == pytest.approx(0.264, abs=0.001)
+
+
+@pytest.mark.parametrize(("until", "expected"), [(0.9, 0.338), (0.5, 0.632)])
+def test_paper_settings_measured_compute_fraction(resnet50_flops, until, expected):
+    summary = plan_compute(TRDSchedule(112, until=until), IMAGENET, resnet50_flops.at)
+    assert summary.compute_fraction == pytest.approx(expected, abs=0.005)
+    assert summary.compute_saved_frac == pytest.approx(1 - summary.compute_fraction)
+    # Baseline = epochs * images (whole batches) * train FLOPs per image at 224.
+    images = IMAGENET.epochs * (IMAGENET.train_images // 256) * 256
+    assert summary.baseline_train_flops == images * resnet50_flops.at(224).train_flops
+
+
+@pytest.mark.parametrize(("until", "expected"), [(0.9, 0.325), (0.5, 0.625)])
+def test_paper_arithmetic_with_idealised_cost(resnet50_flops, until, expected):
+    ideal = idealised_flops(224, resnet50_flops.at(224))
+    # 90 epochs * 5004 steps = 450,360 steps: until * T is a whole number of steps, as in the paper.
+    summary = plan_compute(TRDSchedule(112, until=until), IMAGENET, ideal)
+    assert summary.compute_fraction == pytest.approx(expected, rel=1e-9)
+
+
+def test_spread_reading_has_about_the_same_compute_as_the_window(resnet50_flops):
+    window = plan_compute(TRDSchedule(112, until=0.9), IMAGENET, resnet50_flops.at)
+    spread = plan_compute(TRDSchedule(112, until=1.0, prob=0.9, seed=0), IMAGENET, resnet50_flops.at)
+    assert spread.compute_fraction == pytest.approx(window.compute_fraction, abs=0.002)
+
+
+def test_summary_counts_by_hand():
+    table = {224: ImageFlops(224, 10, 30), 112: ImageFlops(112, 3, 8)}
+    summary = summarize_compute(
+        [112, 112, 224, 112], [4, 4, 4, 2], 224, table.__getitem__, valid_images=5, valid_passes=2
+    )
+    assert summary.steps_by_px == {224: 1, 112: 3}
+    assert summary.images_by_px == {224: 4, 112: 10}
+    assert summary.train_flops == 4 * 30 + 10 * 8
+    assert summary.baseline_train_flops == 14 * 30
+    assert summary.valid_flops == 5 * 2 * 10
+    assert summary.compute_fraction == pytest.approx(200 / 420)
+
+
+def test_baseline_schedule_saves_nothing():
+    table = {64: ImageFlops(64, 10, 30)}
+    summary = plan_compute(ConstantSchedule(), RunShape(100, 10, 3, 64), table.__getitem__)
+    assert summary.compute_saved_frac == 0.0
+    assert summary.steps_by_px == {64: 30}
+
+
+def test_run_shape_steps_and_errors():
+    shape = RunShape(train_images=1000, batch_size=64, epochs=3, full_px=224)
+    assert shape.steps_per_epoch == 15  # the last partial batch is dropped, as fastai does
+    assert shape.total_steps == 45
+    assert RunShape(1000, 64, 3, 224, drop_last=False).images_per_step().sum() == 3000
+    with pytest.raises(ValueError, match="batch size 64 is larger than the 10 training images"):
+        RunShape(10, 64, 1, 224)
+    with pytest.raises(ValueError, match="epochs must be a positive integer, got 0"):
+        RunShape(100, 10, 0, 224)
+
+
+def test_meta_copy_leaves_the_model_alone():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+    seen = []
+    model.register_forward_hook(lambda *args: seen.append(1))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    count_image_flops(model, 32)
+    assert seen == []  # the copy carries no hooks
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    assert all(p.device.type == "meta" for p in meta_copy(model).parameters())
+
+
+def test_disk_cache_is_reused_without_measuring(tmp_path):
+    path = tmp_path / "flops.json"
+    first = FlopsTable("tiny", 3, lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten()), cache=FlopsCache(path))
+    measured = first.at(16)
+    assert json.loads(path.read_text())["entries"]
+
+    def refuse():
+        raise AssertionError("should have come from the cache")
+
+    second = FlopsTable("tiny", 3, refuse, cache=FlopsCache(path))
+    assert second.at(16) == measured
+    # Another resolution or class count is another key.
+    with pytest.raises(AssertionError, match="from the cache"):
+        FlopsTable("tiny", 4, refuse, cache=FlopsCache(path)).at(16)
+
+
+def test_corrupt_or_unwritable_cache_is_not_an_error(tmp_path):
+    path = tmp_path / "flops.json"
+    path.write_text("{not json")
+    table = FlopsTable("tiny", 3, lambda: nn.Sequential(nn.Conv2d(3, 4, 3)), cache=FlopsCache(path))
+    assert table.at(8).forward_flops == 2 * 6 * 6 * 4 * 27
+    # A file where the cache folder should be: mkdir fails, even for root.
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    unwritable = FlopsTable("tiny", 3, lambda: nn.Sequential(nn.Conv2d(3, 4, 3)), cache=FlopsCache(blocker / "f.json"))
+    assert unwritable.at(8).forward_flops == 2 * 6 * 6 * 4 * 27

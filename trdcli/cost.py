@@ -1,0 +1,394 @@
+"""The cost model: FLOPs per image at each resolution, measured, and the compute of a run.
+
+Units (design.md §4): FLOPs, two per multiply-add, the convention of
+``torch.utils.flop_counter.FlopCounterMode``. torchvision publishes multiply-adds (GMACs):
+ResNet-50 at 224 px is 4.089 GMACs = 8.18 GFLOPs forward. FlopCounterMode counts
+convolutions and matrix products; normalisation, activations and pooling are not counted
+(well under 1% of a ResNet's total).
+
+The per-image training cost at a resolution is measured, not guessed: forward plus backward
+of the actual model on a batch at that resolution, run on the ``meta`` device so nothing is
+computed and no memory is touched. The training compute of a run is the sum over its steps
+of ``images in the step * train FLOPs per image at the step's resolution``; the baseline is
+the same steps at full resolution; **compute saved = 1 - run / baseline**.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from trdcli.schedules import ResolutionSchedule
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+CACHE_VERSION = 1
+# Measuring with two images keeps BatchNorm in training mode well defined even where a
+# feature map shrinks to 1x1; FLOPs are linear in the batch, so per image = total / 2.
+_MEASURE_BATCH = 2
+
+
+@dataclass(frozen=True)
+class ImageFlops:
+    """FLOPs to process one image at ``px`` x ``px``."""
+
+    px: int
+    forward_flops: int
+    train_flops: int  # forward + backward
+
+    @property
+    def backward_flops(self) -> int:
+        return self.train_flops - self.forward_flops
+
+
+def _strip_hooks_memo(model: nn.Module) -> dict[int, object]:
+    """deepcopy memo that gives the copy empty hook tables: hooks may close over a whole Learner."""
+    memo: dict[int, object] = {}
+    for module in model.modules():
+        for attr, value in vars(module).items():
+            if attr.startswith("_") and attr.endswith("hooks") and isinstance(value, dict):
+                memo[id(value)] = type(value)()
+    return memo
+
+
+def meta_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose parameters and buffers live on the ``meta`` device.
+
+    Costs no memory for weights and leaves the original (its weights, BatchNorm statistics,
+    gradients and hooks) untouched.
+    """
+    import torch
+    import torch.nn as nn
+
+    memo = _strip_hooks_memo(model)
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        meta = torch.empty_like(tensor, device="meta")
+        # Every parameter gets a gradient, as in training from scratch: frozen layers would
+        # make the backward cheaper, but the cost model describes full training.
+        memo[id(tensor)] = nn.Parameter(meta, requires_grad=True) if isinstance(tensor, nn.Parameter) else meta
+    return copy.deepcopy(model, memo)
+
+
+def _sum_outputs(output) -> torch.Tensor:  # noqa: F821
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        return output.float().sum()
+    if isinstance(output, Mapping):
+        output = list(output.values())
+    tensors = [o for o in output if isinstance(o, torch.Tensor)]
+    if not tensors:
+        raise ValueError(f"cannot measure FLOPs: the model returned {type(output).__name__} with no tensor")
+    return sum(t.float().sum() for t in tensors)
+
+
+def count_image_flops(model: nn.Module, px: int, in_channels: int = 3) -> ImageFlops:
+    """Measure forward and forward+backward FLOPs per image of ``model`` at ``px`` x ``px``.
+
+    Runs a ``meta``-device copy in training mode under ``FlopCounterMode``; ``model`` itself
+    is not touched.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    if not isinstance(px, int) or isinstance(px, bool) or px < 1:
+        raise ValueError(f"px must be a positive integer, got {px!r}")
+    meta_model = meta_copy(model).train()
+    images = torch.empty(_MEASURE_BATCH, in_channels, px, px, device="meta")
+    with FlopCounterMode(display=False) as forward_counter:
+        loss = _sum_outputs(meta_model(images))
+    with FlopCounterMode(display=False) as backward_counter:
+        loss.backward()
+    forward = forward_counter.get_total_flops()
+    backward = backward_counter.get_total_flops()
+    return ImageFlops(
+        px=px, forward_flops=forward // _MEASURE_BATCH, train_flops=(forward + backward) // _MEASURE_BATCH
+    )
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A key that identifies a model's architecture (structure and shapes, not weights)."""
+    digest = hashlib.sha1(repr(model).encode())
+    for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers()):
+        digest.update(f"{name}:{tuple(tensor.shape)};".encode())
+    return f"{type(model).__name__}-{digest.hexdigest()[:16]}"
+
+
+def default_cache_dir() -> Path:
+    """``$TRD_CACHE_DIR``, else ``$XDG_CACHE_HOME/trdcli``, else ``~/.cache/trdcli``."""
+    if os.environ.get("TRD_CACHE_DIR"):
+        return Path(os.environ["TRD_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "trdcli"
+
+
+class FlopsCache:
+    """FLOPs per image by (architecture, classes, channels, resolution), in memory and in a JSON file.
+
+    The disk file is best effort: a read-only or full disk makes it a memory-only cache,
+    never an error. Entries carry the torch version, whose FLOP-counting rules they reflect.
+    """
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self._entries: dict[str, dict[str, int]] = {}
+        self._loaded = path is None
+
+    @staticmethod
+    def key(arch_key: str, num_classes: int, px: int, in_channels: int = 3) -> str:
+        import torch
+
+        torch_version = ".".join(torch.__version__.split("+")[0].split(".")[:2])
+        return f"{arch_key}|classes={num_classes}|in={in_channels}|px={px}|torch={torch_version}"
+
+    def _load(self) -> None:
+        self._loaded = True
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return
+        if isinstance(data, dict) and data.get("version") == CACHE_VERSION:
+            entries = data.get("entries", {})
+            self._entries.update({k: v for k, v in entries.items() if isinstance(v, dict)})
+
+    def get(self, key: str, px: int) -> ImageFlops | None:
+        if not self._loaded:
+            self._load()
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        try:
+            return ImageFlops(px=px, forward_flops=int(entry["forward_flops"]), train_flops=int(entry["train_flops"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def put(self, key: str, flops: ImageFlops) -> None:
+        self._entries[key] = {"forward_flops": flops.forward_flops, "train_flops": flops.train_flops}
+        if self.path is None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"version": CACHE_VERSION, "entries": self._entries}, indent=1))
+            os.replace(tmp, self.path)
+        except OSError:
+            pass
+
+
+@lru_cache(maxsize=8)
+def _cache_for(path: Path) -> FlopsCache:
+    return FlopsCache(path)
+
+
+def default_cache() -> FlopsCache:
+    """The process-wide cache backed by ``default_cache_dir() / 'flops.json'``."""
+    return _cache_for(default_cache_dir() / "flops.json")
+
+
+class FlopsTable:
+    """FLOPs per image of one architecture at any resolution, measured once per resolution.
+
+    Build it from a named architecture (:meth:`for_arch`) or from a model in hand
+    (:meth:`for_model`); call :meth:`at` with a resolution.
+    """
+
+    def __init__(
+        self,
+        arch_key: str,
+        num_classes: int,
+        build_model: Callable[[], nn.Module],
+        *,
+        in_channels: int = 3,
+        cache: FlopsCache | None = None,
+    ):
+        self.arch_key = arch_key
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self._build_model = build_model
+        self._model: nn.Module | None = None
+        self._cache = cache if cache is not None else FlopsCache(None)
+
+    @classmethod
+    def for_arch(cls, arch: str, num_classes: int, *, cache: FlopsCache | None = None) -> FlopsTable:
+        from trdcli.models import build_model
+
+        return cls(arch, num_classes, lambda: build_model(arch, num_classes, device="meta"), cache=cache)
+
+    @classmethod
+    def for_model(
+        cls, model: nn.Module, num_classes: int, *, in_channels: int = 3, cache: FlopsCache | None = None
+    ) -> FlopsTable:
+        return cls(model_fingerprint(model), num_classes, lambda: model, in_channels=in_channels, cache=cache)
+
+    def at(self, px: int) -> ImageFlops:
+        key = FlopsCache.key(self.arch_key, self.num_classes, px, self.in_channels)
+        cached = self._cache.get(key, px)
+        if cached is not None:
+            return cached
+        if self._model is None:
+            self._model = self._build_model()
+        flops = count_image_flops(self._model, px, self.in_channels)
+        self._cache.put(key, flops)
+        return flops
+
+    __call__ = at
+
+
+@dataclass(frozen=True)
+class RunShape:
+    """The shape of a training run: what fixes its number of optimizer steps."""
+
+    train_images: int
+    batch_size: int
+    epochs: int
+    full_px: int
+    drop_last: bool = True  # fastai drops the last partial training batch
+
+    def __post_init__(self):
+        for label in ("train_images", "batch_size", "epochs", "full_px"):
+            value = getattr(self, label)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{label} must be a positive integer, got {value!r}")
+        if self.drop_last and self.batch_size > self.train_images:
+            raise ValueError(
+                f"batch size {self.batch_size} is larger than the {self.train_images} training images: "
+                "no full batch to train on"
+            )
+
+    @property
+    def steps_per_epoch(self) -> int:
+        if self.drop_last:
+            return self.train_images // self.batch_size
+        return -(-self.train_images // self.batch_size)
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
+
+    def images_per_step(self) -> np.ndarray:
+        """Images in each step of the run (the last batch of an epoch may be short without drop_last)."""
+        per_epoch = np.full(self.steps_per_epoch, self.batch_size, dtype=np.int64)
+        if not self.drop_last and self.train_images % self.batch_size:
+            per_epoch[-1] = self.train_images % self.batch_size
+        return np.tile(per_epoch, self.epochs)
+
+
+@dataclass(frozen=True)
+class ComputeSummary:
+    """What a run (planned or realised) costs, against its full-resolution baseline."""
+
+    full_px: int
+    steps_by_px: dict[int, int]
+    images_by_px: dict[int, int]
+    flops_by_px: dict[int, ImageFlops]
+    train_flops: int
+    baseline_train_flops: int
+    valid_flops: int = 0
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def steps(self) -> int:
+        return sum(self.steps_by_px.values())
+
+    @property
+    def compute_fraction(self) -> float:
+        return self.train_flops / self.baseline_train_flops if self.baseline_train_flops else 1.0
+
+    @property
+    def compute_saved_frac(self) -> float:
+        return 1.0 - self.compute_fraction
+
+
+def _int_array(values: Iterable[int]) -> np.ndarray:
+    return np.asarray(values if isinstance(values, np.ndarray) else list(values), dtype=np.int64)
+
+
+def summarize_compute(
+    px_per_step: Iterable[int],
+    images_per_step: Iterable[int],
+    full_px: int,
+    flops_at: Callable[[int], ImageFlops],
+    *,
+    valid_images: int = 0,
+    valid_passes: int = 0,
+) -> ComputeSummary:
+    """Training compute of a sequence of steps and of the same steps at ``full_px``.
+
+    The one function both the plan (``trd estimate-cost``) and the record of a real run
+    (:class:`trdcli.callback.TRDCallback`) go through, so the two agree exactly.
+    Validation compute (``valid_passes`` passes over ``valid_images`` at full resolution,
+    forward only) is reported separately and is the same for a run and its baseline.
+    """
+    px_arr = _int_array(px_per_step)
+    n_arr = _int_array(images_per_step)
+    if px_arr.shape != n_arr.shape:
+        raise ValueError(f"got {px_arr.size} resolutions for {n_arr.size} steps")
+    steps_by_px: dict[int, int] = {}
+    images_by_px: dict[int, int] = {}
+    for px in sorted({int(p) for p in np.unique(px_arr)} | {full_px}, reverse=True):
+        # The full resolution is always listed (with 0 steps if none ran): the baseline needs it.
+        mask = px_arr == px
+        steps_by_px[px] = int(mask.sum())
+        images_by_px[px] = int(n_arr[mask].sum())
+    flops_by_px = {px: flops_at(px) for px in steps_by_px}
+    # Python ints: exact, however large the run (ImageNet runs reach 1e18 FLOPs).
+    train = sum(images_by_px[px] * flops_by_px[px].train_flops for px in steps_by_px)
+    baseline = int(n_arr.sum()) * flops_by_px[full_px].train_flops
+    valid = valid_images * valid_passes * flops_by_px[full_px].forward_flops
+    return ComputeSummary(
+        full_px=full_px,
+        steps_by_px=steps_by_px,
+        images_by_px=images_by_px,
+        flops_by_px=flops_by_px,
+        train_flops=train,
+        baseline_train_flops=baseline,
+        valid_flops=valid,
+    )
+
+
+def plan_px(schedule: ResolutionSchedule, shape: RunShape) -> np.ndarray:
+    """The resolution of every step of a run of ``shape`` under ``schedule``."""
+    return schedule.plan_px(shape.total_steps, shape.full_px, shape.steps_per_epoch)
+
+
+def plan_compute(
+    schedule: ResolutionSchedule,
+    shape: RunShape,
+    flops_at: Callable[[int], ImageFlops],
+    *,
+    valid_images: int = 0,
+) -> ComputeSummary:
+    """The compute a run of ``shape`` under ``schedule`` will cost (validation once per epoch)."""
+    return summarize_compute(
+        plan_px(schedule, shape),
+        shape.images_per_step(),
+        shape.full_px,
+        flops_at,
+        valid_images=valid_images,
+        valid_passes=shape.epochs if valid_images else 0,
+    )
+
+
+def idealised_flops(full_px: int, flops_at_full: ImageFlops) -> Callable[[int], ImageFlops]:
+    """Per-image cost that scales exactly with pixel count, ``(px / full_px) ** 2``: the paper's arithmetic."""
+
+    def at(px: int) -> ImageFlops:
+        ratio = (px / full_px) ** 2
+        return ImageFlops(
+            px=px,
+            forward_flops=round(flops_at_full.forward_flops * ratio),
+            train_flops=round(flops_at_full.train_flops * ratio),
+        )
+
+    return at
