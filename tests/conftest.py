@@ -7,12 +7,17 @@ import os
 import pytest
 
 
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path_factory, monkeypatch):
-    """Keep every test's FLOPs cache out of the user's ~/.cache."""
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory):
+    """One FLOPs cache for the whole session, outside the user's ~/.cache.
+
+    Session-wide (not per test) so module-scoped fixtures see it too, and each resolution
+    of each architecture is measured once per test run.
+    """
     cache_dir = tmp_path_factory.getbasetemp() / "trd-cache"
-    monkeypatch.setenv("TRD_CACHE_DIR", str(cache_dir))
-    return cache_dir
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRD_CACHE_DIR", str(cache_dir))
+        yield cache_dir
 
 
 @pytest.fixture(scope="session", autouse=True)

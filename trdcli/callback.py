@@ -97,6 +97,16 @@ class TRDCallback(Callback):
     def name(self) -> str:
         return "trd"  # reachable as learn.trd
 
+    @property
+    def current_fit(self) -> int:
+        """Index of the fit running now (or last run); -1 before the first."""
+        return self._fit
+
+    def resume_from(self, records: list[StepRecord]) -> None:
+        """Continue a run whose steps so far are ``records``: the next fit extends the last one."""
+        self.records = list(records)
+        self._fit = records[-1].fit - 1 if records else -1
+
     # -- fastai events -------------------------------------------------------------------
 
     def before_fit(self):

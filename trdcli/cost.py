@@ -19,6 +19,7 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from trdcli.schedules import ResolutionSchedule
 if TYPE_CHECKING:
     import torch.nn as nn
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: grouped-convolution backward counted correctly
 # Measuring with two images keeps BatchNorm in training mode well defined even where a
 # feature map shrinks to 1x1; FLOPs are linear in the batch, so per image = total / 2.
 _MEASURE_BATCH = 2
@@ -93,6 +94,23 @@ def _sum_outputs(output) -> torch.Tensor:  # noqa: F821
     return sum(t.float().sum() for t in tensors)
 
 
+def _conv_backward_flops(
+    grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed, _output_padding, _groups,
+    output_mask, out_shape=None, **kwargs,
+) -> int:  # fmt: skip
+    """FLOPs of ``aten.convolution_backward``: each gradient asked for costs what the forward did.
+
+    The input gradient is a transposed convolution of the output gradient with the weight, and
+    the weight gradient a convolution of the input with the output gradient; both take exactly
+    the forward's multiply-adds, ``N * prod(spatial) * prod(weight shape)`` (the weight shape is
+    already per group). torch's own formula (2.14) forgets the groups in the weight gradient and
+    counts a depthwise convolution's backward 33 times too high (pytorch/pytorch#183405).
+    """
+    spatial = (x_shape if transposed else grad_out_shape)[2:]
+    forward = 2 * x_shape[0] * math.prod(w_shape) * math.prod(spatial)
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
 def count_image_flops(model: nn.Module, px: int, in_channels: int = 3) -> ImageFlops:
     """Measure forward and forward+backward FLOPs per image of ``model`` at ``px`` x ``px``.
 
@@ -106,9 +124,10 @@ def count_image_flops(model: nn.Module, px: int, in_channels: int = 3) -> ImageF
         raise ValueError(f"px must be a positive integer, got {px!r}")
     meta_model = meta_copy(model).train()
     images = torch.empty(_MEASURE_BATCH, in_channels, px, px, device="meta")
-    with FlopCounterMode(display=False) as forward_counter:
+    corrected = {torch.ops.aten.convolution_backward: _conv_backward_flops}
+    with FlopCounterMode(display=False, custom_mapping=corrected) as forward_counter:
         loss = _sum_outputs(meta_model(images))
-    with FlopCounterMode(display=False) as backward_counter:
+    with FlopCounterMode(display=False, custom_mapping=corrected) as backward_counter:
         loss.backward()
     forward = forward_counter.get_total_flops()
     backward = backward_counter.get_total_flops()

@@ -82,12 +82,24 @@ def check_arch(arch: str) -> None:
 
 def build_model(arch: str, num_classes: int, *, device: str | None = None) -> nn.Module:
     """A freshly initialised classifier with ``num_classes`` outputs, on ``device`` (``"meta"`` to count FLOPs)."""
-    import torch
 
     check_arch(arch)
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    with torch.device(device or "cpu"):
+    try:
+        return _build(arch, num_classes, device or "cpu")
+    except NotImplementedError:
+        if device != "meta":
+            raise
+        # Some constructors compute layer widths with tensors (torchvision's RegNets), which the
+        # meta device cannot read back: build on the CPU, then move.
+        return _build(arch, num_classes, "cpu").to("meta")
+
+
+def _build(arch: str, num_classes: int, device: str) -> nn.Module:
+    import torch
+
+    with torch.device(device):
         if arch.startswith(TIMM_PREFIX):
             import timm
 

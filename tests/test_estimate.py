@@ -1,0 +1,171 @@
+"""`trd estimate-cost`: the paper's arithmetic, budgets fed back in, plan == record, bad values."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from helpers import make_image_folder
+from typer.testing import CliRunner
+
+from trdcli import cli
+from trdcli.cost import FlopsTable, default_cache
+from trdcli.estimate import PlanOptions, Throughput, parse_budget, parse_throughput, plan
+from trdcli.schedules import TRDSchedule
+from trdcli.train import TrainConfig, train
+
+runner = CliRunner()
+IMAGENET_TRAIN = 1_281_167
+
+
+def estimate_json(*args: str) -> dict:
+    result = runner.invoke(cli.app, ["estimate-cost", *args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+PAPER = ["--arch", "resnet50", "--dataset", "imagenet", "--epochs", "90", "--batch-size", "256", "--low-res", "112"]
+
+
+@pytest.mark.parametrize(("until", "expected"), [("0.9", 0.338), ("0.5", 0.632)])
+def test_paper_settings(until, expected):
+    payload = estimate_json(*PAPER, "--until", until)
+    assert payload["compute_fraction"] == pytest.approx(expected, abs=0.005)
+    assert payload["num_classes"] == 1000 and payload["train_images"] == IMAGENET_TRAIN
+    # Baseline = epochs x images x train FLOPs per image at 224. fastai drops each epoch's last
+    # partial batch (143 images at batch 256), so exactly: the images in whole batches.
+    per_image = payload["train_flops_per_image"]["224"]
+    assert payload["baseline_train_flops"] == 90 * (IMAGENET_TRAIN // 256) * 256 * per_image
+    assert payload["baseline_train_flops"] == pytest.approx(90 * IMAGENET_TRAIN * per_image, rel=2e-4)
+    # Validation: 50,000 images per epoch, forward only, at full resolution.
+    assert payload["valid_flops"] == 90 * 50_000 * payload["forward_flops_per_image"]["224"]
+
+
+def test_default_run_matches_train_defaults():
+    payload = estimate_json("--images", "6400")
+    assert (payload["arch"], payload["epochs"], payload["batch_size"], payload["full_px"]) == ("resnet18", 5, 64, 224)
+    assert payload["schedule"]["name"] == "baseline" and payload["compute_saved_frac"] == 0
+
+
+@pytest.mark.parametrize("budget", ["0.4", "55%", "0.3"])
+def test_compute_budget_answer_meets_the_budget_when_fed_back(budget):
+    payload = estimate_json(*PAPER, "--budget", budget)
+    target = parse_budget(budget).value
+    best = payload["budget"]["options"][0]
+    assert best["low_px"] == 112
+    window = estimate_json(*PAPER, "--until", str(best["until"]))
+    assert target * 0.99 <= window["compute_fraction"] <= target
+    spread = estimate_json(*PAPER, "--until", "1.0", "--prob", str(best["spread_prob"]))
+    assert target * 0.99 <= spread["compute_fraction"] <= target
+    assert {o["low_px"] for o in payload["budget"]["options"]} == {96, 112, 128, 160}
+
+
+def test_time_budget_with_given_throughput():
+    throughput = ["--throughput", "224=2600,112=9800"]
+    base = estimate_json(*PAPER, *throughput)
+    assert base["time_s"] == pytest.approx(90 * (IMAGENET_TRAIN // 256) * 256 * (0.1 / 2600 + 0.9 / 9800), rel=1e-3)
+    payload = estimate_json(*PAPER, *throughput, "--budget", "10h")
+    best = payload["budget"]["options"][0]
+    fed_back = estimate_json(*PAPER, *throughput, "--until", str(best["until"]))
+    assert 36000 * 0.99 <= fed_back["time_s"] <= 36000
+
+
+def test_money_and_devices():
+    payload = estimate_json(
+        *PAPER, "--until", "0.9", "--throughput", "224=2600,112=9800", "--price-per-hour", "3", "--devices", "8"
+    )
+    assert payload["time_s"] * 8 == pytest.approx(
+        estimate_json(*PAPER, "--until", "0.9", "--throughput", "224=2600,112=9800")["time_s"]
+    )
+    assert payload["cost"] == pytest.approx(payload["time_s"] / 3600 * 3 * 8)
+    assert payload["baseline_cost"] > payload["cost"]
+
+
+def test_throughput_between_given_resolutions_interpolates_in_flops():
+    flops = FlopsTable.for_arch("resnet50", 1000, cache=default_cache())
+    given = Throughput({224: 1000.0, 112: 4000.0}, "test")
+    t = given.seconds_per_image(160, flops.at)
+    f224, f160, f112 = (flops.at(px).train_flops for px in (224, 160, 112))
+    expected = 1 / 4000 + (f160 - f112) / (f224 - f112) * (1 / 1000 - 1 / 4000)
+    assert t == pytest.approx(expected)
+    assert given.seconds_per_image(96, flops.at) == pytest.approx(1 / 4000 * flops.at(96).train_flops / f112)
+
+
+def test_gpu_flops_throughput_is_flops_over_sustained_rate():
+    payload = estimate_json(*PAPER, "--until", "0.9", "--gpu-flops", "312e12", "--utilisation", "0.5")
+    per_image = payload["train_flops_per_image"]
+    assert payload["throughput_images_per_s"]["224"] == pytest.approx(156e12 / per_image["224"])
+    assert payload["time_s"] == pytest.approx(payload["train_flops"] / 156e12)
+
+
+def test_measure_times_real_steps_here():
+    payload = estimate_json("--images", "640", "--size", "64", "--low-res", "32", "--measure", "--measure-batch", "4")
+    rates = payload["throughput_images_per_s"]
+    assert set(rates) == {"64", "32"} and all(r > 0 for r in rates.values())
+    assert payload["throughput_source"].startswith("measured on cpu")
+    assert payload["time_s"] < payload["baseline_time_s"]
+
+
+def test_counts_a_data_folder_without_decoding(tmp_path):
+    root = make_image_folder(tmp_path / "data", n_train=5, n_valid=2)
+    (root / "train" / "circle" / "broken.jpg").write_bytes(b"not decoded, only counted")
+    payload = estimate_json(str(root), "--batch-size", "4", "--size", "64")
+    assert payload["train_images"] == 16 and payload["valid_images"] == 6 and payload["num_classes"] == 3
+
+
+def test_plot_and_table_output(tmp_path):
+    plot = tmp_path / "plan.png"
+    result = runner.invoke(cli.app, ["estimate-cost", *PAPER, "--until", "0.9", "--plot", str(plot), "--budget", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    for needle in ("per resolution", "compute saved", "GFLOPs", "GMACs", "EFLOPs", "budget 0.5", "66.3%"):
+        assert needle in result.stdout, needle
+
+
+def test_plan_equals_what_a_real_fit_records(tmp_path):
+    """The same settings and seed: estimate-cost's plan and trd train's record agree exactly."""
+    root = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
+    schedule = TRDSchedule(32, until=1.0, prob=0.5, seed=5)
+    run = train(
+        TrainConfig(
+            data=root, epochs=2, size_px=64, batch_size=4, schedule=schedule, seed=5, workers=0, out_dir=tmp_path / "r"
+        )
+    )
+    planned = plan(
+        PlanOptions(arch="resnet18", size_px=64, epochs=2, batch_size=4, schedule=schedule, seed=5, data=str(root))
+    )
+    assert planned.estimate.step_px.tolist() == run.step_px
+    assert planned.estimate.compute.steps_by_px == run.compute.steps_by_px
+    assert planned.estimate.compute.train_flops == run.compute.train_flops  # exact, so within 0.1% too
+    assert planned.estimate.compute.baseline_train_flops == run.compute.baseline_train_flops
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--images", "-5"], "--images must be a positive number of training images, got -5"),
+        (["--images", "1000", "--price-per-hour", "2"], "--price-per-hour needs a throughput"),
+        ([*PAPER, "--budget", "0.1"], r"budget 0.1 .* is infeasible: even every step at 96 px costs 18.4%"),
+        (["--images", "1000", "--budget", "12h"], "a time budget needs a throughput"),
+        (["--images", "1000", "--budget", "cheap"], "--budget must be a fraction"),
+        (["--images", "1000", "--arch", "resnet5"], "unknown --arch 'resnet5'"),
+        (["--images", "1000", "--throughput", "224:2600"], "--throughput must look like 224=2600"),
+        (["--images", "10", "--batch-size", "64"], "batch size 64 is larger than the 10 training images"),
+        (["--dataset", "imagenet", "--images", "5"], "give the dataset size one way"),
+        (["--images", "1000", "--devices", "0"], "--devices must be at least 1, got 0"),
+        (["--images", "1000", "--low-res", "224"], "low_res=224 must be below"),
+    ],
+)
+def test_bad_values_give_one_line_and_exit_1(args, message):
+    result = runner.invoke(cli.app, ["estimate-cost", *args])
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.search(message, lines[0]), result.stderr
+
+
+def test_parsers():
+    assert parse_throughput("224=2600, 112=9800") == {224: 2600.0, 112: 9800.0}
+    assert parse_budget("40%").value == pytest.approx(0.4)
+    assert parse_budget("90m").value == 5400 and parse_budget("2d").kind == "time"
+    assert parse_budget("$500").value == 500 and parse_budget("120usd").kind == "money"

@@ -1,0 +1,199 @@
+"""`trd train` for real: small generated folders with odd images, the run directory, the JSON contract."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from helpers import SHARED_DATA, make_image_folder
+from test_data import write_bad_images, write_odd_images
+from typer.testing import CliRunner
+
+from trdcli import cli
+from trdcli.cost import FlopsTable
+from trdcli.schedules import TRDSchedule
+from trdcli.train import TrainConfig, TrainingInterrupted, TrainObserver, load_model, train
+
+runner = CliRunner()
+
+SHARED_KEYS = {
+    "arch", "num_classes", "full_px", "schedule", "seed", "epochs", "batch_size", "steps",
+    "forward_flops_per_image", "train_flops_per_image", "steps_by_px", "train_flops",
+    "baseline_train_flops", "compute_fraction", "compute_saved_frac",
+}  # fmt: skip
+TRAIN_KEYS = {"metrics", "history", "wall_time_s", "versions", "device"}
+
+
+@pytest.fixture(scope="module")
+def odd_folder(tmp_path_factory):
+    """Three shape classes plus every awkward file kind, one truncated JPEG and one non-image."""
+    root = make_image_folder(tmp_path_factory.mktemp("odd") / "data", n_train=8, n_valid=3, px=48)
+    write_odd_images(root / "train" / "circle" / "odd")
+    write_bad_images(root / "train" / "square")
+    (root / "train" / "triangle" / "README.txt").write_text("not an image")
+    return root
+
+
+def test_unreadable_images_stop_the_run_with_their_names(odd_folder, tmp_path):
+    result = runner.invoke(cli.app, ["train", str(odd_folder), "--size", "64", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1
+    assert "2 unreadable image(s)" in result.stderr
+    assert "truncated.jpg" in result.stderr and "--skip-bad-images" in result.stderr
+    assert not (tmp_path / "r").exists()  # nothing trained, nothing written
+
+
+@pytest.fixture(scope="module")
+def trained(odd_folder, tmp_path_factory):
+    """A real run: 2 epochs of ResNet-18 at 64 px with TRD at 32 px (prob 0.5), skipping the bad images."""
+    out = tmp_path_factory.mktemp("run") / "run"
+    args = ["train", str(odd_folder), "--arch", "resnet18", "--size", "64", "--batch-size", "8", "--epochs", "2"]
+    args += ["--low-res", "32", "--until", "1.0", "--prob", "0.5", "--seed", "4", "--workers", "1", "--skip-bad-images"]
+    args += ["--out", str(out), "--json"]
+    result = runner.invoke(cli.app, args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout), out, result
+
+
+def test_json_has_every_documented_key(trained):
+    payload, _, _ = trained
+    assert set(payload) >= SHARED_KEYS | TRAIN_KEYS
+    assert payload["arch"] == "resnet18" and payload["num_classes"] == 3 and payload["full_px"] == 64
+    assert payload["schedule"] == {
+        "name": "trd",
+        "kind": "TRDSchedule",
+        "low_px": 32,
+        "until_frac": 1.0,
+        "prob": 0.5,
+        "seed": 4,
+    }
+    assert (payload["seed"], payload["epochs"], payload["batch_size"]) == (4, 2, 8)
+    # 8 shapes x 3 classes + 8 odd images = 32 training images, batches of 8: 4 steps per epoch.
+    assert payload["train_images"] == 32 and payload["steps"] == 8
+    assert set(payload["metrics"]) == {"top1", "train_loss", "valid_loss"}  # 3 classes: no top-5
+    assert 0 <= payload["metrics"]["top1"] <= 1
+    assert [row["epoch"] for row in payload["history"]] == [0, 1]
+    assert all(row["wall_s"] > 0 for row in payload["history"])
+    assert set(payload["versions"]) == {"python", "torch", "torchvision", "fastai", "trd"}
+    assert payload["device"].startswith("cpu")
+    assert [s["path"].rsplit("/", 1)[-1] for s in payload["skipped_images"]] == ["not_really.png", "truncated.jpg"]
+
+
+def test_compute_saved_recomputed_independently(trained):
+    payload, _, _ = trained
+    steps = {int(px): n for px, n in payload["steps_by_px"].items()}
+    per_image = {int(px): f for px, f in payload["train_flops_per_image"].items()}
+    assert sum(steps.values()) == payload["steps"]
+    train_flops = sum(n * payload["batch_size"] * per_image[px] for px, n in steps.items())
+    baseline = payload["steps"] * payload["batch_size"] * per_image[64]
+    assert payload["train_flops"] == train_flops
+    assert payload["baseline_train_flops"] == baseline
+    assert payload["compute_saved_frac"] == pytest.approx(1 - train_flops / baseline, rel=1e-12)
+    assert payload["compute_fraction"] == pytest.approx(train_flops / baseline, rel=1e-12)
+    # And the per-image FLOPs are ResNet-18's, measured independently here.
+    table = FlopsTable.for_arch("resnet18", 3)
+    assert per_image[64] == table.at(64).train_flops
+    assert payload["forward_flops_per_image"]["32"] == table.at(32).forward_flops
+
+
+def test_run_directory(trained):
+    payload, out, _ = trained
+    assert json.loads((out / "run.json").read_text()) == payload
+    lines = (out / "history.csv").read_text().strip().splitlines()
+    assert lines[0].split(",")[:5] == ["epoch", "train_loss", "valid_loss", "accuracy", "wall_s"]
+    assert len(lines) == 3
+    steps_cols = [c for c in lines[0].split(",") if c.startswith("steps_at_")]
+    assert sum(int(v) for line in lines[1:] for v in line.split(",")[-len(steps_cols) :]) == payload["steps"]
+    assert (out / "schedule.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    model = load_model(out)
+    assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 3)
+
+
+def test_summary_table_names_what_the_user_needs(odd_folder, tmp_path):
+    args = ["train", str(odd_folder), "--size", "64", "--batch-size", "8", "--epochs", "1", "--low-res", "32"]
+    args += ["--workers", "0", "--skip-bad-images", "--out", str(tmp_path / "r")]
+    result = runner.invoke(cli.app, args)
+    assert result.exit_code == 0, result.output
+    for needle in ("top-1 accuracy", "final losses", "training compute", "full-resolution baseline", "compute saved"):
+        assert needle in result.stdout
+    assert "wall time" in result.stdout and "steps at each resolution" in result.stdout
+    assert "skipped images" in result.stdout and "run directory" in result.stdout
+    assert "warning: skipped 2 unreadable image(s)" in result.stderr
+
+
+class InterruptAfter(TrainObserver):
+    def __init__(self, step):
+        self.step = step
+
+    def step_done(self, step, epoch, px, loss, images_per_s):
+        if step == self.step:
+            raise KeyboardInterrupt
+
+
+def test_interrupt_then_resume_continues_the_same_schedule(tmp_path):
+    data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
+    config = TrainConfig(
+        data=data, arch="resnet18", epochs=3, size_px=64, batch_size=8, workers=0, out_dir=tmp_path / "run",
+        schedule=TRDSchedule(32, until=1.0, prob=0.5, seed=2),
+    )  # fmt: skip
+    with pytest.raises(TrainingInterrupted) as info:
+        train(config, InterruptAfter(step=4))  # 3 steps per epoch: epoch 1 is done and saved
+    assert info.value.epochs_done == 1 and info.value.saved
+    resumed = train(TrainConfig(**{**config.__dict__, "resume": tmp_path / "run"}))
+    planned = config.schedule.plan_px(9, 64).tolist()
+    assert resumed.step_px == planned
+    assert [row["epoch"] for row in resumed.history] == [0, 1, 2]
+    assert resumed.compute.steps == 9
+
+
+def test_resume_refuses_a_different_run(tmp_path):
+    data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
+    config = TrainConfig(data=data, epochs=2, size_px=64, batch_size=8, workers=0, out_dir=tmp_path / "run")
+    with pytest.raises(TrainingInterrupted):
+        train(config, InterruptAfter(step=3))
+    other = TrainConfig(**{**config.__dict__, "epochs": 2, "batch_size": 4, "resume": tmp_path / "run"})
+    with pytest.raises(ValueError, match="the run used batch_size=8, this command has 4"):
+        train(other)
+    with pytest.raises(ValueError, match="no checkpoint there"):
+        train(TrainConfig(**{**config.__dict__, "resume": tmp_path}))
+
+
+def test_full_disk_keeps_the_results(tmp_path, monkeypatch):
+    data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
+    real_save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):
+        if str(f).endswith("model.pth"):
+            raise OSError(28, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    result = train(TrainConfig(data=data, epochs=1, size_px=64, batch_size=8, workers=0, out_dir=tmp_path / "run"))
+    assert result.write_error and "No space left on device" in result.write_error
+    assert 0 <= result.metrics["top1"] <= 1  # the numbers survive, for the CLI to print
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="needs ../shared/data/imagenette2-224 (real ImageNet subset)")
+def test_one_epoch_on_an_imagenette_subset(tmp_path):
+    """Real JPEGs (some greyscale) from ImageNet: 60 train / 20 val images per class, 1 epoch at 64 px."""
+    subset = tmp_path / "imagenette"
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 60), ("val", 20)):
+        for cls in sorted(p.name for p in (SHARED_DATA / split).iterdir()):
+            files = sorted((SHARED_DATA / split / cls).iterdir())
+            (subset / split / cls).mkdir(parents=True)
+            for i in rng.choice(len(files), n, replace=False):
+                shutil.copy(files[i], subset / split / cls / files[i].name)
+    args = ["train", str(subset), "--arch", "resnet18", "--size", "64", "--low-res", "32", "--epochs", "1"]
+    args += ["--batch-size", "32", "--out", str(tmp_path / "run"), "--json"]
+    result = runner.invoke(cli.app, args)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["num_classes"] == 10 and payload["train_images"] == 600
+    assert set(payload["metrics"]) == {"top1", "top5", "train_loss", "valid_loss"}
+    assert payload["metrics"]["top5"] >= payload["metrics"]["top1"]
+    # 600 / 32 = 18 steps; steps 0-16 have progress below 0.9 (16/18 = 0.89), step 17 is at full size.
+    assert payload["steps_by_px"] == {"64": 1, "32": 17}

@@ -1,0 +1,5 @@
+"""`python -m trdcli` runs the `trd` command."""
+
+from trdcli.cli import main
+
+main()

@@ -1,0 +1,337 @@
+"""Image folders -> fastai DataLoaders, with a clear error for every way a real folder goes wrong.
+
+Layouts (design.md §5): ``DATA/train/<class>/*`` with ``DATA/val|valid|test/<class>/*``
+(ImageNet's), or class folders directly in ``DATA`` with a ``valid_pct`` hold-out.
+Every image becomes 8-bit RGB: greyscale, palette, RGBA (composited on white), CMYK,
+16-bit and float images, animated GIFs (first frame) and EXIF-rotated photos alike.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from fastai.data.core import DataLoaders
+    from PIL import Image
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+VALID_FOLDER_NAMES = ("val", "valid", "test")
+# Validation resizes to size / 0.875 and centre-crops `size` (224 from 256), the standard
+# ImageNet evaluation crop.
+CENTER_CROP_FRAC = 0.875
+
+
+class DataError(ValueError):
+    """The data folder cannot be used as given; the message says what and where."""
+
+
+@dataclass(frozen=True)
+class BadImage:
+    path: Path
+    reason: str
+
+
+@dataclass
+class ImageFolder:
+    """The items of a classification folder, split into training and validation."""
+
+    root: Path
+    classes: list[str]
+    train: list[tuple[Path, int]]
+    valid: list[tuple[Path, int]]
+    layout: str  # "imagenet" or "class-folders"
+    valid_name: str | None = None
+    ignored_files: int = 0
+    skipped: list[BadImage] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def _is_hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _images_in(folder: Path) -> tuple[list[Path], int]:
+    """Image files under ``folder`` (recursively, hidden files skipped) and the count of other files."""
+    images, ignored = [], 0
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            path = Path(dirpath) / name
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                images.append(path)
+            else:
+                ignored += 1
+    return images, ignored
+
+
+def _collect(split_dir: Path, classes: Sequence[str]) -> tuple[list[tuple[Path, int]], int]:
+    items, ignored = [], 0
+    for label, name in enumerate(classes):
+        images, other = _images_in(split_dir / name)
+        items.extend((path, label) for path in images)
+        ignored += other
+    return items, ignored
+
+
+def _classes_with_images(split_dir: Path) -> tuple[list[str], list[str]]:
+    """(classes holding at least one image, empty class folders)."""
+    with_images, empty = [], []
+    for folder in _class_dirs(split_dir):
+        images, _ = _images_in(folder)
+        (with_images if images else empty).append(folder.name)
+    return with_images, empty
+
+
+def scan_image_folder(root: str | Path, valid_pct: float | None = None, seed: int = 0) -> ImageFolder:
+    """Find the classes and images of ``root``; raise :class:`DataError` on anything unusable."""
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"data folder not found: {root}")
+    if not root.is_dir():
+        raise DataError(f"{root} is a file, not a folder of class folders")
+    if valid_pct is not None and not 0 < valid_pct < 1:
+        raise DataError(f"--valid-pct must be a fraction in (0, 1), got {valid_pct}")
+
+    train_dir = root / "train"
+    valid_dir = next((root / n for n in VALID_FOLDER_NAMES if (root / n).is_dir()), None)
+    if train_dir.is_dir():
+        if valid_dir is None and valid_pct is None:
+            raise DataError(f"{root} has train/ but no val/, valid/ or test/ folder; add one or pass --valid-pct 0.2")
+        classes, empty = _classes_with_images(train_dir)
+        _check_classes(train_dir, classes, empty)
+        if valid_dir is not None:
+            valid_classes, _ = _classes_with_images(valid_dir)
+            if valid_classes != classes:
+                missing = sorted(set(classes) - set(valid_classes))
+                extra = sorted(set(valid_classes) - set(classes))
+                detail = "; ".join(
+                    part
+                    for part in (
+                        f"missing from {valid_dir.name}/: {', '.join(missing[:5])}" if missing else "",
+                        f"not in train/: {', '.join(extra[:5])}" if extra else "",
+                    )
+                    if part
+                )
+                raise DataError(f"validation classes differ from training classes ({detail})")
+            train, ignored_train = _collect(train_dir, classes)
+            valid, ignored_valid = _collect(valid_dir, classes)
+            return ImageFolder(
+                root, classes, train, valid, "imagenet", valid_dir.name, ignored_files=ignored_train + ignored_valid
+            )
+        items, ignored = _collect(train_dir, classes)
+        train, valid = _split(items, valid_pct, seed)
+        return ImageFolder(root, classes, train, valid, "imagenet", None, ignored_files=ignored)
+
+    classes, empty = _classes_with_images(root)
+    if not classes and not empty:
+        loose, _ = _images_in(root)
+        if loose:
+            raise DataError(f"{root} holds images but no class folders; put each class's images in its own folder")
+        raise DataError(f"{root} is empty: expected train/<class>/ and val/<class>/ folders, or class folders")
+    _check_classes(root, classes, empty)
+    if valid_pct is None:
+        raise DataError(
+            f"{root} has class folders but no train/ and val/; pass --valid-pct 0.2 to hold out 20% for validation"
+        )
+    items, ignored = _collect(root, classes)
+    train, valid = _split(items, valid_pct, seed)
+    return ImageFolder(root, classes, train, valid, "class-folders", None, ignored_files=ignored)
+
+
+def _check_classes(folder: Path, classes: list[str], empty: list[str]) -> None:
+    if not classes:
+        if empty:
+            raise DataError(f"no images in the class folders of {folder} ({', '.join(empty[:5])} are empty)")
+        raise DataError(f"no class folders in {folder}")
+    if len(classes) == 1:
+        raise DataError(f"only one class ({classes[0]}) in {folder}: a classifier needs at least two")
+
+
+def _split(items: list[tuple[Path, int]], valid_pct: float, seed: int):
+    """A stratified random hold-out: every class keeps at least one image on each side."""
+    rng = np.random.default_rng(seed)
+    train, valid = [], []
+    for label in sorted({lbl for _, lbl in items}):
+        members = [item for item in items if item[1] == label]
+        order = rng.permutation(len(members))
+        n_valid = min(max(1, round(len(members) * valid_pct)), len(members) - 1)
+        if n_valid < 1:
+            raise DataError(f"class {label} has a single image: cannot hold one out for validation")
+        valid.extend(members[i] for i in order[:n_valid])
+        train.extend(members[i] for i in order[n_valid:])
+    return train, valid
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """Open any image file as a loaded 8-bit RGB PIL image, or raise ``OSError``/``ValueError``."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as image:
+        image.seek(0)  # first frame of an animation
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        mode = image.mode
+        if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+            # 16-bit and float images: map the type's range onto 0-255, not clip it.
+            array = np.asarray(image, dtype=np.float64)
+            top = 1.0 if mode == "F" and array.max() <= 1.0 else (65535.0 if array.max() > 255 else 255.0)
+            image = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+        elif mode == "P" and "transparency" in image.info:
+            image = image.convert("RGBA")
+        elif mode == "1":
+            image = image.convert("L")
+        if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+            rgba = image.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(background, rgba)
+        return image.convert("RGB")
+
+
+def _check_one(path: Path) -> str | None:
+    try:
+        image = load_rgb(path)
+    except Exception as exc:  # PIL raises OSError, ValueError, SyntaxError, DecompressionBombError...
+        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if min(image.size) < 1:
+        return "empty image"
+    return None
+
+
+def find_bad_images(paths: Sequence[Path], workers: int = 0) -> list[BadImage]:
+    """Decode every image once and return those that cannot be read (truncated, corrupt, not an image)."""
+    if workers > 1 and len(paths) > 256:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            reasons = list(pool.map(_check_one, paths, chunksize=64))
+    else:
+        reasons = [_check_one(p) for p in paths]
+    return [BadImage(p, r) for p, r in zip(paths, reasons, strict=True) if r is not None]
+
+
+def drop_bad_images(folder: ImageFolder, bad: Sequence[BadImage]) -> ImageFolder:
+    """``folder`` without ``bad``; refuses to leave a class or a split empty."""
+    bad_paths = {b.path for b in bad}
+    train = [item for item in folder.train if item[0] not in bad_paths]
+    valid = [item for item in folder.valid if item[0] not in bad_paths]
+    for split, items in (("training", train), ("validation", valid)):
+        present = {label for _, label in items}
+        lost = [folder.classes[i] for i in range(folder.num_classes) if i not in present]
+        if lost:
+            raise DataError(f"after skipping unreadable images, {split} has no image of class {', '.join(lost[:5])}")
+    return ImageFolder(
+        folder.root,
+        folder.classes,
+        train,
+        valid,
+        folder.layout,
+        folder.valid_name,
+        folder.ignored_files,
+        skipped=list(bad),
+    )
+
+
+class ImageItems:
+    """A torch Dataset of (uint8 CHW image, label) from paths, with train or eval cropping."""
+
+    def __init__(self, items: Sequence[tuple[Path, int]], size_px: int, train: bool, min_scale: float):
+        self.items = list(items)
+        self.size_px = size_px
+        self.train = train
+        self.min_scale = min_scale
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        import torch
+        from fastai.torch_core import TensorCategory, TensorImage
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import v2 as T
+        from torchvision.transforms.v2 import functional as TF
+
+        path, label = self.items[index]
+        try:
+            image = load_rgb(path)
+        except Exception as exc:
+            raise DataError(f"cannot read image {path}: {exc}") from exc
+        bilinear = InterpolationMode.BILINEAR
+        if self.train:
+            top, left, height, width = T.RandomResizedCrop.get_params(
+                image, scale=(self.min_scale, 1.0), ratio=(3 / 4, 4 / 3)
+            )
+            image = TF.resized_crop(
+                image, top, left, height, width, [self.size_px, self.size_px], bilinear, antialias=True
+            )
+            if torch.rand(()) < 0.5:
+                image = TF.horizontal_flip(image)
+        else:
+            image = TF.resize(image, round(self.size_px / CENTER_CROP_FRAC), bilinear, antialias=True)
+            image = TF.center_crop(image, [self.size_px, self.size_px])
+        return TensorImage(TF.pil_to_tensor(image)), TensorCategory(label)
+
+
+def build_dataloaders(
+    folder: ImageFolder,
+    size_px: int,
+    batch_size: int,
+    *,
+    workers: int,
+    device,
+    min_scale: float = 0.35,
+) -> DataLoaders:
+    """fastai DataLoaders: random-resized-crop + flip for training, resize + centre crop for
+    validation, both normalised with ImageNet statistics on ``device``."""
+    from fastai.data.core import DataLoaders, TfmdDL
+    from fastai.data.transforms import IntToFloatTensor, Normalize
+    from fastai.vision.core import imagenet_stats
+
+    if batch_size > len(folder.train):
+        raise DataError(f"--batch-size {batch_size} is larger than the {len(folder.train)} training images")
+
+    def after_batch():
+        return [IntToFloatTensor(), Normalize.from_stats(*imagenet_stats, cuda=False)]
+
+    train_dl = TfmdDL(
+        ImageItems(folder.train, size_px, True, min_scale),
+        bs=batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        after_batch=after_batch(),
+        device=device,
+        persistent_workers=workers > 0,
+    )
+    valid_dl = TfmdDL(
+        ImageItems(folder.valid, size_px, False, min_scale),
+        bs=batch_size * 2,
+        shuffle=False,
+        drop_last=False,
+        num_workers=workers,
+        after_batch=after_batch(),
+        device=device,
+        persistent_workers=workers > 0,
+    )
+    dls = DataLoaders(train_dl, valid_dl, device=device)
+    dls.c = folder.num_classes
+    dls.vocab = folder.classes
+    return dls
+
+
+def default_workers() -> int:
+    """Data-loading processes: all cores but one for the training loop, at most 8."""
+    return max(0, min((os.cpu_count() or 1) - 1, 8))

@@ -1,0 +1,460 @@
+"""Plan a run before spending it: compute, time and money of a schedule, and the settings that meet a budget.
+
+The plan goes through the same code as a real run (:func:`trdcli.cost.plan_compute`, the
+schedule's own ``plan_px``), so for the same settings and seed it agrees exactly with what
+``trd train`` records. Time is estimated from throughput (images per second at each
+resolution), never from FLOPs alone: small images run at lower hardware efficiency.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from trdcli.cost import ComputeSummary, ImageFlops, RunShape, plan_compute, plan_px
+from trdcli.schedules import ResolutionSchedule, TRDSchedule
+
+
+@dataclass(frozen=True)
+class DatasetSize:
+    train_images: int
+    valid_images: int
+    num_classes: int
+
+
+IMAGENET = DatasetSize(train_images=1_281_167, valid_images=50_000, num_classes=1000)
+DATASETS = {"imagenet": IMAGENET}
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Training images per second at each resolution, per device, and where the numbers came from."""
+
+    images_per_s: dict[int, float]
+    source: str
+
+    def seconds_per_image(self, px: int, flops_at: Callable[[int], ImageFlops]) -> float:
+        """Time per image at ``px``; between known resolutions, interpolated linearly in train FLOPs."""
+        if px in self.images_per_s:
+            return 1.0 / self.images_per_s[px]
+        known = sorted(self.images_per_s)
+        flops = flops_at(px).train_flops
+        points = [(flops_at(k).train_flops, 1.0 / self.images_per_s[k]) for k in known]
+        if len(points) == 1:
+            f0, t0 = points[0]
+            return t0 * flops / f0
+        xs, ys = zip(*points, strict=True)
+        if flops <= xs[0] or flops >= xs[-1]:
+            # Outside the measured range: scale the nearest point by FLOPs.
+            f0, t0 = points[0] if flops <= xs[0] else points[-1]
+            return t0 * flops / f0
+        return float(np.interp(flops, xs, ys))
+
+
+def parse_throughput(text: str) -> dict[int, float]:
+    """``"224=2600,112=9800"`` -> ``{224: 2600.0, 112: 9800.0}`` (images/s at each px)."""
+    out: dict[int, float] = {}
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*=\s*([0-9.eE+]+)\s*", part)
+        if not match:
+            raise ValueError(f"--throughput must look like 224=2600,112=9800 (px=images/s), got {text!r}")
+        px, rate = int(match.group(1)), float(match.group(2))
+        if px < 1 or not rate > 0 or not math.isfinite(rate):
+            raise ValueError(f"--throughput needs positive px and images/s, got {part.strip()!r}")
+        out[px] = rate
+    return out
+
+
+def throughput_from_gpu_flops(
+    peak_flops: float, utilisation: float, pxs: list[int], flops_at: Callable[[int], ImageFlops]
+) -> Throughput:
+    """Images/s if the device sustained ``utilisation`` of ``peak_flops`` FLOP/s at every resolution."""
+    if not peak_flops > 0:
+        raise ValueError(f"--gpu-flops must be positive (FLOP/s, e.g. 312e12), got {peak_flops}")
+    if not 0 < utilisation <= 1:
+        raise ValueError(f"--utilisation must be in (0, 1], got {utilisation}")
+    rates = {px: peak_flops * utilisation / flops_at(px).train_flops for px in pxs}
+    return Throughput(rates, f"assumed: {peak_flops:.3g} FLOP/s at {utilisation:.0%} utilisation at every resolution")
+
+
+def measure_throughput(
+    arch: str, num_classes: int, pxs: list[int], batch_size: int, device: str | None = None, min_time_s: float = 2.0
+) -> Throughput:
+    """Time real forward+backward+SGD steps of ``arch`` at each resolution on the local device.
+
+    One warm-up step, then steps until ``min_time_s`` has passed (at least 2); data loading
+    is not included.
+    """
+    import torch
+
+    from trdcli.models import build_model
+    from trdcli.train import device_name, pick_device
+
+    dev = pick_device(device)
+    model = build_model(arch, num_classes).to(dev).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    rates = {}
+    for px in sorted(pxs, reverse=True):
+        images = torch.randn(batch_size, 3, px, px, device=dev)
+        labels = torch.randint(0, num_classes, (batch_size,), device=dev)
+        _train_step(model, optimizer, loss_fn, images, labels)  # warm-up: allocator, kernels
+        _sync(dev)
+        steps, start = 0, time.perf_counter()
+        while steps < 2 or time.perf_counter() - start < min_time_s:
+            _train_step(model, optimizer, loss_fn, images, labels)
+            steps += 1
+            _sync(dev)
+        rates[px] = steps * batch_size / (time.perf_counter() - start)
+    return Throughput(rates, f"measured on {device_name(dev)}, batch {batch_size}, model only (no data loading)")
+
+
+def measurement_points(pxs: list[int], most: int = 5) -> list[int]:
+    """The resolutions worth timing: all of them, or for a ramp the ends and a few between (the rest interpolate)."""
+    ordered = sorted(set(pxs))
+    if len(ordered) <= most:
+        return ordered
+    picks = np.linspace(0, len(ordered) - 1, most).round().astype(int)
+    return [ordered[i] for i in sorted(set(picks))]
+
+
+def _train_step(model, optimizer, loss_fn, images, labels) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss_fn(model(images), labels).backward()
+    optimizer.step()
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class Estimate:
+    """A planned run: what it costs in compute, and in time and money where throughput is known."""
+
+    arch: str
+    dataset: DatasetSize
+    shape: RunShape
+    schedule: ResolutionSchedule
+    seed: int
+    compute: ComputeSummary
+    step_px: np.ndarray
+    throughput: Throughput | None = None
+    time_s: float | None = None
+    baseline_time_s: float | None = None
+    devices: int = 1
+    price_per_hour: float | None = None
+    cost: float | None = None
+    baseline_cost: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def run_time_s(compute: ComputeSummary, throughput: Throughput, flops_at, devices: int) -> tuple[float, float]:
+    """(planned, baseline) wall time: images at each resolution / images per second, split over ``devices``."""
+    planned = sum(n * throughput.seconds_per_image(px, flops_at) for px, n in compute.images_by_px.items())
+    baseline = sum(compute.images_by_px.values()) * throughput.seconds_per_image(compute.full_px, flops_at)
+    return planned / devices, baseline / devices
+
+
+def estimate(
+    arch: str,
+    dataset: DatasetSize,
+    shape: RunShape,
+    schedule: ResolutionSchedule,
+    flops_at: Callable[[int], ImageFlops],
+    *,
+    seed: int = 0,
+    throughput: Throughput | None = None,
+    devices: int = 1,
+    price_per_hour: float | None = None,
+) -> Estimate:
+    """Plan ``schedule`` over ``shape``; add time and money when throughput (and a price) are known."""
+    if devices < 1:
+        raise ValueError(f"--devices must be at least 1, got {devices}")
+    if price_per_hour is not None and price_per_hour < 0:
+        raise ValueError(f"--price-per-hour must be 0 or more, got {price_per_hour}")
+    if price_per_hour is not None and throughput is None:
+        raise ValueError("--price-per-hour needs a throughput: pass --measure, --throughput or --gpu-flops")
+    compute = plan_compute(schedule, shape, flops_at, valid_images=dataset.valid_images)
+    result = Estimate(
+        arch, dataset, shape, schedule, seed, compute, plan_px(schedule, shape), throughput, devices=devices
+    )
+    if throughput is not None:
+        result.time_s, result.baseline_time_s = run_time_s(compute, throughput, flops_at, devices)
+        if price_per_hour is not None:
+            result.price_per_hour = price_per_hour
+            result.cost = result.time_s / 3600 * price_per_hour * devices
+            result.baseline_cost = result.baseline_time_s / 3600 * price_per_hour * devices
+    return result
+
+
+# -- budgets -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A budget as the user gave it: a fraction of the baseline's compute, a time, or a price."""
+
+    kind: str  # "fraction", "time" or "money"
+    value: float  # fraction, seconds, or currency units
+    text: str
+
+
+_TIME_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400, "day": 86400, "days": 86400}
+
+
+def parse_budget(text: str) -> Budget:
+    """``0.4`` or ``40%`` (of the baseline's compute), ``12h``/``90m``/``3d`` (time), ``$500``/``500usd`` (money)."""
+    raw = text.strip().lower()
+    if match := re.fullmatch(r"([0-9.]+)\s*%", raw):
+        return Budget("fraction", float(match.group(1)) / 100, text)
+    if match := re.fullmatch(r"([0-9.]+)\s*(s|sec|m|min|h|hr|d|day|days)", raw):
+        return Budget("time", float(match.group(1)) * _TIME_UNITS[match.group(2)], text)
+    if match := re.fullmatch(r"\$\s*([0-9.]+)|([0-9.]+)\s*(usd|\$|eur|€)", raw):
+        return Budget("money", float(match.group(1) or match.group(2)), text)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(
+            "--budget must be a fraction of the baseline (0.4 or 40%), a time (12h, 90m) or a price ($500), "
+            f"got {text!r}"
+        ) from None
+    if not value > 0:
+        raise ValueError(f"--budget must be positive, got {text!r}")
+    return Budget("fraction", value, text)
+
+
+@dataclass(frozen=True)
+class BudgetOption:
+    """One way to meet a budget at ``low_px``, or why it cannot."""
+
+    low_px: int
+    until: float | None  # window reading: prob 1, reduce the first `until` of the run
+    spread_prob: float | None  # spread reading: until 1, reduce each step with this probability
+    fraction: float | None  # the window option's cost as a fraction of the baseline (in the budget's metric)
+    spread_fraction: float | None
+    reason: str = ""
+
+
+def _round_up(value: float, digits: int = 3) -> float:
+    scale = 10**digits
+    return min(math.ceil(value * scale - 1e-9) / scale, 1.0)
+
+
+def solve_budget(
+    budget_frac: float,
+    low_px: int,
+    shape: RunShape,
+    cost_of_px: Callable[[int], float],
+    seed: int = 0,
+) -> BudgetOption:
+    """The least reduction at ``low_px`` that brings cost down to ``budget_frac`` of the baseline.
+
+    ``cost_of_px`` is the per-image cost in the budget's metric (train FLOPs, seconds, money).
+    Less reduction keeps more of the full-resolution training, so the answer is the smallest
+    ``until`` (window reading) and the smallest ``prob`` (spread reading) that fit; both are
+    rounded up to 3 decimals and checked against the exact plan.
+    """
+    full = shape.full_px
+    ratio = cost_of_px(low_px) / cost_of_px(full)
+
+    def fraction_of(schedule: ResolutionSchedule) -> float:
+        px = plan_px(schedule, shape)
+        images = shape.images_per_step()
+        costs = {p: cost_of_px(int(p)) for p in np.unique(px)}
+        planned = sum(costs[p] * images[px == p].sum() for p in costs)
+        return float(planned / (images.sum() * cost_of_px(full)))
+
+    if budget_frac >= 1:
+        return BudgetOption(low_px, None, None, 1.0, 1.0, "the full-resolution baseline already fits")
+    if budget_frac < ratio:
+        return BudgetOption(
+            low_px,
+            None,
+            None,
+            None,
+            None,
+            f"infeasible: even every step at {low_px} px costs {ratio:.1%} of the baseline",
+        )
+    needed = (1 - budget_frac) / (1 - ratio)
+    until = _round_up(needed)
+    while True:
+        window = fraction_of(TRDSchedule(low_px, until=until))
+        if window <= budget_frac * (1 + 1e-12) or until >= 1:
+            break
+        until = _round_up(until + 0.001)
+    prob = _round_up(needed)
+    spread = fraction_of(TRDSchedule(low_px, until=1.0, prob=prob, seed=seed))
+    # The spread reading draws steps at random: nudge prob up until this seed's draw fits.
+    while spread > budget_frac * (1 + 1e-12) and prob < 1:
+        prob = _round_up(prob + 0.001)
+        spread = fraction_of(TRDSchedule(low_px, until=1.0, prob=prob, seed=seed))
+    return BudgetOption(low_px, until, prob, window, spread)
+
+
+def alternative_low_resolutions(full_px: int, min_px: int = 32) -> list[int]:
+    """Common low resolutions for a run at ``full_px``: 96/112/128/160 for 224, scaled otherwise."""
+    candidates = [round(full_px * f / 8) * 8 for f in (3 / 7, 1 / 2, 4 / 7, 5 / 7)]
+    return sorted({px for px in candidates if min_px <= px < full_px})
+
+
+@dataclass(frozen=True)
+class BudgetAnswer:
+    budget: Budget
+    metric: str  # "compute", "time" or "money"
+    budget_frac: float  # the budget as a fraction of the baseline, in its metric
+    best: BudgetOption  # at the schedule's low resolution (or half the full one)
+    alternatives: list[BudgetOption]
+
+
+def answer_budget(budget: Budget, plan: Estimate, flops_at: Callable[[int], ImageFlops]) -> BudgetAnswer:
+    """The TRD settings that meet ``budget`` for the run ``plan`` describes, at several low resolutions."""
+    shape = plan.shape
+    if budget.kind == "fraction":
+        metric, budget_frac = "compute", budget.value
+        cost_of_px = lambda px: float(flops_at(px).train_flops)  # noqa: E731
+    else:
+        if plan.throughput is None:
+            raise ValueError(f"a {budget.kind} budget needs a throughput: pass --measure, --throughput or --gpu-flops")
+        if budget.kind == "money":
+            if plan.baseline_cost is None:
+                raise ValueError("a money budget needs --price-per-hour")
+            metric, budget_frac = "money", budget.value / plan.baseline_cost
+        else:
+            metric, budget_frac = "time", budget.value / plan.baseline_time_s
+        cost_of_px = lambda px: plan.throughput.seconds_per_image(px, flops_at)  # noqa: E731
+    schedule = plan.schedule
+    if isinstance(schedule, TRDSchedule):
+        low_px = schedule.low_px(shape.full_px)
+    else:
+        low_px = round(shape.full_px / 2)
+    best = solve_budget(budget_frac, low_px, shape, cost_of_px, plan.seed)
+    alternatives = [
+        solve_budget(budget_frac, px, shape, cost_of_px, plan.seed)
+        for px in alternative_low_resolutions(shape.full_px)
+        if px != low_px
+    ]
+    if all(o.until is None and o.fraction is None for o in [best, *alternatives]):
+        lowest = min([best, *alternatives], key=lambda o: o.low_px)
+        floor = cost_of_px(lowest.low_px) / cost_of_px(shape.full_px)
+        raise ValueError(
+            f"budget {budget.text} ({budget_frac:.1%} of the baseline's {metric}) is infeasible: even every step at "
+            f"{lowest.low_px} px costs {floor:.1%}"
+        )
+    return BudgetAnswer(budget, metric, budget_frac, best, sorted(alternatives, key=lambda o: o.low_px))
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """The options of ``trd estimate-cost``, as given (``None`` = not given)."""
+
+    arch: str
+    size_px: int
+    epochs: int
+    batch_size: int
+    schedule: ResolutionSchedule
+    seed: int = 0
+    data: str | None = None  # an image folder whose images are counted
+    dataset: str | None = None  # a named dataset ("imagenet")
+    images: int | None = None
+    valid_images: int | None = None
+    classes: int | None = None
+    valid_pct: float | None = None
+    measure: bool = False
+    measure_batch: int | None = None
+    device: str | None = None
+    throughput: str | None = None
+    gpu_flops: float | None = None
+    utilisation: float = 0.4
+    price_per_hour: float | None = None
+    devices: int = 1
+    budget: str | None = None
+
+
+@dataclass
+class PlanReport:
+    estimate: Estimate
+    budget: BudgetAnswer | None
+    flops_at: Callable[[int], ImageFlops]
+
+
+def resolve_dataset(options: PlanOptions) -> DatasetSize:
+    """Dataset size from a named dataset, a folder (counted, not decoded) or --images; --classes overrides."""
+    sources = [s for s in (options.data, options.dataset, options.images) if s is not None]
+    if len(sources) != 1:
+        raise ValueError("give the dataset size one way: a DATA folder, --dataset imagenet, or --images N")
+    if options.dataset is not None:
+        if options.dataset not in DATASETS:
+            raise ValueError(f"unknown --dataset {options.dataset!r}; known: {', '.join(DATASETS)}")
+        size = DATASETS[options.dataset]
+    elif options.data is not None:
+        from trdcli.data import scan_image_folder
+
+        folder = scan_image_folder(options.data, options.valid_pct, options.seed)
+        size = DatasetSize(len(folder.train), len(folder.valid), folder.num_classes)
+    else:
+        if options.images < 1:
+            raise ValueError(f"--images must be a positive number of training images, got {options.images}")
+        size = DatasetSize(options.images, 0, options.classes or 1000)
+    if options.valid_images is not None:
+        if options.valid_images < 0:
+            raise ValueError(f"--valid-images must be 0 or more, got {options.valid_images}")
+        size = DatasetSize(size.train_images, options.valid_images, size.num_classes)
+    if options.classes is not None:
+        if options.classes < 2:
+            raise ValueError(f"--classes must be at least 2, got {options.classes}")
+        size = DatasetSize(size.train_images, size.valid_images, options.classes)
+    return size
+
+
+def plan(options: PlanOptions) -> PlanReport:
+    """Everything ``trd estimate-cost`` reports: the plan, its time and money, and a budget's answer."""
+    from trdcli.cost import FlopsTable, default_cache
+    from trdcli.models import check_arch
+
+    check_arch(options.arch)
+    dataset = resolve_dataset(options)
+    shape = RunShape(dataset.train_images, options.batch_size, options.epochs, options.size_px)
+    options.schedule.validate(options.size_px)
+    if (
+        sum(x is not None and x is not False for x in (options.measure or None, options.throughput, options.gpu_flops))
+        > 1
+    ):
+        raise ValueError("give throughput one way: --measure, --throughput or --gpu-flops")
+    flops = FlopsTable.for_arch(options.arch, dataset.num_classes, cache=default_cache())
+    pxs = sorted({int(p) for p in np.unique(plan_px(options.schedule, shape))} | {options.size_px}, reverse=True)
+    if options.budget is not None:
+        budget = parse_budget(options.budget)
+        extra = alternative_low_resolutions(options.size_px) + [round(options.size_px / 2)]
+        pxs = sorted(set(pxs) | set(extra), reverse=True)
+    throughput = None
+    if options.measure:
+        batch = options.measure_batch or min(options.batch_size, 16)
+        throughput = measure_throughput(
+            options.arch, dataset.num_classes, measurement_points(pxs), batch, options.device
+        )
+    elif options.throughput is not None:
+        throughput = Throughput(parse_throughput(options.throughput), "given with --throughput")
+    elif options.gpu_flops is not None:
+        throughput = throughput_from_gpu_flops(options.gpu_flops, options.utilisation, pxs, flops.at)
+    result = estimate(
+        options.arch,
+        dataset,
+        shape,
+        options.schedule,
+        flops.at,
+        seed=options.seed,
+        throughput=throughput,
+        devices=options.devices,
+        price_per_hour=options.price_per_hour,
+    )
+    answer = answer_budget(budget, result, flops.at) if options.budget is not None else None
+    return PlanReport(result, answer, flops.at)

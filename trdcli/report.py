@@ -1,0 +1,420 @@
+"""Results -> rich tables, the design.md §6 JSON object, history.csv and schedule.png.
+
+Pure formatting: every function returns a value (a rich renderable, a dict, a string) or
+writes the one file it is asked to; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.table import Table
+from rich.text import Text
+
+from trdcli.cost import ComputeSummary
+from trdcli.schedules import ResolutionSchedule
+
+if TYPE_CHECKING:
+    from trdcli.train import RunResult
+
+_FLOP_UNITS = ((1e18, "EFLOPs"), (1e15, "PFLOPs"), (1e12, "TFLOPs"), (1e9, "GFLOPs"), (1e6, "MFLOPs"), (1.0, "FLOPs"))
+
+
+def fmt_flops(flops: float) -> str:
+    """``24.30 GFLOPs``, ``1.40 EFLOPs``: FLOPs with the unit that keeps 1-3 digits before the point."""
+    for scale, unit in _FLOP_UNITS:
+        if abs(flops) >= scale or scale == 1.0:
+            return f"{flops / scale:.2f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def fmt_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h {minutes:02d}m"
+    return f"{hours / 24:.1f} days"
+
+
+def fmt_pct(fraction: float) -> str:
+    return f"{100 * fraction:.1f}%"
+
+
+def compute_json(
+    *,
+    arch: str,
+    num_classes: int,
+    schedule: ResolutionSchedule,
+    seed: int,
+    epochs: int,
+    batch_size: int,
+    compute: ComputeSummary,
+) -> dict[str, Any]:
+    """The keys ``run.json`` and both ``--json`` outputs share (design.md §6)."""
+    by_px = sorted(compute.flops_by_px, reverse=True)
+    return {
+        "arch": arch,
+        "num_classes": num_classes,
+        "full_px": compute.full_px,
+        "schedule": schedule.describe(),
+        "seed": seed,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "steps": compute.steps,
+        "forward_flops_per_image": {str(px): compute.flops_by_px[px].forward_flops for px in by_px},
+        "train_flops_per_image": {str(px): compute.flops_by_px[px].train_flops for px in by_px},
+        "steps_by_px": {str(px): compute.steps_by_px[px] for px in by_px},
+        "images_by_px": {str(px): compute.images_by_px[px] for px in by_px},
+        "train_flops": compute.train_flops,
+        "baseline_train_flops": compute.baseline_train_flops,
+        "compute_fraction": compute.compute_fraction,
+        "compute_saved_frac": compute.compute_saved_frac,
+        "valid_flops": compute.valid_flops,
+        "flops_unit": "FLOPs, 2 per multiply-add (torch.utils.flop_counter); torchvision's GMACs x 2",
+    }
+
+
+def run_json(result: RunResult) -> dict[str, Any]:
+    config = result.config
+    out = compute_json(
+        arch=config.arch,
+        num_classes=result.num_classes,
+        schedule=config.schedule,
+        seed=config.seed,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        compute=result.compute,
+    )
+    out.update(
+        metrics=result.metrics,
+        history=result.history,
+        wall_time_s=result.wall_time_s,
+        versions=result.versions,
+        device=result.device,
+        classes=result.classes,
+        train_images=result.train_images,
+        valid_images=result.valid_images,
+        lr=result.lr,
+        run_dir=str(result.run_dir),
+        skipped_images=[{"path": str(b.path), "reason": b.reason} for b in result.skipped_images],
+        bn_recalibration_flops=result.bn_recalibration_flops,
+        warnings=result.warnings,
+        config=config.describe(),
+    )
+    return out
+
+
+def history_csv(result: RunResult) -> str:
+    pxs = sorted({px for row in result.history for px in row.get("steps_by_px", {})}, key=int, reverse=True)
+    base = [k for k in (result.history[0] if result.history else {}) if k != "steps_by_px"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(base + [f"steps_at_{px}px" for px in pxs])
+    for row in result.history:
+        writer.writerow([row.get(k, "") for k in base] + [row.get("steps_by_px", {}).get(px, 0) for px in pxs])
+    return buffer.getvalue()
+
+
+def _compute_rows(table: Table, compute: ComputeSummary) -> None:
+    table.add_row("training compute", f"{fmt_flops(compute.train_flops)}")
+    table.add_row("full-resolution baseline", f"{fmt_flops(compute.baseline_train_flops)}")
+    saved = Text(fmt_pct(compute.compute_saved_frac), style="bold green" if compute.compute_saved_frac > 0 else "")
+    table.add_row("compute saved", saved)
+    steps = ", ".join(
+        f"{px} px: {n:,} steps ({compute.images_by_px[px]:,} images)" for px, n in compute.steps_by_px.items() if n
+    )
+    table.add_row("steps at each resolution", steps)
+
+
+def train_summary_table(result: RunResult) -> Table:
+    config = result.config
+    table = Table(title=f"trd train: {config.arch} on {config.data}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")  # paths are copied from here: wrap, never truncate
+    table.add_row("schedule", _schedule_text(config.schedule, config.size_px))
+    table.add_row("top-1 accuracy", fmt_pct(result.metrics["top1"]))
+    if "top5" in result.metrics:
+        table.add_row("top-5 accuracy", fmt_pct(result.metrics["top5"]))
+    table.add_row("final losses", f"train {result.metrics['train_loss']:.4f}, valid {result.metrics['valid_loss']:.4f}")
+    _compute_rows(table, result.compute)
+    table.add_row("validation compute", f"{fmt_flops(result.compute.valid_flops)} (same for the baseline)")
+    if result.bn_recalibration_flops:
+        table.add_row("BatchNorm recalibration", fmt_flops(result.bn_recalibration_flops))
+    table.add_row("wall time", f"{fmt_duration(result.wall_time_s)} on {result.device}")
+    table.add_row(
+        "images", f"{result.train_images:,} train, {result.valid_images:,} valid, {result.num_classes} classes"
+    )
+    if result.skipped_images:
+        table.add_row("skipped images", Text(f"{len(result.skipped_images)} unreadable", style="yellow"))
+    table.add_row("run directory", str(result.run_dir))
+    return table
+
+
+def _schedule_text(schedule: ResolutionSchedule, full_px: int) -> str:
+    params = ", ".join(f"{k}={v}" for k, v in schedule.params().items())
+    return f"{schedule.name} ({params}) at {full_px} px" if params else f"{schedule.name} at {full_px} px"
+
+
+def comparison_table(baseline: RunResult, trd: RunResult, title: str = "baseline vs TRD") -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("")
+    table.add_column("baseline", justify="right")
+    table.add_column(trd.config.schedule.name, justify="right")
+    table.add_row("top-1 accuracy", fmt_pct(baseline.metrics["top1"]), fmt_pct(trd.metrics["top1"]))
+    table.add_row("training compute", fmt_flops(baseline.compute.train_flops), fmt_flops(trd.compute.train_flops))
+    table.add_row(
+        "compute saved", fmt_pct(baseline.compute.compute_saved_frac), fmt_pct(trd.compute.compute_saved_frac)
+    )
+    table.add_row("wall time", fmt_duration(baseline.wall_time_s), fmt_duration(trd.wall_time_s))
+    wall_saved = 1 - trd.wall_time_s / baseline.wall_time_s if baseline.wall_time_s else 0.0
+    table.add_row("wall time saved", "-", fmt_pct(wall_saved))
+    return table
+
+
+def save_schedule_plot(result: RunResult, path: Path) -> None:
+    """Resolution per step, with validation accuracy per epoch on a second axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.5), dpi=100)
+    try:
+        steps = range(len(result.step_px))
+        ax.step(steps, result.step_px, where="post", color="tab:blue", linewidth=0.8)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("training resolution (px)", color="tab:blue")
+        ax.set_ylim(0, result.config.size_px * 1.1)
+        saved = fmt_pct(result.compute.compute_saved_frac)
+        ax.set_title(f"{result.config.arch}, {result.config.schedule.name}: compute saved {saved}")
+        if result.history and "accuracy" in result.history[0]:
+            per_epoch = len(result.step_px) / max(len(result.history), 1)
+            acc_ax = ax.twinx()
+            xs = [(row["epoch"] + 1) * per_epoch for row in result.history]
+            acc_ax.plot(xs, [row["accuracy"] for row in result.history], "o-", color="tab:orange")
+            acc_ax.set_ylabel("validation top-1", color="tab:orange")
+            acc_ax.set_ylim(0, 1)
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+
+
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(step_px, full_px: int, width: int = 48) -> str:
+    """The planned resolution over the run as one line of block characters (mean px per bucket)."""
+    import numpy as np
+
+    px = np.asarray(step_px, dtype=np.float64)
+    if px.size == 0:
+        return ""
+    buckets = np.array_split(px, min(width, px.size))
+    levels = [min(int(b.mean() / full_px * len(_BARS)), len(_BARS) - 1) for b in buckets]
+    return "".join(_BARS[level] for level in levels)
+
+
+def estimate_tables(report) -> list:
+    """Rich renderables for `trd estimate-cost`: per resolution, totals, and a budget's answer."""
+    est = report.estimate
+    compute = est.compute
+    shape = est.shape
+    header = Table(show_header=False, box=None, title_justify="left", title=f"trd estimate-cost: {est.arch}")
+    header.add_column(style="bold")
+    header.add_column()
+    header.add_row(
+        "run",
+        f"{est.dataset.train_images:,} training images x {shape.epochs} epochs, batch {shape.batch_size}: "
+        f"{shape.total_steps:,} steps at {shape.full_px} px, {est.dataset.num_classes} classes",
+    )
+    header.add_row("schedule", _schedule_text(est.schedule, shape.full_px))
+    header.add_row("resolution over the run", sparkline(est.step_px, shape.full_px))
+    header.add_row("compute fraction", f"{fmt_pct(compute.compute_fraction)} of the full-resolution baseline")
+    header.add_row(
+        "compute saved",
+        Text(fmt_pct(compute.compute_saved_frac), style="bold green" if compute.compute_saved_frac > 0 else ""),
+    )
+
+    per_px = Table(title="per resolution", title_justify="left")
+    per_px.add_column("px", justify="right")
+    per_px.add_column("forward / image", justify="right")
+    per_px.add_column("train / image", justify="right")
+    per_px.add_column("vs full", justify="right")
+    per_px.add_column("steps", justify="right")
+    per_px.add_column("images", justify="right")
+    if est.throughput is not None:
+        per_px.add_column("images/s", justify="right")
+    full_train = compute.flops_by_px[shape.full_px].train_flops
+    for px, flops in compute.flops_by_px.items():
+        row = [
+            str(px),
+            fmt_flops(flops.forward_flops),
+            fmt_flops(flops.train_flops),
+            fmt_pct(flops.train_flops / full_train),
+            f"{compute.steps_by_px[px]:,}",
+            f"{compute.images_by_px[px]:,}",
+        ]
+        if est.throughput is not None:
+            row.append(f"{1 / est.throughput.seconds_per_image(px, report.flops_at):,.1f}")
+        per_px.add_row(*row)
+
+    totals = Table(title="totals", title_justify="left")
+    totals.add_column("")
+    totals.add_column("this plan", justify="right")
+    totals.add_column("baseline (full px)", justify="right")
+    totals.add_column("saved", justify="right")
+    totals.add_row(
+        "training compute",
+        fmt_flops(compute.train_flops),
+        fmt_flops(compute.baseline_train_flops),
+        Text(fmt_pct(compute.compute_saved_frac), style="bold green" if compute.compute_saved_frac > 0 else ""),
+    )
+    if compute.valid_flops:
+        totals.add_row("validation compute", fmt_flops(compute.valid_flops), fmt_flops(compute.valid_flops), "-")
+    if est.time_s is not None:
+        devices = f" on {est.devices} devices" if est.devices > 1 else ""
+        totals.add_row(
+            f"wall time{devices}",
+            fmt_duration(est.time_s),
+            fmt_duration(est.baseline_time_s),
+            Text(fmt_pct(1 - est.time_s / est.baseline_time_s), style="bold"),
+        )
+    if est.cost is not None:
+        totals.add_row(
+            "money", f"{est.cost:,.2f}", f"{est.baseline_cost:,.2f}", fmt_pct(1 - est.cost / est.baseline_cost)
+        )
+    out = [header, per_px, totals]
+    notes = [
+        "FLOPs: 2 per multiply-add, measured with torch.utils.flop_counter on the model (forward + backward); "
+        "torchvision's model cards quote GMACs, half these numbers.",
+    ]
+    if est.throughput is not None:
+        notes.append(
+            f"Throughput {est.throughput.source}. Time scales with measured throughput, not with FLOPs: "
+            "small images run at lower hardware efficiency, so time saved is below compute saved."
+        )
+    else:
+        notes.append(
+            "No throughput given: add --measure, --throughput 224=2600,112=9800 or --gpu-flops for time and money."
+        )
+    if report.budget is not None:
+        out.append(budget_table(report.budget, shape.full_px))
+    out.append(Text("\n".join(notes), style="dim"))
+    return out
+
+
+def budget_table(answer, full_px: int) -> Table:
+    metric = {"compute": "compute", "time": "wall time", "money": "money"}[answer.metric]
+    table = Table(
+        title=f"budget {answer.budget.text}: {fmt_pct(answer.budget_frac)} of the baseline's {metric}",
+        title_justify="left",
+    )
+    table.add_column("low px", justify="right")
+    table.add_column("window: --until (prob 1)", justify="right")
+    table.add_column(f"{metric} of baseline", justify="right")
+    table.add_column("spread: --prob (until 1)", justify="right")
+    table.add_column(f"{metric} of baseline", justify="right")
+    table.add_column("")
+    for option in [answer.best, *answer.alternatives]:
+        marker = "<- your --low-res" if option is answer.best else ""
+        if option.until is None:
+            table.add_row(str(option.low_px), "-", "-", "-", "-", option.reason or marker)
+            continue
+        table.add_row(
+            str(option.low_px),
+            f"{option.until:.3f}",
+            fmt_pct(option.fraction),
+            f"{option.spread_prob:.3f}",
+            fmt_pct(option.spread_fraction),
+            marker,
+        )
+    return table
+
+
+def estimate_json(report) -> dict[str, Any]:
+    est = report.estimate
+    out = compute_json(
+        arch=est.arch,
+        num_classes=est.dataset.num_classes,
+        schedule=est.schedule,
+        seed=est.seed,
+        epochs=est.shape.epochs,
+        batch_size=est.shape.batch_size,
+        compute=est.compute,
+    )
+    out.update(train_images=est.dataset.train_images, valid_images=est.dataset.valid_images)
+    if est.throughput is not None:
+        out.update(
+            time_s=est.time_s,
+            baseline_time_s=est.baseline_time_s,
+            devices=est.devices,
+            throughput_images_per_s={
+                str(px): 1 / est.throughput.seconds_per_image(px, report.flops_at) for px in est.compute.flops_by_px
+            },
+            throughput_source=est.throughput.source,
+        )
+    if est.cost is not None:
+        out.update(cost=est.cost, baseline_cost=est.baseline_cost, price_per_hour=est.price_per_hour)
+    if report.budget is not None:
+        answer = report.budget
+        out["budget"] = {
+            "text": answer.budget.text,
+            "metric": answer.metric,
+            "fraction_of_baseline": answer.budget_frac,
+            "options": [
+                {
+                    "low_px": o.low_px,
+                    "until": o.until,
+                    "until_fraction": o.fraction,
+                    "spread_prob": o.spread_prob,
+                    "spread_fraction": o.spread_fraction,
+                    "reason": o.reason,
+                }
+                for o in [answer.best, *answer.alternatives]
+            ],
+        }
+    return out
+
+
+def save_plan_plot(step_px, full_px: int, title: str, path: Path) -> None:
+    """The planned resolution per step, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3), dpi=100)
+    try:
+        ax.step(range(len(step_px)), step_px, where="post", linewidth=0.8)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("resolution (px)")
+        ax.set_ylim(0, full_px * 1.1)
+        ax.set_title(title)
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+
+
+def presets_table(rows: list[dict[str, Any]], arch: str, size_px: int, epochs: int) -> Table:
+    table = Table(title=f"trd presets (compute for {arch} at {size_px} px, {epochs} epochs)", title_justify="left")
+    table.add_column("name", style="bold", no_wrap=True)
+    table.add_column("what it does")
+    table.add_column("parameters")
+    table.add_column("compute", justify="right")
+    table.add_column("source", style="dim")
+    for row in rows:
+        params = ", ".join(f"{k}={v}" for k, v in row["schedule"].items() if k not in ("name", "kind"))
+        table.add_row(row["name"], row["description"], params or "-", fmt_pct(row["compute_fraction"]), row["source"])
+    return table
