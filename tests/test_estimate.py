@@ -155,6 +155,7 @@ def test_plan_equals_what_a_real_fit_records(tmp_path):
         (["--dataset", "imagenet", "--images", "5"], "give the dataset size one way"),
         (["--images", "1000", "--devices", "0"], "--devices must be at least 1, got 0"),
         (["--images", "1000", "--low-res", "224"], "low_res=224 must be below"),
+        (["--images", "1000", "--throughput", "224=9", "--gpu-flops", "1e12"], "not --throughput and --gpu-flops"),
     ],
 )
 def test_bad_values_give_one_line_and_exit_1(args, message):

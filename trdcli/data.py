@@ -303,29 +303,20 @@ def build_dataloaders(
     if batch_size > len(folder.train):
         raise DataError(f"--batch-size {batch_size} is larger than the {len(folder.train)} training images")
 
-    def after_batch():
-        return [IntToFloatTensor(), Normalize.from_stats(*imagenet_stats, cuda=False)]
+    def loader(items, train: bool):
+        return TfmdDL(
+            ImageItems(items, size_px, train, min_scale),
+            # Validation has no gradients to keep, so it can take twice the batch in the same memory.
+            bs=batch_size if train else batch_size * 2,
+            shuffle=train,
+            drop_last=train,
+            num_workers=workers,
+            after_batch=[IntToFloatTensor(), Normalize.from_stats(*imagenet_stats, cuda=False)],
+            device=device,
+            persistent_workers=workers > 0,
+        )
 
-    train_dl = TfmdDL(
-        ImageItems(folder.train, size_px, True, min_scale),
-        bs=batch_size,
-        shuffle=True,
-        drop_last=True,
-        num_workers=workers,
-        after_batch=after_batch(),
-        device=device,
-        persistent_workers=workers > 0,
-    )
-    valid_dl = TfmdDL(
-        ImageItems(folder.valid, size_px, False, min_scale),
-        bs=batch_size * 2,
-        shuffle=False,
-        drop_last=False,
-        num_workers=workers,
-        after_batch=after_batch(),
-        device=device,
-        persistent_workers=workers > 0,
-    )
+    train_dl, valid_dl = loader(folder.train, True), loader(folder.valid, False)
     dls = DataLoaders(train_dl, valid_dl, device=device)
     dls.c = folder.num_classes
     dls.vocab = folder.classes

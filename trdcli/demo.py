@@ -75,7 +75,7 @@ def _shape_mask(rng: np.random.Generator, shape: str, px: int):
     return np.asarray(mask) > 127
 
 
-def make_shapes_dataset(root: Path, n_train: int = 150, n_valid: int = 40, seed: int = 0) -> Path:
+def make_shapes_dataset(root: Path, n_train: int = 120, n_valid: int = 40, seed: int = 0) -> Path:
     """Write ``root/train/<shape>/*.png`` and ``root/val/<shape>/*.png``; deterministic for a seed."""
     from PIL import Image
 

@@ -424,11 +424,14 @@ def plan(options: PlanOptions) -> PlanReport:
     dataset = resolve_dataset(options)
     shape = RunShape(dataset.train_images, options.batch_size, options.epochs, options.size_px)
     options.schedule.validate(options.size_px)
-    if (
-        sum(x is not None and x is not False for x in (options.measure or None, options.throughput, options.gpu_flops))
-        > 1
-    ):
-        raise ValueError("give throughput one way: --measure, --throughput or --gpu-flops")
+    sources = {
+        "--measure": options.measure or None,
+        "--throughput": options.throughput,
+        "--gpu-flops": options.gpu_flops,
+    }
+    given = [flag for flag, value in sources.items() if value is not None]
+    if len(given) > 1:
+        raise ValueError(f"give throughput one way, not {' and '.join(given)}")
     flops = FlopsTable.for_arch(options.arch, dataset.num_classes, cache=default_cache())
     pxs = sorted({int(p) for p in np.unique(plan_px(options.schedule, shape))} | {options.size_px}, reverse=True)
     if options.budget is not None:

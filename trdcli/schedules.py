@@ -55,6 +55,47 @@ def _scaled_px(full_px: int, scale: float) -> int:
     return int(round(full_px * scale))
 
 
+def _check_low_size(low_res: int | None, low_scale: float | None, min_px: int) -> tuple[int | None, float | None]:
+    """Validate a low resolution given either in px or as a fraction of the full one."""
+    if (low_res is None) == (low_scale is None):
+        raise ValueError(
+            "give exactly one of low_res (px) or low_scale (fraction), "
+            f"got low_res={low_res!r}, low_scale={low_scale!r}"
+        )
+    if not _is_int(min_px) or min_px < 1:
+        raise ValueError(f"min_px must be a positive integer, got {min_px!r}")
+    if low_res is not None:
+        if not _is_int(low_res) or low_res < 1:
+            raise ValueError(f"low_res must be a positive integer number of px, got {low_res!r}")
+        if low_res < min_px:
+            raise ValueError(
+                f"low_res={low_res} px is too small: the network needs at least {min_px} px to produce a feature map"
+            )
+        return int(low_res), None
+    if not _is_real(low_scale) or not 0 < low_scale < 1:
+        raise ValueError(f"low_scale must be a fraction in (0, 1), got {low_scale!r}")
+    return None, float(low_scale)
+
+
+def _low_px(low_res: int | None, low_scale: float | None, full_px: int, min_px: int) -> int:
+    """The low resolution at ``full_px``; raises unless it is in [min_px, full_px)."""
+    _check_full_px(full_px, min_px)
+    low = low_res if low_res is not None else _scaled_px(full_px, low_scale)
+    if low >= full_px:
+        what = f"low_res={low}" if low_res is not None else f"low_scale={low_scale} gives {low} px, which"
+        raise ValueError(f"{what} must be below the full training resolution of {full_px} px")
+    if low < min_px:
+        raise ValueError(
+            f"low_scale={low_scale} gives {low} px at a full resolution of {full_px} px: the network "
+            f"needs at least {min_px} px"
+        )
+    return low
+
+
+def _low_params(low_res: int | None, low_scale: float | None) -> dict[str, Any]:
+    return {"low_px": low_res} if low_res is not None else {"low_scale": low_scale}
+
+
 # SplitMix64 (Steele, Lea & Flood 2014): a counter-based generator, so the draw for a step is a
 # pure function of (seed, step) and needs no state carried between steps or processes.
 _MASK64 = (1 << 64) - 1
@@ -182,29 +223,14 @@ class TRDSchedule(ResolutionSchedule):
         min_px: int = MIN_PX,
         name: str = "trd",
     ):
-        if (low_res is None) == (low_scale is None):
-            raise ValueError(
-                f"give exactly one of low_res (px) or low_scale (fraction), got low_res={low_res!r}, "
-                f"low_scale={low_scale!r}"
-            )
-        if not _is_int(min_px) or min_px < 1:
-            raise ValueError(f"min_px must be a positive integer, got {min_px!r}")
-        if low_res is not None and (not _is_int(low_res) or low_res < 1):
-            raise ValueError(f"low_res must be a positive integer number of px, got {low_res!r}")
-        if low_res is not None and low_res < min_px:
-            raise ValueError(
-                f"low_res={low_res} px is too small: the network needs at least {min_px} px to produce a feature map"
-            )
-        if low_scale is not None and (not _is_real(low_scale) or not 0 < low_scale < 1):
-            raise ValueError(f"low_scale must be a fraction in (0, 1), got {low_scale!r}")
+        low_res, low_scale = _check_low_size(low_res, low_scale, min_px)
         if not _is_real(until) or not 0 < until <= 1:
             raise ValueError(f"until must be in (0, 1], got {until!r}")
         if not _is_real(prob) or not 0 <= prob <= 1:
             raise ValueError(f"prob must be in [0, 1], got {prob!r}")
         if not _is_int(seed):
             raise ValueError(f"seed must be an integer, got {seed!r}")
-        self.low_res = None if low_res is None else int(low_res)
-        self.low_scale = None if low_scale is None else float(low_scale)
+        self.low_res, self.low_scale = low_res, low_scale
         self.until = float(until)
         self.prob = float(prob)
         self.seed = int(seed)
@@ -213,17 +239,7 @@ class TRDSchedule(ResolutionSchedule):
 
     def low_px(self, full_px: int) -> int:
         """The reduced resolution for a run at ``full_px``; raises if it is not below ``full_px``."""
-        _check_full_px(full_px, self.min_px)
-        low = self.low_res if self.low_res is not None else _scaled_px(full_px, self.low_scale)
-        if low >= full_px:
-            what = f"low_res={low}" if self.low_res is not None else f"low_scale={self.low_scale} gives {low} px, which"
-            raise ValueError(f"{what} must be below the full training resolution of {full_px} px")
-        if low < self.min_px:
-            raise ValueError(
-                f"low_scale={self.low_scale} gives {low} px at a full resolution of {full_px} px: the network "
-                f"needs at least {self.min_px} px"
-            )
-        return low
+        return _low_px(self.low_res, self.low_scale, full_px, self.min_px)
 
     def validate(self, full_px):
         self.low_px(full_px)
@@ -250,13 +266,12 @@ class TRDSchedule(ResolutionSchedule):
         return np.where(reduced, low, full_px).astype(np.int64)
 
     def params(self):
-        out: dict[str, Any] = {}
-        if self.low_res is not None:
-            out["low_px"] = self.low_res
-        else:
-            out["low_scale"] = self.low_scale
-        out.update(until_frac=self.until, prob=self.prob, seed=self.seed)
-        return out
+        return {
+            **_low_params(self.low_res, self.low_scale),
+            "until_frac": self.until,
+            "prob": self.prob,
+            "seed": self.seed,
+        }
 
 
 class ComposerSchedule(ResolutionSchedule):
@@ -352,12 +367,7 @@ class FFCVSchedule(ResolutionSchedule):
         min_px: int = MIN_PX,
         name: str = "ffcv",
     ):
-        if (low_res is None) == (low_scale is None):
-            raise ValueError(f"give exactly one of low_res or low_scale, got {low_res!r} and {low_scale!r}")
-        if low_res is not None and (not _is_int(low_res) or low_res < min_px):
-            raise ValueError(f"low_res must be an integer of at least {min_px} px, got {low_res!r}")
-        if low_scale is not None and (not _is_real(low_scale) or not 0 < low_scale < 1):
-            raise ValueError(f"low_scale must be a fraction in (0, 1), got {low_scale!r}")
+        low_res, low_scale = _check_low_size(low_res, low_scale, min_px)
         if (
             not _is_real(start_ramp_frac)
             or not _is_real(end_ramp_frac)
@@ -368,8 +378,7 @@ class FFCVSchedule(ResolutionSchedule):
             )
         if not _is_int(multiple) or multiple < 1:
             raise ValueError(f"multiple must be a positive integer, got {multiple!r}")
-        self.low_res = None if low_res is None else int(low_res)
-        self.low_scale = None if low_scale is None else float(low_scale)
+        self.low_res, self.low_scale = low_res, low_scale
         self.start_ramp_frac = float(start_ramp_frac)
         self.end_ramp_frac = float(end_ramp_frac)
         self.multiple = int(multiple)
@@ -377,14 +386,7 @@ class FFCVSchedule(ResolutionSchedule):
         self.name = name
 
     def low_px(self, full_px: int) -> int:
-        _check_full_px(full_px, self.min_px)
-        low = self.low_res if self.low_res is not None else _scaled_px(full_px, self.low_scale)
-        if not self.min_px <= low < full_px:
-            raise ValueError(
-                f"the ffcv ramp starts at {low} px, which must be at least {self.min_px} px and below the full "
-                f"resolution of {full_px} px"
-            )
-        return low
+        return _low_px(self.low_res, self.low_scale, full_px, self.min_px)
 
     def validate(self, full_px):
         self.low_px(full_px)
