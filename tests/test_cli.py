@@ -197,6 +197,28 @@ def test_interrupted_run_exits_130_and_says_how_to_resume(folder, monkeypatch, t
     assert "epochs 1-2 are saved" in result.stderr
 
 
+def test_out_of_memory_is_one_line_with_advice(folder, monkeypatch):
+    def oom(config, observer=None):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.1 GiB total capacity)\nmore")
+
+    monkeypatch.setattr("trdcli.train.train", oom)
+    result = runner.invoke(cli.app, ["train", str(folder), "--batch-size", "4096"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.1 GiB total capacity)); "
+        "lower --batch-size or --size"
+    ]
+
+
+def test_other_runtime_errors_are_not_disguised(folder, monkeypatch):
+    def bug(config, observer=None):
+        raise RuntimeError("a bug in trd")
+
+    monkeypatch.setattr("trdcli.train.train", bug)
+    result = runner.invoke(cli.app, ["train", str(folder)])
+    assert isinstance(result.exception, RuntimeError)
+
+
 def test_unwritable_run_directory_still_prints_the_summary(folder, monkeypatch):
     def unwritable(config, observer=None):
         result = fake_result(config)

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from trdcli import cli
 from trdcli.cost import FlopsTable
+from trdcli.data import DataError
 from trdcli.schedules import TRDSchedule
 from trdcli.train import TrainConfig, TrainingInterrupted, TrainObserver, load_model, train
 
@@ -79,6 +80,7 @@ def test_json_has_every_documented_key(trained):
     assert set(payload["versions"]) == {"python", "torch", "torchvision", "fastai", "trd"}
     assert payload["device"].startswith("cpu")
     assert [s["path"].rsplit("/", 1)[-1] for s in payload["skipped_images"]] == ["not_really.png", "truncated.jpg"]
+    assert payload["ignored_files"] == 1  # README.txt
 
 
 def test_compute_saved_recomputed_independently(trained):
@@ -197,3 +199,35 @@ def test_one_epoch_on_an_imagenette_subset(tmp_path):
     assert payload["metrics"]["top5"] >= payload["metrics"]["top1"]
     # 600 / 32 = 18 steps; steps 0-16 have progress below 0.9 (16/18 = 0.89), step 17 is at full size.
     assert payload["steps_by_px"] == {"64": 1, "32": 17}
+
+
+class BreakImageAfterFirstEpoch(TrainObserver):
+    def __init__(self, victim):
+        self.victim = victim
+
+    def epoch_done(self, row):
+        if row["epoch"] == 0:
+            self.victim.write_bytes(b"overwritten after the check")
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_image_broken_mid_run_is_one_clear_error_and_the_saved_epochs_are_named(tmp_path, workers):
+    data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
+    victim = sorted((data / "train" / "circle").iterdir())[0]
+    config = TrainConfig(data=data, epochs=3, size_px=64, batch_size=8, workers=workers, out_dir=tmp_path / "run")
+    with pytest.raises(DataError) as info:
+        train(config, BreakImageAfterFirstEpoch(victim))
+    message = str(info.value)
+    assert "\n" not in message  # a worker's traceback is unwrapped to its last line
+    assert message.startswith(f"cannot read image {victim}")
+    assert f"epochs 1-1 are saved: fix it and add --resume {tmp_path / 'run'}" in message
+
+
+def test_an_existing_run_is_never_overwritten(tmp_path):
+    data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
+    config = TrainConfig(data=data, epochs=1, size_px=64, batch_size=8, workers=0, out_dir=tmp_path / "run")
+    train(config)
+    before = (tmp_path / "run" / "run.json").read_bytes()
+    with pytest.raises(ValueError, match="already holds a run; choose another --out, or continue it with --resume"):
+        train(config)
+    assert (tmp_path / "run" / "run.json").read_bytes() == before

@@ -116,6 +116,7 @@ class TRDCallback(Callback):
         self._fit += 1
         self._fit_full_px = None
         self._pending = None
+        self._restore()  # a fit interrupted by Ctrl-C never reached after_fit
         self._dropout_p = {m: m.p for m in self.learn.model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)}
 
     def before_batch(self):

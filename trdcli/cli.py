@@ -20,7 +20,7 @@ from rich.console import Console
 
 from trdcli.demo import DEMO_LOW_PX
 from trdcli.presets import PRESETS
-from trdcli.train import TrainConfig
+from trdcli.train import TrainConfig, one_line
 
 EXIT_USER_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -60,7 +60,11 @@ def user_errors():
     except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         if os.environ.get("TRD_DEBUG"):
             raise
-        raise fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        raise fail(one_line(exc)) from None
+    except (RuntimeError, MemoryError) as exc:
+        if "out of memory" not in str(exc).lower() or os.environ.get("TRD_DEBUG"):
+            raise
+        raise fail(f"out of memory ({one_line(exc)}); lower --batch-size or --size") from None
 
 
 # -- options shared by train and estimate-cost -----------------------------------------------

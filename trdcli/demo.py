@@ -122,7 +122,7 @@ def demo_config(data_dir: Path, runs_dir: Path, epochs: int, seed: int) -> Train
 
 
 # 48 of 64 px, not 32: at 32 px ResNet-18's last stage is 1x1, and on this dataset a network
-# trained there did not transfer to 64 px (top-1 at chance in our runs; see docs/cli.md).
+# trained there for 90% of its steps stays near chance at 64 px (docs/benchmarks.md).
 DEMO_LOW_PX = 48
 
 

@@ -83,13 +83,23 @@ def throughput_from_gpu_flops(
 
 
 def measure_throughput(
-    arch: str, num_classes: int, pxs: list[int], batch_size: int, device: str | None = None, min_time_s: float = 2.0
+    arch: str,
+    num_classes: int,
+    pxs: list[int],
+    batch_size: int,
+    device: str | None = None,
+    rounds: int = 5,
+    min_timing_s: float = 0.5,
 ) -> Throughput:
     """Time real forward+backward+SGD steps of ``arch`` at each resolution on the local device.
 
-    One warm-up step, then steps until ``min_time_s`` has passed (at least 2); data loading
-    is not included.
+    Each resolution is warmed up once, then timed in ``rounds`` rounds that visit every
+    resolution in turn (so a slow moment of the machine hits all of them alike); a timing
+    runs enough steps to last ``min_timing_s``. The median per resolution is reported. Data
+    loading is not included.
     """
+    import statistics
+
     import torch
 
     from trdcli.models import build_model
@@ -99,19 +109,33 @@ def measure_throughput(
     model = build_model(arch, num_classes).to(dev).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     loss_fn = torch.nn.CrossEntropyLoss()
-    rates = {}
+    batches, steps_per_timing = {}, {}
     for px in sorted(pxs, reverse=True):
         images = torch.randn(batch_size, 3, px, px, device=dev)
         labels = torch.randint(0, num_classes, (batch_size,), device=dev)
-        _train_step(model, optimizer, loss_fn, images, labels)  # warm-up: allocator, kernels
-        _sync(dev)
-        steps, start = 0, time.perf_counter()
-        while steps < 2 or time.perf_counter() - start < min_time_s:
-            _train_step(model, optimizer, loss_fn, images, labels)
-            steps += 1
-            _sync(dev)
-        rates[px] = steps * batch_size / (time.perf_counter() - start)
-    return Throughput(rates, f"measured on {device_name(dev)}, batch {batch_size}, model only (no data loading)")
+        batches[px] = (images, labels)
+        warm_up_s = _timed_steps(model, optimizer, loss_fn, images, labels, 1, dev)
+        steps_per_timing[px] = max(1, math.ceil(min_timing_s / max(warm_up_s, 1e-6)))
+    rates: dict[int, list[float]] = {px: [] for px in batches}
+    for _ in range(rounds):
+        for px, (images, labels) in batches.items():
+            steps = steps_per_timing[px]
+            rates[px].append(steps * batch_size / _timed_steps(model, optimizer, loss_fn, images, labels, steps, dev))
+    medians = {px: statistics.median(r) for px, r in rates.items()}
+    return Throughput(
+        medians, f"measured on {device_name(dev)}, batch {batch_size}, median of {rounds} rounds, model only"
+    )
+
+
+def _timed_steps(model, optimizer, loss_fn, images, labels, steps: int, device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model(images), labels).backward()
+        optimizer.step()
+    _sync(device)
+    return time.perf_counter() - start
 
 
 def measurement_points(pxs: list[int], most: int = 5) -> list[int]:
@@ -121,12 +145,6 @@ def measurement_points(pxs: list[int], most: int = 5) -> list[int]:
         return ordered
     picks = np.linspace(0, len(ordered) - 1, most).round().astype(int)
     return [ordered[i] for i in sorted(set(picks))]
-
-
-def _train_step(model, optimizer, loss_fn, images, labels) -> None:
-    optimizer.zero_grad(set_to_none=True)
-    loss_fn(model(images), labels).backward()
-    optimizer.step()
 
 
 def _sync(device) -> None:

@@ -107,6 +107,7 @@ def run_json(result: RunResult) -> dict[str, Any]:
         lr=result.lr,
         run_dir=str(result.run_dir),
         skipped_images=[{"path": str(b.path), "reason": b.reason} for b in result.skipped_images],
+        ignored_files=result.ignored_files,
         bn_recalibration_flops=result.bn_recalibration_flops,
         warnings=result.warnings,
         config=config.describe(),
@@ -151,8 +152,9 @@ def train_summary_table(result: RunResult) -> Table:
     if result.bn_recalibration_flops:
         table.add_row("BatchNorm recalibration", fmt_flops(result.bn_recalibration_flops))
     table.add_row("wall time", f"{fmt_duration(result.wall_time_s)} on {result.device}")
+    ignored = f" ({result.ignored_files:,} non-image files ignored)" if result.ignored_files else ""
     table.add_row(
-        "images", f"{result.train_images:,} train, {result.valid_images:,} valid, {result.num_classes} classes"
+        "images", f"{result.train_images:,} train, {result.valid_images:,} valid, {result.num_classes} classes{ignored}"
     )
     if result.skipped_images:
         table.add_row("skipped images", Text(f"{len(result.skipped_images)} unreadable", style="yellow"))
@@ -160,8 +162,21 @@ def train_summary_table(result: RunResult) -> Table:
     return table
 
 
+def _fmt_param(value: Any) -> str:
+    """Schedule parameters for people: 0.5714 rather than 0.5714285714285714."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list | tuple):
+        return "(" + ", ".join(_fmt_param(v) for v in value) + ")"
+    return str(value)
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={_fmt_param(v)}" for k, v in params.items())
+
+
 def _schedule_text(schedule: ResolutionSchedule, full_px: int) -> str:
-    params = ", ".join(f"{k}={v}" for k, v in schedule.params().items())
+    params = _params_text(schedule.params())
     return f"{schedule.name} ({params}) at {full_px} px" if params else f"{schedule.name} at {full_px} px"
 
 
@@ -300,9 +315,11 @@ def estimate_tables(report) -> list:
         "torchvision's model cards quote GMACs, half these numbers.",
     ]
     if est.throughput is not None:
+        time_saved = 1 - est.time_s / est.baseline_time_s
         notes.append(
-            f"Throughput {est.throughput.source}. Time scales with measured throughput, not with FLOPs: "
-            "small images run at lower hardware efficiency, so time saved is below compute saved."
+            f"Throughput {est.throughput.source}. Time follows measured throughput, not FLOPs "
+            f"(here {fmt_pct(time_saved)} of the time saved against {fmt_pct(compute.compute_saved_frac)} of the "
+            "compute): small images often run at lower hardware efficiency, and the data loader is not in it."
         )
     else:
         notes.append(
@@ -411,10 +428,10 @@ def presets_table(rows: list[dict[str, Any]], arch: str, size_px: int, epochs: i
     table = Table(title=f"trd presets (compute for {arch} at {size_px} px, {epochs} epochs)", title_justify="left")
     table.add_column("name", style="bold", no_wrap=True)
     table.add_column("what it does")
-    table.add_column("parameters")
+    table.add_column("parameters", overflow="fold")
     table.add_column("compute", justify="right")
-    table.add_column("source", style="dim")
+    table.add_column("source", style="dim", overflow="fold")
     for row in rows:
-        params = ", ".join(f"{k}={v}" for k, v in row["schedule"].items() if k not in ("name", "kind"))
+        params = _params_text({k: v for k, v in row["schedule"].items() if k not in ("name", "kind")})
         table.add_row(row["name"], row["description"], params or "-", fmt_pct(row["compute_fraction"]), row["source"])
     return table

@@ -103,6 +103,17 @@ class TrainObserver:
         """Something the user should know, that does not stop the run."""
 
 
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` as one line, unwrapping a DataLoader worker's re-raised error."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if lines[0].startswith("Caught ") and len(lines) > 1:
+        # torch re-raises a worker's exception with the worker's traceback; the cause is last.
+        return lines[-1].split(": ", 1)[-1]
+    return lines[0]
+
+
 class TrainingInterrupted(Exception):
     """Ctrl-C during training; the last completed epoch is saved in ``run_dir`` to resume from."""
 
@@ -131,6 +142,7 @@ class RunResult:
     valid_images: int
     lr: float
     skipped_images: list[BadImage] = field(default_factory=list)
+    ignored_files: int = 0  # non-image files in the class folders
     warnings: list[str] = field(default_factory=list)
     bn_recalibration_flops: int = 0
     write_error: str | None = None  # set when the run directory could not be written
@@ -346,6 +358,8 @@ def train(config: TrainConfig, observer: TrainObserver | None = None) -> RunResu
 
     resume = _load_resume(config, folder.classes) if config.resume else None
     run_dir = Path(config.resume or config.out_dir or default_run_dir(config))
+    if not resume and ((run_dir / "run.json").exists() or (run_dir / PROGRESS_FILE).exists()):
+        raise ValueError(f"{run_dir} already holds a run; choose another --out, or continue it with --resume {run_dir}")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -412,6 +426,11 @@ def train(config: TrainConfig, observer: TrainObserver | None = None) -> RunResu
         learn.fit_one_cycle(config.epochs, lr, start_epoch=start_epoch, cbs=extra_cbs)
     except KeyboardInterrupt:
         raise TrainingInterrupted(run_dir, state["epochs_saved"], saved=state["epochs_saved"] > 0) from None
+    except DataError as exc:  # an image became unreadable after the check (deleted, overwritten)
+        if state["epochs_saved"]:
+            saved = f"; epochs 1-{state['epochs_saved']} are saved: fix it and add --resume {run_dir}"
+            raise DataError(f"{one_line(exc)}{saved}") from exc
+        raise
     wall_time_s = state["wall_before"] + time.perf_counter() - state["t_fit"]
 
     bn_flops = 0
@@ -448,6 +467,7 @@ def train(config: TrainConfig, observer: TrainObserver | None = None) -> RunResu
         valid_images=len(folder.valid),
         lr=lr,
         skipped_images=folder.skipped,
+        ignored_files=folder.ignored_files,
         warnings=state["warnings"],
         bn_recalibration_flops=bn_flops,
     )
