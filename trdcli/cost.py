@@ -387,10 +387,14 @@ def plan_compute(
     flops_at: Callable[[int], ImageFlops],
     *,
     valid_images: int = 0,
+    step_px: np.ndarray | None = None,
 ) -> ComputeSummary:
-    """The compute a run of ``shape`` under ``schedule`` will cost (validation once per epoch)."""
+    """The compute a run of ``shape`` under ``schedule`` will cost (validation once per epoch).
+
+    ``step_px``, if the caller already has ``plan_px(schedule, shape)``, saves planning twice.
+    """
     return summarize_compute(
-        plan_px(schedule, shape),
+        plan_px(schedule, shape) if step_px is None else step_px,
         shape.images_per_step(),
         shape.full_px,
         flops_at,

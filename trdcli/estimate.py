@@ -12,7 +12,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -45,12 +45,9 @@ class Throughput:
         known = sorted(self.images_per_s)
         flops = flops_at(px).train_flops
         points = [(flops_at(k).train_flops, 1.0 / self.images_per_s[k]) for k in known]
-        if len(points) == 1:
-            f0, t0 = points[0]
-            return t0 * flops / f0
         xs, ys = zip(*points, strict=True)
         if flops <= xs[0] or flops >= xs[-1]:
-            # Outside the measured range: scale the nearest point by FLOPs.
+            # Outside the measured range (or a single measurement): scale the nearest point by FLOPs.
             f0, t0 = points[0] if flops <= xs[0] else points[-1]
             return t0 * flops / f0
         return float(np.interp(flops, xs, ys))
@@ -172,7 +169,6 @@ class Estimate:
     price_per_hour: float | None = None
     cost: float | None = None
     baseline_cost: float | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def run_time_s(compute: ComputeSummary, throughput: Throughput, flops_at, devices: int) -> tuple[float, float]:
@@ -193,6 +189,7 @@ def estimate(
     throughput: Throughput | None = None,
     devices: int = 1,
     price_per_hour: float | None = None,
+    step_px: np.ndarray | None = None,
 ) -> Estimate:
     """Plan ``schedule`` over ``shape``; add time and money when throughput (and a price) are known."""
     if devices < 1:
@@ -201,10 +198,9 @@ def estimate(
         raise ValueError(f"--price-per-hour must be 0 or more, got {price_per_hour}")
     if price_per_hour is not None and throughput is None:
         raise ValueError("--price-per-hour needs a throughput: pass --measure, --throughput or --gpu-flops")
-    compute = plan_compute(schedule, shape, flops_at, valid_images=dataset.valid_images)
-    result = Estimate(
-        arch, dataset, shape, schedule, seed, compute, plan_px(schedule, shape), throughput, devices=devices
-    )
+    step_px = plan_px(schedule, shape) if step_px is None else step_px
+    compute = plan_compute(schedule, shape, flops_at, valid_images=dataset.valid_images, step_px=step_px)
+    result = Estimate(arch, dataset, shape, schedule, seed, compute, step_px, throughput, devices=devices)
     if throughput is not None:
         result.time_s, result.baseline_time_s = run_time_s(compute, throughput, flops_at, devices)
         if price_per_hour is not None:
@@ -451,7 +447,8 @@ def plan(options: PlanOptions) -> PlanReport:
     if len(given) > 1:
         raise ValueError(f"give throughput one way, not {' and '.join(given)}")
     flops = FlopsTable.for_arch(options.arch, dataset.num_classes, cache=default_cache())
-    pxs = sorted({int(p) for p in np.unique(plan_px(options.schedule, shape))} | {options.size_px}, reverse=True)
+    step_px = plan_px(options.schedule, shape)
+    pxs = sorted({int(p) for p in np.unique(step_px)} | {options.size_px}, reverse=True)
     if options.budget is not None:
         budget = parse_budget(options.budget)
         extra = alternative_low_resolutions(options.size_px) + [round(options.size_px / 2)]
@@ -476,6 +473,7 @@ def plan(options: PlanOptions) -> PlanReport:
         throughput=throughput,
         devices=options.devices,
         price_per_hour=options.price_per_hour,
+        step_px=step_px,
     )
     answer = answer_budget(budget, result, flops.at) if options.budget is not None else None
     return PlanReport(result, answer, flops.at)
