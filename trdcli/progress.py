@@ -42,11 +42,14 @@ class RichTrainObserver(TrainObserver):
         self._label = ""
 
     def __enter__(self) -> RichTrainObserver:
-        self.progress.start()
+        # A live bar only on a terminal: in a log file or CI output, the epoch lines are the record.
+        if self.console.is_terminal:
+            self.progress.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.progress.stop()
+        if self.console.is_terminal:
+            self.progress.stop()
 
     def run_label(self, label: str) -> None:
         """Prefix for the lines of the next run (the demo trains two)."""
