@@ -107,7 +107,7 @@ def test_train_builds_the_schedule_the_flags_ask_for(folder, captured, args, exp
 def test_train_passes_every_option(folder, captured, tmp_path):
     args = ["train", str(folder), "--arch", "resnet34", "--epochs", "3", "--size", "128", "--batch-size", "16"]
     args += ["--lr", "0.01", "--valid-pct", "0.3", "--workers", "0", "--out", str(tmp_path / "r"), "--skip-bad-images"]
-    args += ["--device", "cpu", "--resize-mode", "area", "--bn-recalibrate", "4", "--seed", "9"]
+    args += ["--device", "cpu", "--resize-mode", "area", "--bn-recalibrate", "4", "--seed", "9", "--no-check-images"]
     result = runner.invoke(cli.app, args)
     assert result.exit_code == 0, result.output
     (config,) = captured
@@ -115,6 +115,7 @@ def test_train_passes_every_option(folder, captured, tmp_path):
     assert (config.lr, config.lr_find, config.valid_pct, config.workers) == (0.01, False, 0.3, 0)
     assert config.out_dir == tmp_path / "r" and config.skip_bad_images and config.device == "cpu"
     assert (config.resize_mode, config.bn_recalibrate, config.seed) == ("area", 4, 9)
+    assert config.check_images is False
     # The summary names the key figures.
     assert "compute saved" in result.stdout and "60.0%" in result.stdout
 

@@ -137,6 +137,9 @@ def train(
     skip_bad_images: Annotated[
         bool, typer.Option(help="Drop unreadable images with a warning instead of stopping.")
     ] = False,
+    check_images: Annotated[
+        bool, typer.Option(help="Decode every image once before training (skip for huge folders you trust).")
+    ] = True,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, mps (default: the best available).")] = None,
     resize_mode: Annotated[
         ResizeMode, typer.Option(help="Antialiased filter for reduced steps.")
@@ -168,6 +171,7 @@ def train(
             out_dir=out,
             resume=resume,
             skip_bad_images=skip_bad_images,
+            check_images=check_images,
             device=device,
             resize_mode=resize_mode.value,
             bn_recalibrate=bn_recalibrate,

@@ -336,7 +336,8 @@ def train(config: TrainConfig, observer: TrainObserver | None = None) -> RunResu
     workers = data_mod.default_workers() if config.workers is None else config.workers
     if config.check_images:
         observer.stage(f"checking {len(folder.train) + len(folder.valid):,} images")
-        bad = data_mod.find_bad_images([p for p, _ in folder.train + folder.valid], workers=max(workers, 1))
+        # Nothing else runs yet: decode on every core.
+        bad = data_mod.find_bad_images([p for p, _ in folder.train + folder.valid], workers=os.cpu_count() or 1)
         if bad and not config.skip_bad_images:
             listed = "; ".join(f"{b.path} ({b.reason})" for b in bad[:3])
             more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
