@@ -244,14 +244,15 @@ def test_real_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path):
     # --low-res 32 at --size 32 must fail: check that first, quickly.
     bad = subprocess.run(args, capture_output=True, text=True)
     assert bad.returncode == 1 and "must be below" in bad.stderr
-    args[args.index("--size") + 1] = "64"
+    # 128 px makes each epoch last long enough (a few seconds) for the signal to land mid-run.
+    args[args.index("--size") + 1] = "128"
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
         while not (run_dir / "checkpoint.json").exists():
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "no checkpoint after 120 s"
-            time.sleep(0.2)
+            time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
