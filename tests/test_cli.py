@@ -246,7 +246,15 @@ def test_real_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path):
     assert bad.returncode == 1 and "must be below" in bad.stderr
     # 128 px makes each epoch last long enough (a few seconds) for the signal to land mid-run.
     args[args.index("--size") + 1] = "128"
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell running the tests in the background starts them with SIGINT ignored, and Python
+    # then installs no KeyboardInterrupt handler: give the child the terminal's default back.
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         deadline = time.monotonic() + 120
         while not (run_dir / "checkpoint.json").exists():

@@ -84,10 +84,25 @@ def composer_px(step: int, total: int, full: int) -> int:
     return full if pinned / full >= 1 else pinned  # resize_batch short-circuits at scale >= 1
 
 
+# ffcv-imagenet's rn50_configs: epochs -> (start_ramp, end_ramp).
+FFCV_CONFIGS = {16: (11, 13), 32: (23, 27), 56: (41, 48), 88: (65, 76)}
+
+
+@pytest.mark.parametrize(("epochs", "ramp"), sorted(FFCV_CONFIGS.items()))
+def test_ffcv_ramp_epochs_reproduce_every_published_config(epochs, ramp):
+    assert get_preset("ffcv").ramp_epochs(epochs) == ramp
+
+
+@pytest.mark.parametrize("epochs", [2, 3, 5, 7, 16, 88])
+def test_ffcv_ends_at_full_resolution_even_in_short_runs(epochs):
+    plan = get_preset("ffcv").plan_px(epochs * 10, 128, 10)
+    assert plan[-1] == 128
+
+
 def ffcv_px(epoch: int, epochs: int, full: int) -> int:
-    """ffcv-imagenet get_resolution, with rn50_88_epochs.yaml's ramp (65 -> 76 of 88) scaled to the run."""
+    """ffcv-imagenet get_resolution with its rn50 configs' ramp: epochs 65 -> 76 of 88, in whole epochs."""
     min_res, max_res = round(full * 160 / 224), full
-    start_ramp, end_ramp = 65 / 88 * epochs, 76 / 88 * epochs
+    start_ramp, end_ramp = min(int(65 / 88 * epochs), epochs - 2), min(int(76 / 88 * epochs), epochs - 1)
     if epoch <= start_ramp:
         return min_res
     if epoch >= end_ramp:

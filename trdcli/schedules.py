@@ -391,6 +391,18 @@ class FFCVSchedule(ResolutionSchedule):
     def validate(self, full_px):
         self.low_px(full_px)
 
+    def ramp_epochs(self, epochs: int) -> tuple[int, int]:
+        """(start_ramp, end_ramp) epochs for a run of ``epochs``: ``floor(frac * epochs)``.
+
+        This reproduces every ResNet-50 config FFCV publishes (16 -> 11/13, 32 -> 23/27,
+        56 -> 41/48, 88 -> 65/76 epochs), in whole epochs as FFCV's schedule is. In runs of a
+        few epochs the floors could leave no epoch past the ramp, so the last epoch is always
+        at full size.
+        """
+        end = min(math.floor(self.end_ramp_frac * epochs), epochs - 1)
+        start = min(math.floor(self.start_ramp_frac * epochs), epochs - 2)
+        return start, end
+
     def resolution_px(self, step, total_steps, full_px, steps_per_epoch=None):
         _check_step(step, total_steps)
         if not _is_int(steps_per_epoch) or steps_per_epoch < 1 or total_steps % steps_per_epoch:
@@ -401,7 +413,7 @@ class FFCVSchedule(ResolutionSchedule):
         low = self.low_px(full_px)
         epochs = total_steps // steps_per_epoch
         epoch = step // steps_per_epoch
-        start, end = self.start_ramp_frac * epochs, self.end_ramp_frac * epochs
+        start, end = self.ramp_epochs(epochs)
         if epoch <= start:
             return low
         if epoch >= end:

@@ -1,0 +1,42 @@
+"""The scripts in examples/ run as documented."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import make_image_folder
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def run(script: str, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *args], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_custom_schedule_runs_as_planned():
+    out = run("custom_schedule.py")
+    planned = next(line for line in out.splitlines() if line.startswith("planned:"))
+    ran = next(line for line in out.splitlines() if line.startswith("ran:"))
+    assert planned.split(":", 1)[1].split() == ran.split(":", 1)[1].split()
+    assert "of the baseline" in out
+
+
+def test_compare_presets_lists_every_preset():
+    from trdcli.presets import PRESETS
+
+    out = run("compare_presets.py", "--arch", "resnet18", "--images", "6400", "--epochs", "5", "--batch-size", "64")
+    names = [line.split()[0] for line in out.splitlines()[1:]]
+    assert names == list(PRESETS)
+
+
+def test_notebook_api_on_an_image_folder(tmp_path):
+    data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
+    out = run("notebook_api.py", str(data), "--size", "64", "--low-res", "32", "--epochs", "1", "--bs", "8")
+    assert "steps per resolution: {64: 0, 32: 3}" in out
+    assert "compute saved:" in out
