@@ -119,7 +119,7 @@ def train(
     batch_size: BatchOpt = TrainConfig.batch_size,
     lr: Annotated[
         str, typer.Option(help="Peak learning rate of the one-cycle schedule, or 'find' to run lr_find.")
-    ] = "3e-3",
+    ] = str(TrainConfig.lr),
     low_res: LowResOpt = None,
     until: UntilOpt = None,
     prob: ProbOpt = None,
@@ -195,7 +195,7 @@ def train(
 
 def _parse_lr(text: str) -> float:
     if text.strip().lower() == "find":
-        return 3e-3  # replaced by lr_find's suggestion
+        return TrainConfig.lr  # replaced by lr_find's suggestion
     try:
         value = float(text)
     except ValueError:

@@ -237,6 +237,7 @@ class FlopsTable:
         self._build_model = build_model
         self._model: nn.Module | None = None
         self._cache = cache if cache is not None else FlopsCache(None)
+        self._by_px: dict[int, ImageFlops] = {}
 
     @classmethod
     def for_arch(cls, arch: str, num_classes: int, *, cache: FlopsCache | None = None) -> FlopsTable:
@@ -251,14 +252,17 @@ class FlopsTable:
         return cls(model_fingerprint(model), num_classes, lambda: model, in_channels=in_channels, cache=cache)
 
     def at(self, px: int) -> ImageFlops:
+        # Asked once per training step by the callback: answer from this table's own dict.
+        if px in self._by_px:
+            return self._by_px[px]
         key = FlopsCache.key(self.arch_key, self.num_classes, px, self.in_channels)
-        cached = self._cache.get(key, px)
-        if cached is not None:
-            return cached
-        if self._model is None:
-            self._model = self._build_model()
-        flops = count_image_flops(self._model, px, self.in_channels)
-        self._cache.put(key, flops)
+        flops = self._cache.get(key, px)
+        if flops is None:
+            if self._model is None:
+                self._model = self._build_model()
+            flops = count_image_flops(self._model, px, self.in_channels)
+            self._cache.put(key, flops)
+        self._by_px[px] = flops
         return flops
 
     __call__ = at
