@@ -177,7 +177,7 @@ def test_rectangular_batches_are_refused_clearly():
 
 def test_low_res_not_below_full_size_is_refused_at_the_first_batch():
     learn = make_learner([TRDCallback(low_res=64)])
-    with learn.no_bar(), learn.no_logging(), pytest.raises(ValueError, match="low_res=64 must be below .* 64 px"):
+    with learn.no_bar(), learn.no_logging(), pytest.raises(ValueError, match="`low_res`=64 must be below .* 64 px"):
         learn.fit(1)
 
 
@@ -187,7 +187,7 @@ def test_low_res_not_below_full_size_is_refused_at_the_first_batch():
         ({}, "needs low_res"),
         ({"low_res": 32, "schedule": TRDSchedule(32)}, "not both"),
         ({"low_res": 32, "mode": "nearest"}, "mode must be one of"),
-        ({"low_res": 32, "until": 2.0}, "until must be in"),
+        ({"low_res": 32, "until": 2.0}, r"`until` must be in \(0, 1\], got 2.0"),
     ],
 )
 def test_bad_arguments_fail_at_construction(kwargs, message):

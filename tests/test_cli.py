@@ -13,10 +13,12 @@ from helpers import make_image_folder
 from typer.testing import CliRunner
 
 from trdcli import cli
+from trdcli.config import TrainConfig
 from trdcli.cost import ComputeSummary, ImageFlops
+from trdcli.errors import TrainingInterrupted
 from trdcli.presets import get_preset
+from trdcli.results import RunResult
 from trdcli.schedules import ConstantSchedule, TRDSchedule
-from trdcli.train import RunResult, TrainConfig, TrainingInterrupted
 
 runner = CliRunner()
 
@@ -70,8 +72,16 @@ def captured(monkeypatch):
 def test_help_lists_the_commands():
     result = runner.invoke(cli.app, ["--help"])
     assert result.exit_code == 0
-    for command in ("train", "demo", "estimate-cost", "presets"):
-        assert command in result.output
+    listed = {line.split()[1] for line in result.output.splitlines() if line.startswith("│ ") and len(line.split()) > 2}
+    assert {"train", "demo", "estimate-cost", "presets"} <= listed
+
+
+def test_version():
+    from importlib.metadata import version
+
+    result = runner.invoke(cli.app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout == f"trd {version('trdcli')}\n"
 
 
 def test_help_is_fast_because_torch_is_not_imported():
@@ -108,21 +118,46 @@ def test_train_passes_every_option(folder, captured, tmp_path):
     args = ["train", str(folder), "--arch", "resnet34", "--epochs", "3", "--size", "128", "--batch-size", "16"]
     args += ["--lr", "0.01", "--valid-pct", "0.3", "--workers", "0", "--out", str(tmp_path / "r"), "--skip-bad-images"]
     args += ["--device", "cpu", "--resize-mode", "area", "--bn-recalibrate", "4", "--seed", "9", "--no-check-images"]
+    args += ["--low-res", "64", "--until", "0.8", "--prob", "0.5", "--weights", str(tmp_path / "w.pth")]
+    args += ["--resume", str(tmp_path / "old")]
     result = runner.invoke(cli.app, args)
     assert result.exit_code == 0, result.output
-    (config,) = captured
-    assert (config.arch, config.epochs, config.size_px, config.batch_size) == ("resnet34", 3, 128, 16)
-    assert (config.lr, config.lr_find, config.valid_pct, config.workers) == (0.01, False, 0.3, 0)
-    assert config.out_dir == tmp_path / "r" and config.skip_bad_images and config.device == "cpu"
-    assert (config.resize_mode, config.bn_recalibrate, config.seed) == ("area", 4, 9)
-    assert config.check_images is False
-    # The summary names the key figures.
+    # The whole config: an option that is never forwarded leaves its default here and fails.
+    assert captured == [
+        TrainConfig(
+            data=folder,
+            arch="resnet34",
+            epochs=3,
+            size_px=128,
+            batch_size=16,
+            lr=0.01,
+            lr_find=False,
+            schedule=TRDSchedule(64, until=0.8, prob=0.5, seed=9),
+            seed=9,
+            valid_pct=0.3,
+            workers=0,
+            weights=tmp_path / "w.pth",
+            out_dir=tmp_path / "r",
+            resume=tmp_path / "old",
+            skip_bad_images=True,
+            check_images=False,
+            device="cpu",
+            resize_mode="area",
+            bn_recalibrate=4,
+        )
+    ]
+    # The summary names the key figures: 1 - (8 * 30 + 72 * 10) / (80 * 30) = 60% saved.
     assert "compute saved" in result.stdout and "60.0%" in result.stdout
+
+
+def test_train_defaults_are_the_config_defaults(folder, captured):
+    assert runner.invoke(cli.app, ["train", str(folder)]).exit_code == 0
+    assert captured == [TrainConfig(data=folder)]
 
 
 def test_lr_find(folder, captured):
     assert runner.invoke(cli.app, ["train", str(folder), "--lr", "find"]).exit_code == 0
-    assert captured[0].lr_find
+    assert captured == [TrainConfig(data=folder, lr_find=True)]
 
 
 def test_json_output_is_only_json(folder, captured):
@@ -136,19 +171,22 @@ def test_json_output_is_only_json(folder, captured):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--epochs", "0"], "epochs must be a positive integer, got 0"),
-        (["--batch-size", "-4"], "batch_size must be a positive integer, got -4"),
-        (["--low-res", "300"], "low_res=300 must be below the full training resolution of 224 px"),
-        (["--low-res", "64", "--size", "64"], "low_res=64 must be below the full training resolution of 64 px"),
-        (["--low-res", "16"], "low_res=16 px is too small"),
-        (["--low-res", "112", "--until", "1.5"], r"until must be in \(0, 1\], got 1.5"),
-        (["--low-res", "112", "--until", "0"], r"until must be in \(0, 1\], got 0.0"),
-        (["--low-res", "112", "--prob", "-0.5"], r"prob must be in \[0, 1\], got -0.5"),
-        (["--until", "0.5"], "--until need --low-res"),
-        (["--preset", "composer", "--until", "0.5"], "--until cannot override preset composer"),
+        (["--epochs", "0"], "--epochs must be a positive integer, got 0"),
+        (["--batch-size", "-4"], "--batch-size must be a positive integer, got -4"),
+        (["--low-res", "300"], "--low-res=300 must be below the full training resolution of 224 px"),
+        (["--low-res", "64", "--size", "64"], "--low-res=64 must be below the full training resolution of 64 px"),
+        (["--low-res", "16"], "--low-res=16 px is too small"),
+        (["--low-res", "112", "--until", "1.5"], r"--until must be in \(0, 1\], got 1.5"),
+        (["--low-res", "112", "--until", "0"], r"--until must be in \(0, 1\], got 0.0"),
+        (["--low-res", "112", "--prob", "-0.5"], r"--prob must be in \[0, 1\], got -0.5"),
+        (["--until", "0.5"], "--until need --low-res \\(or a --preset\\)"),
+        (
+            ["--preset", "composer", "--until", "0.5"],
+            "--until cannot override preset composer \\(options it takes: none\\)",
+        ),
         (["--arch", "resnet51"], "unknown --arch 'resnet51'; did you mean resnet50"),
         (["--arch", "vit_b_16"], "needs a fixed input size"),
-        (["--workers", "-1"], "workers must be 0 or more, got -1"),
+        (["--workers", "-1"], "--workers must be 0 or more, got -1"),
     ],
 )
 def test_bad_values_give_one_line_and_exit_1(folder, args, message):
@@ -211,13 +249,15 @@ def test_out_of_memory_is_one_line_with_advice(folder, monkeypatch):
     ]
 
 
-def test_other_runtime_errors_are_not_disguised(folder, monkeypatch):
+@pytest.mark.parametrize("error", [RuntimeError, ValueError, KeyError, FileNotFoundError])
+def test_bugs_are_not_disguised_as_user_errors(folder, monkeypatch, error):
     def bug(config, observer=None):
-        raise RuntimeError("a bug in trd")
+        raise error("a bug in trd")
 
     monkeypatch.setattr("trdcli.train.train", bug)
     result = runner.invoke(cli.app, ["train", str(folder)])
-    assert isinstance(result.exception, RuntimeError)
+    assert type(result.exception) is error  # it reaches the top with its traceback
+    assert "error: " not in result.stderr
 
 
 def test_unwritable_run_directory_still_prints_the_summary(folder, monkeypatch):

@@ -134,7 +134,7 @@ def test_run_shape_steps_and_errors():
     assert RunShape(1000, 64, 3, 224, drop_last=False).images_per_step().sum() == 3000
     with pytest.raises(ValueError, match="batch size 64 is larger than the 10 training images"):
         RunShape(10, 64, 1, 224)
-    with pytest.raises(ValueError, match="epochs must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="`epochs` must be a positive integer, got 0"):
         RunShape(100, 10, 0, 224)
 
 

@@ -7,7 +7,8 @@ import pytest
 from helpers import make_image_folder
 from PIL import Image
 
-from trdcli.data import DataError, drop_bad_images, find_bad_images, load_rgb, scan_image_folder
+from trdcli.data import drop_bad_images, find_bad_images, load_rgb, scan_image_folder
+from trdcli.errors import DataError
 
 
 def write_odd_images(folder, px=40):
@@ -140,7 +141,7 @@ def test_class_folders_with_valid_pct_split_every_class(tmp_path):
         (lambda root: _mk(root / "a.png"), "holds images but no class folders"),
         (lambda root: _mk(root / "cats" / "a.png"), r"only one class \(cats\)"),
         (lambda root: (root / "cats").mkdir(parents=True) or (root / "dogs").mkdir(), "no images in the class folders"),
-        (lambda root: _mk(root / "cats" / "a.png") or _mk(root / "dogs" / "b.png"), "pass --valid-pct 0.2"),
+        (lambda root: _mk(root / "cats" / "a.png") or _mk(root / "dogs" / "b.png"), r"set `valid_pct` \(e.g. 0.2\)"),
         (
             lambda root: (
                 [_mk(root / s / c / "a.png") for s in ("train", "val") for c in ("a", "b")]

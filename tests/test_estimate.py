@@ -10,10 +10,12 @@ from helpers import make_image_folder
 from typer.testing import CliRunner
 
 from trdcli import cli
+from trdcli.cli_values import parse_budget, parse_throughput
+from trdcli.config import TrainConfig
 from trdcli.cost import FlopsTable, default_cache
-from trdcli.estimate import PlanOptions, Throughput, parse_budget, parse_throughput, plan
+from trdcli.estimate import PlanOptions, Throughput, plan
 from trdcli.schedules import TRDSchedule
-from trdcli.train import TrainConfig, train
+from trdcli.train import train
 
 runner = CliRunner()
 IMAGENET_TRAIN = 1_281_167
@@ -104,7 +106,11 @@ def test_measure_times_real_steps_here():
     rates = payload["throughput_images_per_s"]
     assert set(rates) == {"64", "32"} and all(r > 0 for r in rates.values())
     assert payload["throughput_source"].startswith("measured on cpu")
-    assert payload["time_s"] < payload["baseline_time_s"]
+    # Time is images at each resolution over the measured rate there (no timing comparison: the
+    # machine may be busy); the baseline runs every image at the full resolution's rate.
+    images = payload["images_by_px"]
+    assert payload["time_s"] == pytest.approx(sum(n / rates[px] for px, n in images.items()), rel=1e-9)
+    assert payload["baseline_time_s"] == pytest.approx(sum(images.values()) / rates["64"], rel=1e-9)
 
 
 def test_counts_a_data_folder_without_decoding(tmp_path):
@@ -141,20 +147,26 @@ def test_plan_equals_what_a_real_fit_records(tmp_path):
     assert planned.estimate.compute.baseline_train_flops == run.compute.baseline_train_flops
 
 
+NEEDS_THROUGHPUT = "needs a throughput: --measure, --throughput or --gpu-flops$"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--images", "-5"], "--images must be a positive number of training images, got -5"),
-        (["--images", "1000", "--price-per-hour", "2"], "--price-per-hour needs a throughput"),
+        (["--images", "1000", "--price-per-hour", "2"], f"--price-per-hour {NEEDS_THROUGHPUT}"),
         ([*PAPER, "--budget", "0.1"], r"budget 0.1 .* is infeasible: even every step at 96 px costs 18.4%"),
-        (["--images", "1000", "--budget", "12h"], "a time budget needs a throughput"),
+        (["--images", "1000", "--budget", "12h"], f"a time budget {NEEDS_THROUGHPUT}"),
         (["--images", "1000", "--budget", "cheap"], "--budget must be a fraction"),
         (["--images", "1000", "--arch", "resnet5"], "unknown --arch 'resnet5'"),
         (["--images", "1000", "--throughput", "224:2600"], "--throughput must look like 224=2600"),
         (["--images", "10", "--batch-size", "64"], "batch size 64 is larger than the 10 training images"),
-        (["--dataset", "imagenet", "--images", "5"], "give the dataset size one way"),
+        (
+            ["--dataset", "imagenet", "--images", "5"],
+            "give the dataset size one way: a DATA folder, --dataset imagenet, or --images N$",
+        ),
         (["--images", "1000", "--devices", "0"], "--devices must be at least 1, got 0"),
-        (["--images", "1000", "--low-res", "224"], "low_res=224 must be below"),
+        (["--images", "1000", "--low-res", "224"], "--low-res=224 must be below"),
         (["--images", "1000", "--throughput", "224=9", "--gpu-flops", "1e12"], "not --throughput and --gpu-flops"),
     ],
 )
@@ -170,3 +182,47 @@ def test_parsers():
     assert parse_budget("40%").value == pytest.approx(0.4)
     assert parse_budget("90m").value == 5400 and parse_budget("2d").kind == "time"
     assert parse_budget("$500").value == 500 and parse_budget("120usd").kind == "money"
+
+
+def test_estimate_cost_passes_every_option_typed(monkeypatch, tmp_path):
+    from trdcli.errors import TRDError
+    from trdcli.estimate import Budget, GpuRate
+
+    seen = []
+
+    def capture(options):
+        seen.append(options)
+        raise TRDError("captured")
+
+    monkeypatch.setattr("trdcli.estimate.plan", capture)
+    args = ["estimate-cost", str(tmp_path), "--dataset", "imagenet", "--images", "100", "--valid-images", "7"]
+    args += ["--classes", "12", "--valid-pct", "0.25", "--arch", "resnet50", "--epochs", "9", "--size", "160"]
+    args += ["--batch-size", "32", "--low-res", "96", "--until", "0.7", "--prob", "0.6", "--seed", "4", "--measure"]
+    args += ["--measure-batch", "8", "--device", "cpu", "--throughput", "160=50,96=120", "--gpu-flops", "1e14"]
+    args += ["--utilisation", "0.3", "--price-per-hour", "2.5", "--devices", "4", "--budget", "12h"]
+    result = runner.invoke(cli.app, args)
+    assert result.exit_code == 1 and "captured" in result.stderr
+    assert seen == [
+        PlanOptions(
+            arch="resnet50",
+            size_px=160,
+            epochs=9,
+            batch_size=32,
+            schedule=TRDSchedule(96, until=0.7, prob=0.6, seed=4),
+            seed=4,
+            data=tmp_path,
+            dataset="imagenet",
+            images=100,
+            valid_images=7,
+            classes=12,
+            valid_pct=0.25,
+            measure=True,
+            measure_batch=8,
+            device="cpu",
+            throughput=Throughput({160: 50.0, 96: 120.0}, "given with --throughput"),
+            gpu_rate=GpuRate(1e14, 0.3),
+            price_per_hour=2.5,
+            devices=4,
+            budget=Budget("time", 12 * 3600.0, "12h"),
+        )
+    ]

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from trdcli.cost import count_image_flops
+from trdcli.errors import ConfigError
 from trdcli.models import UnknownArchError, build_model, check_arch, list_archs, load_weights
 
 
@@ -59,7 +60,11 @@ def test_local_weights_load_and_a_different_head_is_reported(tmp_path):
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(None, "weights file not found"), (b"garbage", "cannot read weights"), ({"x": torch.zeros(3)}, "no tensor in")],
+    [
+        (None, "`weights` file not found"),
+        (b"garbage", "cannot read `weights`"),
+        ({"x": torch.zeros(3)}, "no tensor in"),
+    ],
 )
 def test_bad_weights_files(tmp_path, content, message):
     path = tmp_path / "w.pth"
@@ -67,5 +72,5 @@ def test_bad_weights_files(tmp_path, content, message):
         path.write_bytes(content)
     elif content is not None:
         torch.save(content, path)
-    with pytest.raises((ValueError, FileNotFoundError), match=message):
+    with pytest.raises(ConfigError, match=message):
         load_weights(build_model("resnet18", 3), path)

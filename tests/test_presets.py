@@ -20,6 +20,7 @@ from trdcli.bn import recalibrate_batchnorm
 from trdcli.callback import TRDCallback
 from trdcli.cost import FlopsTable, RunShape, default_cache, plan_compute, plan_px
 from trdcli.presets import PRESETS, build_schedule, get_preset
+from trdcli.regularisation import StageRegularisation
 from trdcli.schedules import MIN_PX, StagedSchedule
 
 # ResNet-50 on ImageNet, 90 epochs at batch 256: the reference run of `trd presets`.
@@ -165,9 +166,9 @@ def test_overrides_and_unknown_names():
     assert get_preset("trd-window", low_res=96).low_px(224) == 96
     assert build_schedule("fastbook", until=0.5).until == 0.5
     assert build_schedule("trd-alternate", prob=0.25, seed=3).seed == 3
-    with pytest.raises(ValueError, match="unknown preset 'nope'; choose one of: trd-window, trd-alternate"):
+    with pytest.raises(ValueError, match="unknown `preset` 'nope'; choose one of: trd-window, trd-alternate"):
         get_preset("nope")
-    with pytest.raises(ValueError, match="--until cannot override preset efficientnetv2"):
+    with pytest.raises(ValueError, match=r"`until` cannot override preset efficientnetv2 \(options it takes: none\)"):
         build_schedule("efficientnetv2", until=0.5)
 
 
@@ -201,11 +202,12 @@ class InputSizes(Callback):
 def test_real_fit_with_non_trd_presets_records_the_schedule(name):
     schedule = get_preset(name)
     sizes = InputSizes()
+    regularise = [StageRegularisation(schedule)] if schedule.has_regularisation else []
     learn = Learner(
         tensor_dls(n_train=80, bs=8, px=64),
         tiny_cnn(),
         loss_func=CrossEntropyLossFlat(),
-        cbs=[TRDCallback(schedule=schedule), sizes],
+        cbs=[TRDCallback(schedule=schedule), *regularise, sizes],
     )
     with learn.no_bar(), learn.no_logging():
         learn.fit(4, 1e-3)
@@ -219,17 +221,32 @@ def test_real_fit_with_non_trd_presets_records_the_schedule(name):
         assert learn.loss_func.__class__.__name__ == "CrossEntropyLossFlat"  # mixup's wrapper removed
 
 
+def test_a_schedule_with_regularisation_warns_when_nothing_applies_it():
+    learn = Learner(
+        tensor_dls(n_train=16, bs=8, px=64),
+        tiny_cnn(),
+        loss_func=CrossEntropyLossFlat(),
+        cbs=[TRDCallback(schedule=get_preset("efficientnetv2"))],
+    )
+    warned = pytest.warns(UserWarning, match="add trdcli.regularisation.StageRegularisation")
+    with warned, learn.no_bar(), learn.no_logging():
+        learn.fit(1)
+
+
 def test_mixup_stage_mixes_inputs_and_targets():
     schedule = StagedSchedule(stages=1, mixup_alpha=(0.4, 0.4), dropout=(0.0, 0.0))
     trd = TRDCallback(schedule=schedule)
+    regularise = StageRegularisation(schedule)
+    checked = []
 
     class Check(Callback):
         order = 0
 
         def before_batch(self):
             if self.training:
-                other_targets, lam = trd._mix
-                assert ((lam >= 0.5) & (lam <= 1)).all()
+                other_targets, lam = regularise.yb1[0], regularise.lam
+                checked.append(True)
+                assert ((lam >= 0.5) & (lam <= 1)).all() and (lam < 1).any()
                 assert other_targets.shape == self.learn.yb[0].shape
                 pred = torch.randn(len(lam), 3)
                 expected = torch.lerp(
@@ -240,10 +257,14 @@ def test_mixup_stage_mixes_inputs_and_targets():
                 assert torch.allclose(self.learn.loss_func(pred, self.learn.yb[0]), expected, atol=1e-6)
 
     learn = Learner(
-        tensor_dls(n_train=32, bs=8, px=64), tiny_cnn(), loss_func=CrossEntropyLossFlat(), cbs=[trd, Check()]
+        tensor_dls(n_train=32, bs=8, px=64),
+        tiny_cnn(),
+        loss_func=CrossEntropyLossFlat(),
+        cbs=[trd, regularise, Check()],
     )
     with learn.no_bar(), learn.no_logging():
         learn.fit(1)
+    assert len(checked) == 4
 
 
 def test_bn_recalibration_changes_the_running_statistics_and_evaluation_uses_them():
@@ -269,8 +290,9 @@ def test_bn_recalibration_changes_the_running_statistics_and_evaluation_uses_the
 def test_bn_recalibration_in_a_real_run(tmp_path):
     from helpers import make_image_folder
 
+    from trdcli.config import TrainConfig
     from trdcli.schedules import TRDSchedule
-    from trdcli.train import TrainConfig, train
+    from trdcli.train import train
 
     data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
     config = TrainConfig(

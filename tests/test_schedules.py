@@ -105,16 +105,16 @@ def test_progress_is_step_over_total():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"low_res": 0}, "low_res must be a positive integer.*0"),
-        ({"low_res": -5}, "low_res must be a positive integer.*-5"),
-        ({"low_res": 112.5}, "low_res must be a positive integer.*112.5"),
-        ({"low_res": 16}, "low_res=16 px is too small"),
-        ({"low_res": 112, "until": 0.0}, r"until must be in \(0, 1\].*0.0"),
-        ({"low_res": 112, "until": 1.5}, r"until must be in \(0, 1\].*1.5"),
-        ({"low_res": 112, "until": float("nan")}, "until must be"),
-        ({"low_res": 112, "prob": -0.1}, r"prob must be in \[0, 1\].*-0.1"),
-        ({"low_res": 112, "prob": 1.01}, r"prob must be in \[0, 1\].*1.01"),
-        ({"low_res": 112, "seed": 1.5}, "seed must be an integer.*1.5"),
+        ({"low_res": 0}, "`low_res` must be a positive integer.*0"),
+        ({"low_res": -5}, "`low_res` must be a positive integer.*-5"),
+        ({"low_res": 112.5}, "`low_res` must be a positive integer.*112.5"),
+        ({"low_res": 16}, "`low_res`=16 px is too small"),
+        ({"low_res": 112, "until": 0.0}, r"`until` must be in \(0, 1\].*0.0"),
+        ({"low_res": 112, "until": 1.5}, r"`until` must be in \(0, 1\].*1.5"),
+        ({"low_res": 112, "until": float("nan")}, "`until` must be"),
+        ({"low_res": 112, "prob": -0.1}, r"`prob` must be in \[0, 1\].*-0.1"),
+        ({"low_res": 112, "prob": 1.01}, r"`prob` must be in \[0, 1\].*1.01"),
+        ({"low_res": 112, "seed": 1.5}, "`seed` must be an integer.*1.5"),
         ({}, "exactly one of low_res"),
         ({"low_res": 112, "low_scale": 0.5}, "exactly one of low_res"),
         ({"low_scale": 1.0}, r"low_scale must be a fraction in \(0, 1\).*1.0"),
@@ -127,7 +127,7 @@ def test_bad_parameters_raise_with_the_value(kwargs, message):
 
 def test_low_res_must_be_below_full_resolution():
     schedule = TRDSchedule(112)
-    with pytest.raises(ValueError, match="low_res=112 must be below the full training resolution of 112 px"):
+    with pytest.raises(ValueError, match="`low_res`=112 must be below the full training resolution of 112 px"):
         schedule.plan_px(10, 112)
-    with pytest.raises(ValueError, match="low_res=112 must be below the full training resolution of 96 px"):
+    with pytest.raises(ValueError, match="`low_res`=112 must be below the full training resolution of 96 px"):
         schedule.resolution_px(0, 10, 96)

@@ -13,10 +13,13 @@ from test_data import write_bad_images, write_odd_images
 from typer.testing import CliRunner
 
 from trdcli import cli
+from trdcli.config import TrainConfig
 from trdcli.cost import FlopsTable
-from trdcli.data import DataError
+from trdcli.errors import DataError, RunDirError, TrainingInterrupted
+from trdcli.observer import TrainObserver
+from trdcli.rundir import load_model
 from trdcli.schedules import TRDSchedule
-from trdcli.train import TrainConfig, TrainingInterrupted, TrainObserver, load_model, train
+from trdcli.train import train
 
 runner = CliRunner()
 
@@ -74,7 +77,10 @@ def test_json_has_every_documented_key(trained):
     # 8 shapes x 3 classes + 8 odd images = 32 training images, batches of 8: 4 steps per epoch.
     assert payload["train_images"] == 32 and payload["steps"] == 8
     assert set(payload["metrics"]) == {"top1", "train_loss", "valid_loss"}  # 3 classes: no top-5
-    assert 0 <= payload["metrics"]["top1"] <= 1
+    # top-1 is the last epoch's validation accuracy: a whole number of the validation images right.
+    top1, valid = payload["metrics"]["top1"], payload["valid_images"]
+    assert top1 == payload["history"][-1]["accuracy"]
+    assert top1 * valid == pytest.approx(round(top1 * valid), abs=1e-4)
     assert [row["epoch"] for row in payload["history"]] == [0, 1]
     assert all(row["wall_s"] > 0 for row in payload["history"])
     assert set(payload["versions"]) == {"python", "torch", "torchvision", "fastai", "trd"}
@@ -156,9 +162,9 @@ def test_resume_refuses_a_different_run(tmp_path):
     with pytest.raises(TrainingInterrupted):
         train(config, InterruptAfter(step=3))
     other = TrainConfig(**{**config.__dict__, "epochs": 2, "batch_size": 4, "resume": tmp_path / "run"})
-    with pytest.raises(ValueError, match="the run used batch_size=8, this command has 4"):
+    with pytest.raises(RunDirError, match="the run used batch_size=8, this command has 4"):
         train(other)
-    with pytest.raises(ValueError, match="no checkpoint there"):
+    with pytest.raises(RunDirError, match="no checkpoint there"):
         train(TrainConfig(**{**config.__dict__, "resume": tmp_path}))
 
 
@@ -167,14 +173,15 @@ def test_full_disk_keeps_the_results(tmp_path, monkeypatch):
     real_save = torch.save
 
     def full_disk(obj, f, *args, **kwargs):
-        if str(f).endswith("model.pth"):
+        if "model.pth" in str(f):
             raise OSError(28, "No space left on device")
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", full_disk)
     result = train(TrainConfig(data=data, epochs=1, size_px=64, batch_size=8, workers=0, out_dir=tmp_path / "run"))
     assert result.write_error and "No space left on device" in result.write_error
-    assert 0 <= result.metrics["top1"] <= 1  # the numbers survive, for the CLI to print
+    # The numbers survive, for the CLI to print, and are the last epoch's.
+    assert result.metrics["top1"] == result.history[-1]["accuracy"]
 
 
 @pytest.mark.slow
@@ -220,7 +227,7 @@ def test_image_broken_mid_run_is_one_clear_error_and_the_saved_epochs_are_named(
     message = str(info.value)
     assert "\n" not in message  # a worker's traceback is unwrapped to its last line
     assert message.startswith(f"cannot read image {victim}")
-    assert f"epochs 1-1 are saved: fix it and add --resume {tmp_path / 'run'}" in message
+    assert f"epochs 1-1 are saved: fix it and add `resume` {tmp_path / 'run'}" in message
 
 
 def test_an_existing_run_is_never_overwritten(tmp_path):
@@ -228,6 +235,6 @@ def test_an_existing_run_is_never_overwritten(tmp_path):
     config = TrainConfig(data=data, epochs=1, size_px=64, batch_size=8, workers=0, out_dir=tmp_path / "run")
     train(config)
     before = (tmp_path / "run" / "run.json").read_bytes()
-    with pytest.raises(ValueError, match="already holds a run; choose another --out, or continue it with --resume"):
+    with pytest.raises(RunDirError, match="already holds a run; choose another `out`, or continue it with `resume`"):
         train(config)
     assert (tmp_path / "run" / "run.json").read_bytes() == before

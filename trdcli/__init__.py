@@ -31,11 +31,16 @@ _EXPORTS = {
     "summarize_compute": "trdcli.cost",
     "get_preset": "trdcli.presets",
     "PRESETS": "trdcli.presets",
+    "StageRegularisation": "trdcli.regularisation",
+    "recalibrate_batchnorm": "trdcli.bn",
+    "load_model": "trdcli.rundir",
+    "TRDError": "trdcli.errors",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 if TYPE_CHECKING:
+    from trdcli.bn import recalibrate_batchnorm
     from trdcli.callback import StepRecord, TRDCallback
     from trdcli.cost import (
         ComputeSummary,
@@ -46,8 +51,11 @@ if TYPE_CHECKING:
         plan_compute,
         summarize_compute,
     )
+    from trdcli.errors import TRDError
     from trdcli.presets import PRESETS, get_preset
+    from trdcli.regularisation import StageRegularisation
     from trdcli.resize import resize_batch
+    from trdcli.rundir import load_model
     from trdcli.schedules import (
         ComposerSchedule,
         ConstantSchedule,

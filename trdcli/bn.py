@@ -13,6 +13,8 @@ from collections.abc import Iterable
 import torch
 import torch.nn as nn
 
+from trdcli.errors import require_positive_int
+
 
 def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
@@ -24,8 +26,7 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable, max_batches: int)
     ``batches`` yields ``(images, ...)`` tuples at the evaluation resolution. Returns the
     number of images run forward (0 when the model has no BatchNorm).
     """
-    if max_batches < 1:
-        raise ValueError(f"max_batches must be at least 1, got {max_batches}")
+    require_positive_int("max_batches", max_batches)
     layers = batchnorm_layers(model)
     if not layers:
         return 0

@@ -8,19 +8,22 @@ the same function that plans a run, so plan and record agree exactly.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-import torch.nn as nn
 from fastai.callback.core import Callback
-from fastai.callback.mixup import reduce_loss
 from fastai.callback.schedule import LRFinder
-from fastai.layers import NoneReduce
 
 from trdcli.cost import ComputeSummary, FlopsTable, ImageFlops, summarize_compute
+from trdcli.errors import ConfigError, DataError
 from trdcli.resize import resize_batch
-from trdcli.schedules import ResolutionSchedule, TRDSchedule, step_uniforms
+from trdcli.schedules import ResolutionSchedule, TRDSchedule
+
+
+def fit_step(learn) -> tuple[int, int]:
+    """(step, total_steps) of the running fit: ``epoch * n_iter + iter`` of ``n_epoch * n_iter``."""
+    return learn.epoch * learn.n_iter + learn.iter, learn.n_epoch * learn.n_iter
 
 
 @dataclass(frozen=True)
@@ -73,13 +76,13 @@ class TRDCallback(Callback):
     ):
         super().__init__()
         if schedule is not None and low_res is not None:
-            raise ValueError("give low_res (for TRD) or a schedule, not both")
+            raise ConfigError("give low_res (for TRD) or a schedule, not both")
         if schedule is None:
             if low_res is None:
-                raise ValueError("TRDCallback needs low_res (the reduced resolution in px) or a schedule")
+                raise ConfigError("TRDCallback needs low_res (the reduced resolution in px) or a schedule")
             schedule = TRDSchedule(low_res, until=until, prob=prob, seed=seed)
         if not isinstance(schedule, ResolutionSchedule):
-            raise ValueError(f"schedule must be a ResolutionSchedule, got {type(schedule).__name__}")
+            raise ConfigError(f"schedule must be a ResolutionSchedule, got {type(schedule).__name__}")
         resize_batch(torch.zeros(1, 1, 2, 2), 1, mode)  # validates mode now, not at the first batch
         self.schedule = schedule
         self.mode = mode
@@ -89,9 +92,6 @@ class TRDCallback(Callback):
         self._fit_full_px: int | None = None
         self._active = True
         self._pending: StepRecord | None = None
-        self._mix: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._dropout_p: dict[nn.Dropout, float] = {}
-        self._loss_func = None
 
     @property
     def name(self) -> str:
@@ -116,18 +116,24 @@ class TRDCallback(Callback):
         self._fit += 1
         self._fit_full_px = None
         self._pending = None
-        self._restore()  # a fit interrupted by Ctrl-C never reached after_fit
-        self._dropout_p = {m: m.p for m in self.learn.model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)}
+        if self.schedule.has_regularisation and not any(
+            getattr(cb, "applies_regularisation", False) for cb in self.learn.cbs
+        ):
+            warnings.warn(
+                f"schedule {self.schedule.name} raises dropout and mixup per stage; add "
+                "trdcli.regularisation.StageRegularisation(schedule) to the Learner's callbacks to apply them",
+                stacklevel=2,
+            )
 
     def before_batch(self):
         if not self._active:
             return
         images = self.learn.xb[0]
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
-            raise ValueError("TRDCallback needs (N, C, H, W) image batches as the first model input")
+            raise DataError("TRDCallback needs (N, C, H, W) image batches as the first model input")
         height, width = images.shape[-2:]
         if height != width:
-            raise ValueError(
+            raise DataError(
                 f"TRDCallback needs square training images, got {height}x{width}; crop to a square size "
                 "(e.g. RandomResizedCrop(224))"
             )
@@ -139,15 +145,13 @@ class TRDCallback(Callback):
                     self.learn.model, num_classes=getattr(self.learn.dls, "c", 0) or 0, in_channels=images.shape[1]
                 )
         elif height != self._fit_full_px:
-            raise ValueError(
+            raise DataError(
                 f"training batches changed from {self._fit_full_px} to {height} px within one fit; "
                 "the data loader must deliver one full resolution"
             )
-        step = self.learn.epoch * self.learn.n_iter + self.learn.iter
-        total_steps = self.learn.n_epoch * self.learn.n_iter
+        step, total_steps = fit_step(self.learn)
         px = self.schedule.resolution_px(step, total_steps, height, steps_per_epoch=self.learn.n_iter)
         images = resize_batch(images, px, self.mode)
-        images = self._regularise(images, step, total_steps)
         self.learn.xb = (images, *self.learn.xb[1:])
         n_images = images.shape[0]
         self._pending = StepRecord(
@@ -167,65 +171,19 @@ class TRDCallback(Callback):
             self.records.append(self._pending)
             self._pending = None
 
-    def after_fit(self):
-        self._restore()
-
-    def after_cancel_fit(self):
-        self._restore()
-
-    # -- regularisation that some schedules raise per stage (EfficientNetV2) ---------------
-
-    def _regularise(self, images: torch.Tensor, step: int, total_steps: int) -> torch.Tensor:
-        strengths = self.schedule.regularisation(step, total_steps, self.learn.n_iter)
-        self._mix = None
-        if "dropout" in strengths:
-            for module in self._dropout_p:
-                module.p = strengths["dropout"]
-        alpha = strengths.get("mixup_alpha", 0.0)
-        if alpha <= 0 or len(self.learn.yb) != 1:
-            return images
-        if self._loss_func is None:
-            self._loss_func = self.learn.loss_func
-            self.learn.loss_func = self._mixed_loss
-        # Draws seeded by (seed, step), like the schedule's, so a rerun mixes the same way.
-        rng = np.random.default_rng(int(step_uniforms(getattr(self.schedule, "seed", 0), step)[0] * 2**62))
-        n = images.shape[0]
-        lam = rng.beta(alpha, alpha, size=n)
-        # fastai's convention: the original image keeps the larger weight.
-        lam = torch.from_numpy(np.maximum(lam, 1 - lam)).to(images.device, images.dtype)
-        perm = torch.from_numpy(rng.permutation(n)).to(images.device)
-        self._mix = (self.learn.yb[0][perm], lam)
-        return torch.lerp(images[perm], images, lam.view(n, 1, 1, 1))
-
-    def _mixed_loss(self, pred, *yb):
-        if self._mix is None or not self.learn.training:
-            return self._loss_func(pred, *yb)
-        other_targets, lam = self._mix
-        with NoneReduce(self._loss_func) as loss_func:
-            loss = torch.lerp(loss_func(pred, other_targets), loss_func(pred, *yb), lam)
-        return reduce_loss(loss, getattr(self._loss_func, "reduction", "mean"))
-
-    def _restore(self):
-        for module, p in self._dropout_p.items():
-            module.p = p
-        if self._loss_func is not None:
-            self.learn.loss_func = self._loss_func
-            self._loss_func = None
-        self._mix = None
-
     # -- what ran ------------------------------------------------------------------------
 
     def flops_at(self, px: int) -> ImageFlops:
         if self.flops is None:
-            raise ValueError("no step has run yet, so the model's FLOPs are not known")
+            raise ConfigError("no step has run yet, so the model's FLOPs are not known")
         return self.flops.at(px)
 
     def summary(self, fit: int | None = None) -> ComputeSummary:
         """Compute of the recorded steps (of one ``fit`` if given) against full resolution."""
         records = [r for r in self.records if fit is None or r.fit == fit]
         if not records:
-            raise ValueError("no training step has been recorded yet")
+            raise ConfigError("no training step has been recorded yet")
         full = {r.full_px for r in records}
         if len(full) > 1:
-            raise ValueError(f"the fits ran at different full resolutions {sorted(full)}; pass fit=<index>")
+            raise ConfigError(f"the fits ran at different full resolutions {sorted(full)}; pass fit=<index>")
         return summarize_compute((r.px for r in records), (r.images for r in records), full.pop(), self.flops_at)

@@ -18,9 +18,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from trdcli import __version__
+from trdcli.config import TrainConfig
 from trdcli.demo import DEMO_LOW_PX
+from trdcli.errors import TRDError, one_line
 from trdcli.presets import PRESETS
-from trdcli.train import TrainConfig, one_line
 
 EXIT_USER_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -38,6 +40,23 @@ app = typer.Typer(
 stdout = Console()
 stderr = Console(stderr=True)
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        stdout.print(f"trd {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+):
+    """Temporally Resolution Decrement: train image classifiers on reduced-resolution steps, and see exactly what
+    it saved."""
+
+
 PresetName = Enum("PresetName", {name.replace("-", "_"): name for name in PRESETS}, type=str)
 
 
@@ -47,6 +66,43 @@ class ResizeMode(str, Enum):
     area = "area"
 
 
+# The flag a user typed for each setting the core names in its messages.
+_FLAG_NAMES = {"size_px": "--size"}
+_SETTINGS_WITH_FLAGS = [
+    "arch",
+    "epochs",
+    "size_px",
+    "batch_size",
+    "lr",
+    "low_res",
+    "until",
+    "prob",
+    "preset",
+    "seed",
+    "valid_pct",
+    "workers",
+    "weights",
+    "out",
+    "resume",
+    "skip_bad_images",
+    "device",
+    "resize_mode",
+    "bn_recalibrate",
+    "dataset",
+    "images",
+    "valid_images",
+    "classes",
+    "measure",
+    "throughput",
+    "gpu_flops",
+    "utilisation",
+    "price_per_hour",
+    "devices",
+    "budget",
+]
+FLAGS = {name: _FLAG_NAMES.get(name, "--" + name.replace("_", "-")) for name in _SETTINGS_WITH_FLAGS}
+
+
 def fail(message: str, code: int = EXIT_USER_ERROR) -> typer.Exit:
     stderr.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
@@ -54,13 +110,13 @@ def fail(message: str, code: int = EXIT_USER_ERROR) -> typer.Exit:
 
 @contextmanager
 def user_errors():
-    """Bad input -> one red line and exit 1; TRD_DEBUG=1 shows the traceback instead."""
+    """trd's own errors -> one red line and exit 1 (TRD_DEBUG=1 shows the traceback); anything else is a bug."""
     try:
         yield
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+    except TRDError as exc:
         if os.environ.get("TRD_DEBUG"):
             raise
-        raise fail(one_line(exc)) from None
+        raise fail(exc.rendered(FLAGS)) from None
     except (RuntimeError, MemoryError) as exc:
         if "out of memory" not in str(exc).lower() or os.environ.get("TRD_DEBUG"):
             raise
@@ -150,20 +206,25 @@ def train(
     json_out: JsonOpt = False,
 ):
     """Train a classifier on an image folder, with TRD or any preset, and report the compute it saved."""
-    from trdcli.train import TrainConfig, TrainingInterrupted
+    from trdcli.cli_values import parse_lr
+    from trdcli.errors import TrainingInterrupted
+    from trdcli.progress import RichTrainObserver
     from trdcli.train import train as run_training
 
+    try:
+        peak_lr = parse_lr(lr)
+    except TRDError as exc:  # a malformed value is a usage error (exit 2), like --epochs two
+        raise typer.BadParameter(exc.rendered(FLAGS)) from None
     with user_errors():
-        schedule = _schedule(preset, low_res, until, prob, seed)
         config = TrainConfig(
             data=data,
             arch=arch,
             epochs=epochs,
             size_px=size,
             batch_size=batch_size,
-            lr=_parse_lr(lr),
-            lr_find=lr.strip().lower() == "find",
-            schedule=schedule,
+            lr=TrainConfig.lr if peak_lr is None else peak_lr,
+            lr_find=peak_lr is None,
+            schedule=_schedule(preset, low_res, until, prob, seed),
             seed=seed,
             valid_pct=valid_pct,
             workers=workers,
@@ -176,42 +237,36 @@ def train(
             resize_mode=resize_mode.value,
             bn_recalibrate=bn_recalibrate,
         )
-        from trdcli.progress import RichTrainObserver
-
         try:
             with RichTrainObserver(stderr) as observer:
                 result = run_training(config, observer)
         except TrainingInterrupted as exc:
-            if exc.saved:
-                hint = f"resume with the same command plus --resume {exc.run_dir}"
-                raise fail(
-                    f"interrupted; epochs 1-{exc.epochs_done} are saved in {exc.run_dir}: {hint}", EXIT_INTERRUPTED
-                ) from None
-            raise fail("interrupted before the first epoch finished; nothing to resume", EXIT_INTERRUPTED) from None
+            raise fail(_interrupted_message(exc), EXIT_INTERRUPTED) from None
     _print_result(result, json_out)
     if result.write_error:
         raise fail(result.write_error)
 
 
-def _parse_lr(text: str) -> float:
-    if text.strip().lower() == "find":
-        return TrainConfig.lr  # replaced by lr_find's suggestion
-    try:
-        value = float(text)
-    except ValueError:
-        raise typer.BadParameter(f"--lr must be a number or 'find', got {text!r}") from None
-    return value
+def _interrupted_message(exc) -> str:
+    if not exc.saved:
+        return "interrupted before the first epoch finished; nothing to resume"
+    hint = f"resume with the same command plus --resume {exc.run_dir}"
+    return f"interrupted; epochs 1-{exc.epochs_done} are saved in {exc.run_dir}: {hint}"
 
 
 def _print_result(result, json_out: bool) -> None:
+    """The summary table, or run.json's object with --json. Warnings were shown as they happened."""
     from trdcli import report
+    from trdcli.results import run_json
 
     if json_out:
-        sys.stdout.write(json.dumps(report.run_json(result), indent=2) + "\n")
+        _print_json(run_json(result))
         return
-    for warning in result.warnings:
-        stderr.print(f"[yellow]warning:[/] {warning}", highlight=False)
     stdout.print(report.train_summary_table(result))
+
+
+def _print_json(payload) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2) + "\n")
 
 
 @app.command()
@@ -233,12 +288,12 @@ def demo(
     from trdcli import report
     from trdcli.demo import run_demo
     from trdcli.progress import RichTrainObserver
+    from trdcli.results import run_json
 
     with user_errors(), RichTrainObserver(stderr) as observer:
         comparison = run_demo(out, epochs=epochs, seed=seed, observer=observer, low_res=low_res, until=until, prob=prob)
     if json_out:
-        payload = {"baseline": report.run_json(comparison.baseline), "trd": report.run_json(comparison.trd)}
-        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        _print_json({"baseline": run_json(comparison.baseline), "trd": run_json(comparison.trd)})
         return
     stdout.print(
         f"Generated {comparison.train_images} training and {comparison.valid_images} validation images "
@@ -255,7 +310,7 @@ class DatasetName(str, Enum):
 
 @app.command("estimate-cost")
 def estimate_cost(
-    data: Annotated[str | None, typer.Argument(help="An image folder whose images are counted (not decoded).")] = None,
+    data: Annotated[Path | None, typer.Argument(help="An image folder whose images are counted (not decoded).")] = None,
     dataset: Annotated[
         DatasetName | None,
         typer.Option(help="A known dataset: imagenet = 1,281,167 train / 50,000 val, 1,000 classes."),
@@ -299,7 +354,9 @@ def estimate_cost(
 ):
     """Plan a run's compute, time and money before spending it; answer budget questions."""
     from trdcli import report
-    from trdcli.estimate import PlanOptions, plan
+    from trdcli.cli_values import parse_budget, parse_throughput
+    from trdcli.estimate import GpuRate, PlanOptions, Throughput, plan
+    from trdcli.results import plan_json
 
     with user_errors():
         options = PlanOptions(
@@ -318,26 +375,32 @@ def estimate_cost(
             measure=measure,
             measure_batch=measure_batch,
             device=device,
-            throughput=throughput,
-            gpu_flops=gpu_flops,
-            utilisation=utilisation,
+            throughput=Throughput(parse_throughput(throughput), "given with --throughput") if throughput else None,
+            gpu_rate=GpuRate(gpu_flops, utilisation) if gpu_flops is not None else None,
             price_per_hour=price_per_hour,
             devices=devices,
-            budget=budget,
+            budget=parse_budget(budget) if budget is not None else None,
         )
         if measure and not json_out:
             stderr.print("[dim]timing training steps at each resolution (--measure)...[/]")
         result = plan(options)
         if plot is not None:
-            try:
-                report.save_plan_plot(result.estimate.step_px, size, f"{arch}: {result.estimate.schedule.name}", plot)
-            except OSError as exc:
-                raise ValueError(f"cannot write --plot {plot}: {exc.strerror or exc}") from exc
+            _save_plan_plot(result, plot)
     if json_out:
-        sys.stdout.write(json.dumps(report.estimate_json(result), indent=2) + "\n")
+        _print_json(plan_json(result))
         return
     for renderable in report.estimate_tables(result):
         stdout.print(renderable)
+
+
+def _save_plan_plot(result, path: Path) -> None:
+    from trdcli.plots import save_plan_plot
+
+    estimate = result.estimate
+    try:
+        save_plan_plot(estimate.step_px, estimate.shape.full_px, f"{estimate.arch}: {estimate.schedule.name}", path)
+    except OSError as exc:
+        raise TRDError(f"cannot write --plot {path}: {exc.strerror or exc}") from exc
 
 
 @app.command()
@@ -353,14 +416,16 @@ def presets(
 ):
     """List the named schedules with their source and compute (ResNet-50, ImageNet, 90 epochs unless told)."""
     from trdcli import report
-    from trdcli.presets import preset_table
+    from trdcli.estimate import preset_table
 
     with user_errors():
         if not json_out:
             stderr.print("[dim]measuring FLOPs at each resolution the presets use (cached after the first run)...[/]")
         rows = preset_table(arch, size, epochs, batch_size, images)
+    for row in rows:
+        row["overridable"] = [FLAGS[name] for name in row["overridable"]]
     if json_out:
-        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        _print_json(rows)
         return
     stdout.print(report.presets_table(rows, arch, size, epochs))
 

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from trdcli.errors import ConfigError, require_positive_int
+from trdcli.fileio import atomic_write_text
 from trdcli.schedules import ResolutionSchedule
 
 if TYPE_CHECKING:
@@ -90,7 +92,7 @@ def _sum_outputs(output) -> torch.Tensor:  # noqa: F821
         output = list(output.values())
     tensors = [o for o in output if isinstance(o, torch.Tensor)]
     if not tensors:
-        raise ValueError(f"cannot measure FLOPs: the model returned {type(output).__name__} with no tensor")
+        raise ConfigError(f"cannot measure FLOPs: the model returned {type(output).__name__} with no tensor")
     return sum(t.float().sum() for t in tensors)
 
 
@@ -120,8 +122,7 @@ def count_image_flops(model: nn.Module, px: int, in_channels: int = 3) -> ImageF
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    if not isinstance(px, int) or isinstance(px, bool) or px < 1:
-        raise ValueError(f"px must be a positive integer, got {px!r}")
+    require_positive_int("px", px)
     meta_model = meta_copy(model).train()
     images = torch.empty(_MEASURE_BATCH, in_channels, px, px, device="meta")
     corrected = {torch.ops.aten.convolution_backward: _conv_backward_flops}
@@ -198,9 +199,7 @@ class FlopsCache:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"version": CACHE_VERSION, "entries": self._entries}, indent=1))
-            os.replace(tmp, self.path)
+            atomic_write_text(self.path, json.dumps({"version": CACHE_VERSION, "entries": self._entries}, indent=1))
         except OSError:
             pass
 
@@ -280,11 +279,9 @@ class RunShape:
 
     def __post_init__(self):
         for label in ("train_images", "batch_size", "epochs", "full_px"):
-            value = getattr(self, label)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{label} must be a positive integer, got {value!r}")
+            require_positive_int(label, getattr(self, label))
         if self.drop_last and self.batch_size > self.train_images:
-            raise ValueError(
+            raise ConfigError(
                 f"batch size {self.batch_size} is larger than the {self.train_images} training images: "
                 "no full batch to train on"
             )
@@ -356,7 +353,7 @@ def summarize_compute(
     px_arr = _int_array(px_per_step)
     n_arr = _int_array(images_per_step)
     if px_arr.shape != n_arr.shape:
-        raise ValueError(f"got {px_arr.size} resolutions for {n_arr.size} steps")
+        raise ConfigError(f"got {px_arr.size} resolutions for {n_arr.size} steps")
     steps_by_px: dict[int, int] = {}
     images_by_px: dict[int, int] = {}
     for px in sorted({int(p) for p in np.unique(px_arr)} | {full_px}, reverse=True):

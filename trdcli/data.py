@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from trdcli.errors import ConfigError, DataError
+
 if TYPE_CHECKING:
     from fastai.data.core import DataLoaders
     from PIL import Image
@@ -26,10 +28,6 @@ VALID_FOLDER_NAMES = ("val", "valid", "test")
 # Validation resizes to size / 0.875 and centre-crops `size` (224 from 256), the standard
 # ImageNet evaluation crop.
 CENTER_CROP_FRAC = 0.875
-
-
-class DataError(ValueError):
-    """The data folder cannot be used as given; the message says what and where."""
 
 
 @dataclass(frozen=True)
@@ -106,13 +104,16 @@ def scan_image_folder(root: str | Path, valid_pct: float | None = None, seed: in
     if not root.is_dir():
         raise DataError(f"{root} is a file, not a folder of class folders")
     if valid_pct is not None and not 0 < valid_pct < 1:
-        raise DataError(f"--valid-pct must be a fraction in (0, 1), got {valid_pct}")
+        raise ConfigError(f"`valid_pct` must be a fraction in (0, 1), got {valid_pct}")
 
     train_dir = root / "train"
     valid_dir = next((root / n for n in VALID_FOLDER_NAMES if (root / n).is_dir()), None)
     if train_dir.is_dir():
         if valid_dir is None and valid_pct is None:
-            raise DataError(f"{root} has train/ but no val/, valid/ or test/ folder; add one or pass --valid-pct 0.2")
+            raise DataError(
+                f"{root} has train/ but no val/, valid/ or test/ folder; add one or hold out a fraction with "
+                "`valid_pct`",
+            )
         classes, empty = _classes_with_images(train_dir)
         _check_classes(train_dir, classes, empty)
         if valid_dir is not None:
@@ -147,7 +148,8 @@ def scan_image_folder(root: str | Path, valid_pct: float | None = None, seed: in
     _check_classes(root, classes, empty)
     if valid_pct is None:
         raise DataError(
-            f"{root} has class folders but no train/ and val/; pass --valid-pct 0.2 to hold out 20% for validation"
+            f"{root} has class folders but no train/ and val/; set `valid_pct` (e.g. 0.2) to hold out a share for "
+            "validation",
         )
     items, ignored = _collect(root, classes)
     train, valid = _split(items, valid_pct, seed)
@@ -211,6 +213,23 @@ def _check_one(path: Path) -> str | None:
     if min(image.size) < 1:
         return "empty image"
     return None
+
+
+def median_short_side_px(paths: Sequence[Path], most: int = 200) -> int | None:
+    """The median shorter side of up to ``most`` evenly spaced images, from their headers (nothing decoded)."""
+    from PIL import Image
+
+    if not paths:
+        return None
+    step = max(1, len(paths) // most)
+    sides = []
+    for path in list(paths)[::step][:most]:
+        try:
+            with Image.open(path) as image:
+                sides.append(min(image.size))
+        except Exception:  # an unreadable file is find_bad_images' to report, not this estimate's
+            continue
+    return int(np.median(sides)) if sides else None
 
 
 def find_bad_images(paths: Sequence[Path], workers: int = 0) -> list[BadImage]:
@@ -301,7 +320,7 @@ def build_dataloaders(
     from fastai.vision.core import imagenet_stats
 
     if batch_size > len(folder.train):
-        raise DataError(f"--batch-size {batch_size} is larger than the {len(folder.train)} training images")
+        raise ConfigError(f"`batch_size` {batch_size} is larger than the {len(folder.train)} training images")
 
     def loader(items, train: bool):
         return TfmdDL(

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from trdcli.train import RunResult, TrainConfig, TrainObserver
+from trdcli.config import TrainConfig
+from trdcli.observer import TrainObserver
+from trdcli.results import RunResult
 
 SHAPES = ("circle", "square", "triangle", "cross")
 IMAGE_PX = 72  # generated size; training crops 64 px from it
@@ -148,12 +150,10 @@ def run_demo(
     base_config = demo_config(data_dir, root / "runs", epochs, seed)
     runs = {}
     for label, schedule in (("baseline", base_config.schedule), ("trd", trd_schedule)):
-        if hasattr(observer, "run_label"):
-            observer.run_label(label)
+        observer.run_label(label)
         config = replace(base_config, schedule=schedule, out_dir=root / "runs" / label)
         runs[label] = train(config, observer)
-    if hasattr(observer, "run_label"):
-        observer.run_label("")
+    observer.run_label("")
     return DemoComparison(
         data_dir, runs["baseline"].train_images, runs["baseline"].valid_images, runs["baseline"], runs["trd"]
     )

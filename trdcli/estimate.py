@@ -9,14 +9,16 @@ resolution), never from FLOPs alone: small images run at lower hardware efficien
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from trdcli.cost import ComputeSummary, ImageFlops, RunShape, plan_compute, plan_px
+from trdcli.errors import ConfigError, named
 from trdcli.schedules import ResolutionSchedule, TRDSchedule
 
 
@@ -53,28 +55,14 @@ class Throughput:
         return float(np.interp(flops, xs, ys))
 
 
-def parse_throughput(text: str) -> dict[int, float]:
-    """``"224=2600,112=9800"`` -> ``{224: 2600.0, 112: 9800.0}`` (images/s at each px)."""
-    out: dict[int, float] = {}
-    for part in text.split(","):
-        match = re.fullmatch(r"\s*(\d+)\s*=\s*([0-9.eE+]+)\s*", part)
-        if not match:
-            raise ValueError(f"--throughput must look like 224=2600,112=9800 (px=images/s), got {text!r}")
-        px, rate = int(match.group(1)), float(match.group(2))
-        if px < 1 or not rate > 0 or not math.isfinite(rate):
-            raise ValueError(f"--throughput needs positive px and images/s, got {part.strip()!r}")
-        out[px] = rate
-    return out
-
-
 def throughput_from_gpu_flops(
     peak_flops: float, utilisation: float, pxs: list[int], flops_at: Callable[[int], ImageFlops]
 ) -> Throughput:
     """Images/s if the device sustained ``utilisation`` of ``peak_flops`` FLOP/s at every resolution."""
     if not peak_flops > 0:
-        raise ValueError(f"--gpu-flops must be positive (FLOP/s, e.g. 312e12), got {peak_flops}")
+        raise ConfigError(f"`gpu_flops` must be positive (FLOP/s, e.g. 312e12), got {peak_flops}")
     if not 0 < utilisation <= 1:
-        raise ValueError(f"--utilisation must be in (0, 1], got {utilisation}")
+        raise ConfigError(f"`utilisation` must be in (0, 1], got {utilisation}")
     rates = {px: peak_flops * utilisation / flops_at(px).train_flops for px in pxs}
     return Throughput(rates, f"assumed: {peak_flops:.3g} FLOP/s at {utilisation:.0%} utilisation at every resolution")
 
@@ -99,8 +87,8 @@ def measure_throughput(
 
     import torch
 
+    from trdcli.device import device_name, pick_device
     from trdcli.models import build_model
-    from trdcli.train import device_name, pick_device
 
     dev = pick_device(device)
     model = build_model(arch, num_classes).to(dev).train()
@@ -193,11 +181,13 @@ def estimate(
 ) -> Estimate:
     """Plan ``schedule`` over ``shape``; add time and money when throughput (and a price) are known."""
     if devices < 1:
-        raise ValueError(f"--devices must be at least 1, got {devices}")
+        raise ConfigError(f"`devices` must be at least 1, got {devices}")
     if price_per_hour is not None and price_per_hour < 0:
-        raise ValueError(f"--price-per-hour must be 0 or more, got {price_per_hour}")
+        raise ConfigError(f"`price_per_hour` must be 0 or more, got {price_per_hour}")
     if price_per_hour is not None and throughput is None:
-        raise ValueError("--price-per-hour needs a throughput: pass --measure, --throughput or --gpu-flops")
+        raise ConfigError(
+            "`price_per_hour` needs a throughput: `measure`, `throughput` or `gpu_flops`",
+        )
     step_px = plan_px(schedule, shape) if step_px is None else step_px
     compute = plan_compute(schedule, shape, flops_at, valid_images=dataset.valid_images, step_px=step_px)
     result = Estimate(arch, dataset, shape, schedule, seed, compute, step_px, throughput, devices=devices)
@@ -219,31 +209,13 @@ class Budget:
 
     kind: str  # "fraction", "time" or "money"
     value: float  # fraction, seconds, or currency units
-    text: str
+    text: str  # as the user wrote it, for the answer's title
 
-
-_TIME_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400, "day": 86400, "days": 86400}
-
-
-def parse_budget(text: str) -> Budget:
-    """``0.4`` or ``40%`` (of the baseline's compute), ``12h``/``90m``/``3d`` (time), ``$500``/``500usd`` (money)."""
-    raw = text.strip().lower()
-    if match := re.fullmatch(r"([0-9.]+)\s*%", raw):
-        return Budget("fraction", float(match.group(1)) / 100, text)
-    if match := re.fullmatch(r"([0-9.]+)\s*(s|sec|m|min|h|hr|d|day|days)", raw):
-        return Budget("time", float(match.group(1)) * _TIME_UNITS[match.group(2)], text)
-    if match := re.fullmatch(r"\$\s*([0-9.]+)|([0-9.]+)\s*(usd|\$|eur|€)", raw):
-        return Budget("money", float(match.group(1) or match.group(2)), text)
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(
-            "--budget must be a fraction of the baseline (0.4 or 40%), a time (12h, 90m) or a price ($500), "
-            f"got {text!r}"
-        ) from None
-    if not value > 0:
-        raise ValueError(f"--budget must be positive, got {text!r}")
-    return Budget("fraction", value, text)
+    def __post_init__(self):
+        if self.kind not in ("fraction", "time", "money"):
+            raise ConfigError(f"budget kind must be fraction, time or money, got {self.kind!r}")
+        if not (self.value > 0 and math.isfinite(self.value)):
+            raise ConfigError(f"`budget` must be positive, got {self.text!r}")
 
 
 @dataclass(frozen=True)
@@ -337,10 +309,12 @@ def answer_budget(budget: Budget, plan: Estimate, flops_at: Callable[[int], Imag
         cost_of_px = lambda px: float(flops_at(px).train_flops)  # noqa: E731
     else:
         if plan.throughput is None:
-            raise ValueError(f"a {budget.kind} budget needs a throughput: pass --measure, --throughput or --gpu-flops")
+            raise ConfigError(
+                f"a {budget.kind} budget needs a throughput: `measure`, `throughput` or `gpu_flops`",
+            )
         if budget.kind == "money":
             if plan.baseline_cost is None:
-                raise ValueError("a money budget needs --price-per-hour")
+                raise ConfigError("a money budget needs `price_per_hour`")
             metric, budget_frac = "money", budget.value / plan.baseline_cost
         else:
             metric, budget_frac = "time", budget.value / plan.baseline_time_s
@@ -359,7 +333,7 @@ def answer_budget(budget: Budget, plan: Estimate, flops_at: Callable[[int], Imag
     if all(o.until is None and o.fraction is None for o in [best, *alternatives]):
         lowest = min([best, *alternatives], key=lambda o: o.low_px)
         floor = cost_of_px(lowest.low_px) / cost_of_px(shape.full_px)
-        raise ValueError(
+        raise ConfigError(
             f"budget {budget.text} ({budget_frac:.1%} of the baseline's {metric}) is infeasible: even every step at "
             f"{lowest.low_px} px costs {floor:.1%}"
         )
@@ -367,8 +341,16 @@ def answer_budget(budget: Budget, plan: Estimate, flops_at: Callable[[int], Imag
 
 
 @dataclass(frozen=True)
+class GpuRate:
+    """A device's peak FLOP/s and the share of it a training step is assumed to sustain."""
+
+    peak_flops: float
+    utilisation: float = 0.4
+
+
+@dataclass(frozen=True)
 class PlanOptions:
-    """The options of ``trd estimate-cost``, as given (``None`` = not given)."""
+    """What ``trd estimate-cost`` plans, as typed values (``None`` = not given)."""
 
     arch: str
     size_px: int
@@ -376,7 +358,7 @@ class PlanOptions:
     batch_size: int
     schedule: ResolutionSchedule
     seed: int = 0
-    data: str | None = None  # an image folder whose images are counted
+    data: Path | None = None  # an image folder whose images are counted
     dataset: str | None = None  # a named dataset ("imagenet")
     images: int | None = None
     valid_images: int | None = None
@@ -385,12 +367,11 @@ class PlanOptions:
     measure: bool = False
     measure_batch: int | None = None
     device: str | None = None
-    throughput: str | None = None
-    gpu_flops: float | None = None
-    utilisation: float = 0.4
+    throughput: Throughput | None = None  # known images/s
+    gpu_rate: GpuRate | None = None
     price_per_hour: float | None = None
     devices: int = 1
-    budget: str | None = None
+    budget: Budget | None = None
 
 
 @dataclass
@@ -401,13 +382,15 @@ class PlanReport:
 
 
 def resolve_dataset(options: PlanOptions) -> DatasetSize:
-    """Dataset size from a named dataset, a folder (counted, not decoded) or --images; --classes overrides."""
+    """Dataset size from a named dataset, a folder (counted, not decoded) or ``images``; ``classes`` overrides."""
     sources = [s for s in (options.data, options.dataset, options.images) if s is not None]
     if len(sources) != 1:
-        raise ValueError("give the dataset size one way: a DATA folder, --dataset imagenet, or --images N")
+        raise ConfigError(
+            "give the dataset size one way: a DATA folder, `dataset` imagenet, or `images` N",
+        )
     if options.dataset is not None:
         if options.dataset not in DATASETS:
-            raise ValueError(f"unknown --dataset {options.dataset!r}; known: {', '.join(DATASETS)}")
+            raise ConfigError(f"unknown `dataset` {options.dataset!r}; known: {', '.join(DATASETS)}")
         size = DATASETS[options.dataset]
     elif options.data is not None:
         from trdcli.data import scan_image_folder
@@ -416,17 +399,31 @@ def resolve_dataset(options: PlanOptions) -> DatasetSize:
         size = DatasetSize(len(folder.train), len(folder.valid), folder.num_classes)
     else:
         if options.images < 1:
-            raise ValueError(f"--images must be a positive number of training images, got {options.images}")
+            raise ConfigError(f"`images` must be a positive number of training images, got {options.images}")
         size = DatasetSize(options.images, 0, options.classes or 1000)
     if options.valid_images is not None:
         if options.valid_images < 0:
-            raise ValueError(f"--valid-images must be 0 or more, got {options.valid_images}")
+            raise ConfigError(f"`valid_images` must be 0 or more, got {options.valid_images}")
         size = DatasetSize(size.train_images, options.valid_images, size.num_classes)
     if options.classes is not None:
         if options.classes < 2:
-            raise ValueError(f"--classes must be at least 2, got {options.classes}")
+            raise ConfigError(f"`classes` must be at least 2, got {options.classes}")
         size = DatasetSize(size.train_images, size.valid_images, options.classes)
     return size
+
+
+def _throughput(options: PlanOptions, num_classes: int, pxs: list[int], flops) -> Throughput | None:
+    """Images/s from the one source given: measured here, given, or a GPU's assumed rate."""
+    given = [name for name, on in (("measure", options.measure), ("throughput", options.throughput is not None),
+                                   ("gpu_flops", options.gpu_rate is not None)) if on]  # fmt: skip
+    if len(given) > 1:
+        raise ConfigError(f"give throughput one way, not {' and '.join(named(given))}")
+    if options.measure:
+        batch = options.measure_batch or min(options.batch_size, 16)
+        return measure_throughput(options.arch, num_classes, measurement_points(pxs), batch, options.device)
+    if options.gpu_rate is not None:
+        return throughput_from_gpu_flops(options.gpu_rate.peak_flops, options.gpu_rate.utilisation, pxs, flops.at)
+    return options.throughput
 
 
 def plan(options: PlanOptions) -> PlanReport:
@@ -438,31 +435,12 @@ def plan(options: PlanOptions) -> PlanReport:
     dataset = resolve_dataset(options)
     shape = RunShape(dataset.train_images, options.batch_size, options.epochs, options.size_px)
     options.schedule.validate(options.size_px)
-    sources = {
-        "--measure": options.measure or None,
-        "--throughput": options.throughput,
-        "--gpu-flops": options.gpu_flops,
-    }
-    given = [flag for flag, value in sources.items() if value is not None]
-    if len(given) > 1:
-        raise ValueError(f"give throughput one way, not {' and '.join(given)}")
     flops = FlopsTable.for_arch(options.arch, dataset.num_classes, cache=default_cache())
     step_px = plan_px(options.schedule, shape)
-    pxs = sorted({int(p) for p in np.unique(step_px)} | {options.size_px}, reverse=True)
+    pxs = {int(p) for p in np.unique(step_px)} | {options.size_px}
     if options.budget is not None:
-        budget = parse_budget(options.budget)
-        extra = alternative_low_resolutions(options.size_px) + [round(options.size_px / 2)]
-        pxs = sorted(set(pxs) | set(extra), reverse=True)
-    throughput = None
-    if options.measure:
-        batch = options.measure_batch or min(options.batch_size, 16)
-        throughput = measure_throughput(
-            options.arch, dataset.num_classes, measurement_points(pxs), batch, options.device
-        )
-    elif options.throughput is not None:
-        throughput = Throughput(parse_throughput(options.throughput), "given with --throughput")
-    elif options.gpu_flops is not None:
-        throughput = throughput_from_gpu_flops(options.gpu_flops, options.utilisation, pxs, flops.at)
+        pxs |= set(alternative_low_resolutions(options.size_px)) | {round(options.size_px / 2)}
+    throughput = _throughput(options, dataset.num_classes, sorted(pxs, reverse=True), flops)
     result = estimate(
         options.arch,
         dataset,
@@ -475,5 +453,33 @@ def plan(options: PlanOptions) -> PlanReport:
         price_per_hour=options.price_per_hour,
         step_px=step_px,
     )
-    answer = answer_budget(budget, result, flops.at) if options.budget is not None else None
+    answer = answer_budget(options.budget, result, flops.at) if options.budget is not None else None
     return PlanReport(result, answer, flops.at)
+
+
+def preset_table(arch: str, size_px: int, epochs: int, batch_size: int, train_images: int) -> list[dict[str, Any]]:
+    """Every preset with its parameters, source and planned compute for a reference run."""
+    from trdcli.cost import FlopsTable, default_cache
+    from trdcli.presets import PRESETS
+
+    shape = RunShape(train_images, batch_size, epochs, size_px)
+    flops = FlopsTable.for_arch(arch, 1000, cache=default_cache())
+    reference = {"arch": arch, "full_px": size_px, "epochs": epochs, "batch_size": batch_size}
+    rows = []
+    for preset in PRESETS.values():
+        schedule = preset.schedule()
+        summary = plan_compute(schedule, shape, flops.at)
+        rows.append(
+            {
+                "name": preset.name,
+                "description": preset.description,
+                "source": preset.source,
+                "schedule": schedule.describe(),
+                "overridable": list(preset.options),
+                "compute_fraction": summary.compute_fraction,
+                "compute_saved_frac": summary.compute_saved_frac,
+                "steps_by_px": {str(px): n for px, n in summary.steps_by_px.items()},
+                "reference_run": {**reference, "train_images": train_images},
+            }
+        )
+    return rows

@@ -12,16 +12,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch.nn as nn
 
+from trdcli.errors import ConfigError, UnknownArchError, one_line, require_positive_int
+
 TIMM_PREFIX = "timm/"
 # Position embeddings or fixed attention windows tie these to one input size, so they
 # cannot take the reduced-resolution steps TRD is about.
 _FIXED_SIZE_PREFIXES = ("vit_", "maxvit_")
 # Auxiliary classifiers make the model return a tuple in training mode.
 _NO_AUX = ("inception_v3", "googlenet")
-
-
-class UnknownArchError(ValueError):
-    """``--arch`` names no model trd can build."""
 
 
 def torchvision_archs() -> list[str]:
@@ -57,16 +55,16 @@ def check_arch(arch: str) -> None:
     """Raise :class:`UnknownArchError`, with the closest names, if ``arch`` cannot be built."""
     if arch.startswith(_FIXED_SIZE_PREFIXES):
         raise UnknownArchError(
-            f"--arch {arch} needs a fixed input size, so it cannot train at reduced resolution; "
+            f"`arch` {arch} needs a fixed input size, so it cannot train at reduced resolution; "
             "choose a convolutional model (resnet50, convnext_tiny, efficientnet_b0, ...)"
         )
     if arch.startswith(TIMM_PREFIX):
         if not _timm_available():
-            raise UnknownArchError(f"--arch {arch} needs timm, which is not installed (pip install timm)")
+            raise UnknownArchError(f"`arch` {arch} needs timm, which is not installed (pip install timm)")
         import timm
 
         if arch.removeprefix(TIMM_PREFIX) not in timm.list_models():
-            raise UnknownArchError(f"unknown timm model in --arch {arch}")
+            raise UnknownArchError(f"unknown timm model in `arch` {arch}")
         return
     if arch.startswith("x"):
         known = fastai_archs()
@@ -76,16 +74,15 @@ def check_arch(arch: str) -> None:
         close = difflib.get_close_matches(
             arch, torchvision_archs() + (fastai_archs() if arch.startswith("x") else []), 3
         )
-        hint = f"; did you mean {', '.join(close)}?" if close else "; see `trd train --help` for the families"
-        raise UnknownArchError(f"unknown --arch {arch!r}{hint}")
+        hint = f"; did you mean {', '.join(close)}?" if close else " (torchvision, fastai xresnet or timm/<name>)"
+        raise UnknownArchError(f"unknown `arch` {arch!r}{hint}")
 
 
 def build_model(arch: str, num_classes: int, *, device: str | None = None) -> nn.Module:
     """A freshly initialised classifier with ``num_classes`` outputs, on ``device`` (``"meta"`` to count FLOPs)."""
 
     check_arch(arch)
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    require_positive_int("num_classes", num_classes)
     try:
         return _build(arch, num_classes, device or "cpu")
     except NotImplementedError:
@@ -124,20 +121,20 @@ def load_weights(model: nn.Module, path: str | Path) -> list[str]:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
+        raise ConfigError(f"`weights` file not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises a variety of unpickling errors
-        raise ValueError(f"cannot read weights from {path}: {exc}") from exc
+        raise ConfigError(f"cannot read `weights` from {path}: {one_line(exc)}") from exc
     for wrapper_key in ("model", "state_dict"):
         if isinstance(state, dict) and isinstance(state.get(wrapper_key), dict):
             state = state[wrapper_key]
     if not isinstance(state, dict):
-        raise ValueError(f"{path} holds no state dict")
+        raise ConfigError(f"`weights` {path} hold no state dict")
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
     if not usable:
-        raise ValueError(f"no tensor in {path} matches the model's parameter names and shapes")
+        raise ConfigError(f"no tensor in {path} matches the model's parameter names and shapes")
     skipped = sorted(k for k in state if k not in usable)
     model.load_state_dict(usable, strict=False)
     return skipped

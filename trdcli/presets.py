@@ -1,6 +1,6 @@
 """Named resolution schedules: TRD's readings and the progressive-resizing schedules users already know.
 
-Each preset is a documented schedule with its source (design.md §3). All of them are
+Each preset is a documented schedule with its source (docs/presets.md). All of them are
 :class:`~trdcli.schedules.ResolutionSchedule` objects, so the callback, the cost model and
 both commands take any of them, and compare them fairly.
 """
@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from trdcli.errors import ConfigError, named
 from trdcli.schedules import (
     ComposerSchedule,
     ConstantSchedule,
@@ -61,21 +62,21 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "trd-window",
             "TRD, window reading: half resolution for the first 90% of steps, then full",
-            "Xie et al. 2021, arXiv:2112.00954 ('112x112 within 90% epochs'); design.md §2",
+            "Xie et al. 2021, arXiv:2112.00954 ('112x112 within 90% epochs'); docs/method.md",
             _trd("trd-window", 0.5, 0.9, 1.0),
             _TRD_OPTIONS,
         ),
         Preset(
             "trd-alternate",
             "TRD, alternate training: inside the first 90%, each step at half resolution with probability 0.5",
-            "Xie et al. 2021, arXiv:2112.00954 ('alternate training'); design.md §2",
+            "Xie et al. 2021, arXiv:2112.00954 ('alternate training'); docs/method.md",
             _trd("trd-alternate", 0.5, 0.9, 0.5),
             _TRD_OPTIONS,
         ),
         Preset(
             "trd-spread",
             "TRD, spread reading: 90% of steps at half resolution, chosen at random over the whole run",
-            "Xie et al. 2021, arXiv:2112.00954 (the other reading of 'within 90% epochs'); design.md §2",
+            "Xie et al. 2021, arXiv:2112.00954 (the other reading of 'within 90% epochs'); docs/method.md",
             _trd("trd-spread", 0.5, 1.0, 0.9),
             _TRD_OPTIONS,
         ),
@@ -138,9 +139,13 @@ def get_preset(name: str, **overrides: Any) -> ResolutionSchedule:
 
     ``get_preset("trd-window", low_res=96)``; an unknown name raises and lists the valid ones.
     """
+    return _preset(name).schedule(**overrides)
+
+
+def _preset(name: str) -> Preset:
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
-    return PRESETS[name].schedule(**overrides)
+        raise ConfigError(f"unknown `preset` {name!r}; choose one of: {', '.join(PRESETS)}")
+    return PRESETS[name]
 
 
 def build_schedule(
@@ -160,52 +165,17 @@ def build_schedule(
     if preset is None:
         if low_res is None:
             if given:
-                flags = ", ".join(f"--{k.replace('_', '-')}" for k in given)
-                raise ValueError(
-                    f"{flags} need --low-res (or --preset): without it the run is the full-resolution baseline"
+                raise ConfigError(
+                    f"{', '.join(named(given))} need `low_res` (or a `preset`): without it the run is the "
+                    "full-resolution baseline",
                 )
             return ConstantSchedule()
         return TRDSchedule(
             low_res, until=0.9 if until is None else until, prob=1.0 if prob is None else prob, seed=seed
         )
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
-    entry = PRESETS[preset]
+    entry = _preset(preset)
     refused = [k for k in given if k not in entry.options]
     if refused:
-        flags = ", ".join(f"--{k.replace('_', '-')}" for k in refused)
-        accepted = ", ".join(f"--{k.replace('_', '-')}" for k in entry.options) or "none"
-        raise ValueError(f"{flags} cannot override preset {preset} (options it takes: {accepted})")
+        accepted = ", ".join(named(entry.options)) or "none"
+        raise ConfigError(f"{', '.join(named(refused))} cannot override preset {preset} (options it takes: {accepted})")
     return entry.schedule(seed=seed, **given)
-
-
-def preset_table(arch: str, size_px: int, epochs: int, batch_size: int, train_images: int) -> list[dict[str, Any]]:
-    """Every preset with its parameters, source and planned compute for a reference run."""
-    from trdcli.cost import FlopsTable, RunShape, default_cache, plan_compute
-
-    shape = RunShape(train_images, batch_size, epochs, size_px)
-    flops = FlopsTable.for_arch(arch, 1000, cache=default_cache())
-    rows = []
-    for preset in PRESETS.values():
-        schedule = preset.schedule()
-        summary = plan_compute(schedule, shape, flops.at)
-        rows.append(
-            {
-                "name": preset.name,
-                "description": preset.description,
-                "source": preset.source,
-                "schedule": schedule.describe(),
-                "overridable": [f"--{o.replace('_', '-')}" for o in preset.options],
-                "compute_fraction": summary.compute_fraction,
-                "compute_saved_frac": summary.compute_saved_frac,
-                "steps_by_px": {str(px): n for px, n in summary.steps_by_px.items()},
-                "reference_run": {
-                    "arch": arch,
-                    "full_px": size_px,
-                    "epochs": epochs,
-                    "batch_size": batch_size,
-                    "train_images": train_images,
-                },
-            }
-        )
-    return rows

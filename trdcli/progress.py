@@ -1,6 +1,6 @@
 """The live progress display of `trd train` and `trd demo`: one rich progress bar on stderr.
 
-It is a :class:`~trdcli.train.TrainObserver`; fastai's own bar is switched off, so there is
+It is a :class:`~trdcli.observer.TrainObserver`; fastai's own bar is switched off, so there is
 only one display. Epoch results are printed above the bar as they arrive.
 """
 
@@ -19,7 +19,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from trdcli.train import TrainObserver
+from trdcli.observer import TrainObserver
 
 
 class RichTrainObserver(TrainObserver):

@@ -1,25 +1,21 @@
-"""Results -> rich tables, the design.md §6 JSON object, history.csv and schedule.png.
+"""Results -> rich tables, for the terminal. Nothing below the CLI imports this module.
 
-Pure formatting: every function returns a value (a rich renderable, a dict, a string) or
-writes the one file it is asked to; nothing here prints.
+Pure formatting: every function returns a rich renderable or a string; nothing here prints.
+The machine-readable forms (run.json, --json, history.csv) are in :mod:`trdcli.results`,
+the figures in :mod:`trdcli.plots`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.table import Table
 from rich.text import Text
 
 from trdcli.cost import ComputeSummary
+from trdcli.results import RunResult
 from trdcli.schedules import ResolutionSchedule
-
-if TYPE_CHECKING:
-    from trdcli.train import RunResult
 
 _FLOP_UNITS = ((1e18, "EFLOPs"), (1e15, "PFLOPs"), (1e12, "TFLOPs"), (1e9, "GFLOPs"), (1e6, "MFLOPs"), (1.0, "FLOPs"))
 
@@ -50,87 +46,10 @@ def fmt_pct(fraction: float) -> str:
     return f"{100 * fraction:.1f}%"
 
 
-def compute_json(
-    *,
-    arch: str,
-    num_classes: int,
-    schedule: ResolutionSchedule,
-    seed: int,
-    epochs: int,
-    batch_size: int,
-    compute: ComputeSummary,
-) -> dict[str, Any]:
-    """The keys ``run.json`` and both ``--json`` outputs share (design.md §6)."""
-    by_px = sorted(compute.flops_by_px, reverse=True)
-    return {
-        "arch": arch,
-        "num_classes": num_classes,
-        "full_px": compute.full_px,
-        "schedule": schedule.describe(),
-        "seed": seed,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "steps": compute.steps,
-        "forward_flops_per_image": {str(px): compute.flops_by_px[px].forward_flops for px in by_px},
-        "train_flops_per_image": {str(px): compute.flops_by_px[px].train_flops for px in by_px},
-        "steps_by_px": {str(px): compute.steps_by_px[px] for px in by_px},
-        "images_by_px": {str(px): compute.images_by_px[px] for px in by_px},
-        "train_flops": compute.train_flops,
-        "baseline_train_flops": compute.baseline_train_flops,
-        "compute_fraction": compute.compute_fraction,
-        "compute_saved_frac": compute.compute_saved_frac,
-        "valid_flops": compute.valid_flops,
-        "flops_unit": "FLOPs, 2 per multiply-add (torch.utils.flop_counter); torchvision's GMACs x 2",
-    }
-
-
-def run_json(result: RunResult) -> dict[str, Any]:
-    config = result.config
-    out = compute_json(
-        arch=config.arch,
-        num_classes=result.num_classes,
-        schedule=config.schedule,
-        seed=config.seed,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        compute=result.compute,
-    )
-    out.update(
-        metrics=result.metrics,
-        history=result.history,
-        wall_time_s=result.wall_time_s,
-        versions=result.versions,
-        device=result.device,
-        classes=result.classes,
-        train_images=result.train_images,
-        valid_images=result.valid_images,
-        lr=result.lr,
-        run_dir=str(result.run_dir),
-        skipped_images=[{"path": str(b.path), "reason": b.reason} for b in result.skipped_images],
-        ignored_files=result.ignored_files,
-        bn_recalibration_flops=result.bn_recalibration_flops,
-        warnings=result.warnings,
-        config=config.describe(),
-    )
-    return out
-
-
-def history_csv(result: RunResult) -> str:
-    pxs = sorted({px for row in result.history for px in row.get("steps_by_px", {})}, key=int, reverse=True)
-    base = [k for k in (result.history[0] if result.history else {}) if k != "steps_by_px"]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(base + [f"steps_at_{px}px" for px in pxs])
-    for row in result.history:
-        writer.writerow([row.get(k, "") for k in base] + [row.get("steps_by_px", {}).get(px, 0) for px in pxs])
-    return buffer.getvalue()
-
-
 def _compute_rows(table: Table, compute: ComputeSummary) -> None:
     table.add_row("training compute", f"{fmt_flops(compute.train_flops)}")
     table.add_row("full-resolution baseline", f"{fmt_flops(compute.baseline_train_flops)}")
-    saved = Text(fmt_pct(compute.compute_saved_frac), style="bold green" if compute.compute_saved_frac > 0 else "")
-    table.add_row("compute saved", saved)
+    table.add_row("compute saved", _saved_text(compute.compute_saved_frac))
     steps = ", ".join(
         f"{px} px: {n:,} steps ({compute.images_by_px[px]:,} images)" for px, n in compute.steps_by_px.items() if n
     )
@@ -196,35 +115,6 @@ def comparison_table(baseline: RunResult, trd: RunResult, title: str = "baseline
     return table
 
 
-def save_schedule_plot(result: RunResult, path: Path) -> None:
-    """Resolution per step, with validation accuracy per epoch on a second axis."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 3.5), dpi=100)
-    try:
-        steps = range(len(result.step_px))
-        ax.step(steps, result.step_px, where="post", color="tab:blue", linewidth=0.8)
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel("training resolution (px)", color="tab:blue")
-        ax.set_ylim(0, result.config.size_px * 1.1)
-        saved = fmt_pct(result.compute.compute_saved_frac)
-        ax.set_title(f"{result.config.arch}, {result.config.schedule.name}: compute saved {saved}")
-        if result.history and "accuracy" in result.history[0]:
-            per_epoch = len(result.step_px) / max(len(result.history), 1)
-            acc_ax = ax.twinx()
-            xs = [(row["epoch"] + 1) * per_epoch for row in result.history]
-            acc_ax.plot(xs, [row["accuracy"] for row in result.history], "o-", color="tab:orange")
-            acc_ax.set_ylabel("validation top-1", color="tab:orange")
-            acc_ax.set_ylim(0, 1)
-        fig.tight_layout()
-        fig.savefig(path)
-    finally:
-        plt.close(fig)
-
-
 _BARS = "▁▂▃▄▅▆▇█"
 
 
@@ -241,10 +131,20 @@ def sparkline(step_px, full_px: int, width: int = 48) -> str:
 
 
 def estimate_tables(report) -> list:
-    """Rich renderables for `trd estimate-cost`: per resolution, totals, and a budget's answer."""
-    est = report.estimate
-    compute = est.compute
-    shape = est.shape
+    """Rich renderables for `trd estimate-cost`: the run, per resolution, totals, a budget's answer, notes."""
+    out = [_plan_header(report.estimate), _per_px_table(report), _totals_table(report.estimate)]
+    if report.budget is not None:
+        out.append(budget_table(report.budget, report.estimate.shape.full_px))
+    out.append(Text("\n".join(_plan_notes(report.estimate)), style="dim"))
+    return out
+
+
+def _saved_text(fraction: float) -> Text:
+    return Text(fmt_pct(fraction), style="bold green" if fraction > 0 else "")
+
+
+def _plan_header(est) -> Table:
+    compute, shape = est.compute, est.shape
     header = Table(show_header=False, box=None, title_justify="left", title=f"trd estimate-cost: {est.arch}")
     header.add_column(style="bold")
     header.add_column()
@@ -256,21 +156,19 @@ def estimate_tables(report) -> list:
     header.add_row("schedule", _schedule_text(est.schedule, shape.full_px))
     header.add_row("resolution over the run", sparkline(est.step_px, shape.full_px))
     header.add_row("compute fraction", f"{fmt_pct(compute.compute_fraction)} of the full-resolution baseline")
-    header.add_row(
-        "compute saved",
-        Text(fmt_pct(compute.compute_saved_frac), style="bold green" if compute.compute_saved_frac > 0 else ""),
-    )
+    header.add_row("compute saved", _saved_text(compute.compute_saved_frac))
+    return header
 
+
+def _per_px_table(report) -> Table:
+    est = report.estimate
+    compute = est.compute
     per_px = Table(title="per resolution", title_justify="left")
-    per_px.add_column("px", justify="right")
-    per_px.add_column("forward / image", justify="right")
-    per_px.add_column("train / image", justify="right")
-    per_px.add_column("vs full", justify="right")
-    per_px.add_column("steps", justify="right")
-    per_px.add_column("images", justify="right")
+    for column in ("px", "forward / image", "train / image", "vs full", "steps", "images"):
+        per_px.add_column(column, justify="right")
     if est.throughput is not None:
         per_px.add_column("images/s", justify="right")
-    full_train = compute.flops_by_px[shape.full_px].train_flops
+    full_train = compute.flops_by_px[est.shape.full_px].train_flops
     for px, flops in compute.flops_by_px.items():
         row = [
             str(px),
@@ -283,7 +181,11 @@ def estimate_tables(report) -> list:
         if est.throughput is not None:
             row.append(f"{1 / est.throughput.seconds_per_image(px, report.flops_at):,.1f}")
         per_px.add_row(*row)
+    return per_px
 
+
+def _totals_table(est) -> Table:
+    compute = est.compute
     totals = Table(title="totals", title_justify="left")
     totals.add_column("")
     totals.add_column("this plan", justify="right")
@@ -293,7 +195,7 @@ def estimate_tables(report) -> list:
         "training compute",
         fmt_flops(compute.train_flops),
         fmt_flops(compute.baseline_train_flops),
-        Text(fmt_pct(compute.compute_saved_frac), style="bold green" if compute.compute_saved_frac > 0 else ""),
+        _saved_text(compute.compute_saved_frac),
     )
     if compute.valid_flops:
         totals.add_row("validation compute", fmt_flops(compute.valid_flops), fmt_flops(compute.valid_flops), "-")
@@ -309,26 +211,26 @@ def estimate_tables(report) -> list:
         totals.add_row(
             "money", f"{est.cost:,.2f}", f"{est.baseline_cost:,.2f}", fmt_pct(1 - est.cost / est.baseline_cost)
         )
-    out = [header, per_px, totals]
+    return totals
+
+
+def _plan_notes(est) -> list[str]:
     notes = [
         "FLOPs: 2 per multiply-add, measured with torch.utils.flop_counter on the model (forward + backward); "
         "torchvision's model cards quote GMACs, half these numbers.",
     ]
-    if est.throughput is not None:
-        time_saved = 1 - est.time_s / est.baseline_time_s
-        notes.append(
-            f"Throughput {est.throughput.source}. Time follows measured throughput, not FLOPs "
-            f"(here {fmt_pct(time_saved)} of the time saved against {fmt_pct(compute.compute_saved_frac)} of the "
-            "compute): small images often run at lower hardware efficiency, and the data loader is not in it."
-        )
-    else:
+    if est.throughput is None:
         notes.append(
             "No throughput given: add --measure, --throughput 224=2600,112=9800 or --gpu-flops for time and money."
         )
-    if report.budget is not None:
-        out.append(budget_table(report.budget, shape.full_px))
-    out.append(Text("\n".join(notes), style="dim"))
-    return out
+        return notes
+    time_saved = 1 - est.time_s / est.baseline_time_s
+    notes.append(
+        f"Throughput {est.throughput.source}. Time follows measured throughput, not FLOPs "
+        f"(here {fmt_pct(time_saved)} of the time saved against {fmt_pct(est.compute.compute_saved_frac)} of the "
+        "compute): small images often run at lower hardware efficiency, and the data loader is not in it."
+    )
+    return notes
 
 
 def budget_table(answer, full_px: int) -> Table:
@@ -357,71 +259,6 @@ def budget_table(answer, full_px: int) -> Table:
             marker,
         )
     return table
-
-
-def estimate_json(report) -> dict[str, Any]:
-    est = report.estimate
-    out = compute_json(
-        arch=est.arch,
-        num_classes=est.dataset.num_classes,
-        schedule=est.schedule,
-        seed=est.seed,
-        epochs=est.shape.epochs,
-        batch_size=est.shape.batch_size,
-        compute=est.compute,
-    )
-    out.update(train_images=est.dataset.train_images, valid_images=est.dataset.valid_images)
-    if est.throughput is not None:
-        out.update(
-            time_s=est.time_s,
-            baseline_time_s=est.baseline_time_s,
-            devices=est.devices,
-            throughput_images_per_s={
-                str(px): 1 / est.throughput.seconds_per_image(px, report.flops_at) for px in est.compute.flops_by_px
-            },
-            throughput_source=est.throughput.source,
-        )
-    if est.cost is not None:
-        out.update(cost=est.cost, baseline_cost=est.baseline_cost, price_per_hour=est.price_per_hour)
-    if report.budget is not None:
-        answer = report.budget
-        out["budget"] = {
-            "text": answer.budget.text,
-            "metric": answer.metric,
-            "fraction_of_baseline": answer.budget_frac,
-            "options": [
-                {
-                    "low_px": o.low_px,
-                    "until": o.until,
-                    "until_fraction": o.fraction,
-                    "spread_prob": o.spread_prob,
-                    "spread_fraction": o.spread_fraction,
-                    "reason": o.reason,
-                }
-                for o in [answer.best, *answer.alternatives]
-            ],
-        }
-    return out
-
-
-def save_plan_plot(step_px, full_px: int, title: str, path: Path) -> None:
-    """The planned resolution per step, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 3), dpi=100)
-    try:
-        ax.step(range(len(step_px)), step_px, where="post", linewidth=0.8)
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel("resolution (px)")
-        ax.set_ylim(0, full_px * 1.1)
-        ax.set_title(title)
-        fig.tight_layout()
-        fig.savefig(path)
-    finally:
-        plt.close(fig)
 
 
 def presets_table(rows: list[dict[str, Any]], arch: str, size_px: int, epochs: int) -> Table:

@@ -10,20 +10,22 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from trdcli.errors import ConfigError, is_int
+
 RESIZE_MODES = ("bilinear", "bicubic", "area")
 """``bilinear`` and ``bicubic`` use ``antialias=True`` (the filters of PIL and torchvision's
 ``Resize``); ``area`` averages each output pixel's footprint (exact 2x2 means for 224 -> 112)."""
 
 
 def _as_hw(size_px: int | tuple[int, int]) -> tuple[int, int]:
-    if isinstance(size_px, int) and not isinstance(size_px, bool):
+    if is_int(size_px):
         height, width = size_px, size_px
     elif isinstance(size_px, tuple | list) and len(size_px) == 2:
         height, width = size_px
     else:
-        raise ValueError(f"size_px must be an int or an (height, width) pair, got {size_px!r}")
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (height, width)):
-        raise ValueError(f"size_px must be positive integers, got {size_px!r}")
+        raise ConfigError(f"size_px must be an int or an (height, width) pair, got {size_px!r}")
+    if not all(is_int(v) and v > 0 for v in (height, width)):
+        raise ConfigError(f"size_px must be positive integers, got {size_px!r}")
     return int(height), int(width)
 
 
@@ -35,10 +37,10 @@ def resize_batch(images: torch.Tensor, size_px: int | tuple[int, int], mode: str
     Integer batches (``uint8`` images) are resized in float and rounded back.
     """
     if mode not in RESIZE_MODES:
-        raise ValueError(f"mode must be one of {', '.join(RESIZE_MODES)}, got {mode!r} (nearest would alias)")
+        raise ConfigError(f"mode must be one of {', '.join(RESIZE_MODES)}, got {mode!r} (nearest would alias)")
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"images must be an (N, C, H, W) tensor, got {shape}")
+        raise ConfigError(f"images must be an (N, C, H, W) tensor, got {shape}")
     height, width = _as_hw(size_px)
     if images.shape[-2:] == (height, width):
         return images

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from trdcli.errors import ConfigError, is_int, require_positive_int
+
 MIN_PX = 32
 """Smallest training resolution trd accepts unless told otherwise. ResNet, RegNet, ConvNeXt,
 MobileNet and EfficientNet downsample by 32, so below 32 px their last stage sees less than
@@ -32,14 +34,10 @@ def progress_frac(step: int, total_steps: int) -> float:
 
 
 def _check_step(step: int, total_steps: int) -> None:
-    if not _is_int(total_steps) or total_steps < 1:
-        raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}")
-    if not _is_int(step) or not 0 <= step < total_steps:
-        raise ValueError(f"step must be an integer in [0, {total_steps}), got {step!r}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not is_int(total_steps) or total_steps < 1:
+        raise ConfigError(f"total_steps must be a positive integer, got {total_steps!r}")
+    if not is_int(step) or not 0 <= step < total_steps:
+        raise ConfigError(f"step must be an integer in [0, {total_steps}), got {step!r}")
 
 
 def _is_real(value: Any) -> bool:
@@ -47,8 +45,8 @@ def _is_real(value: Any) -> bool:
 
 
 def _check_full_px(full_px: int, min_px: int) -> None:
-    if not _is_int(full_px) or full_px < min_px:
-        raise ValueError(f"full resolution must be an integer of at least {min_px} px, got {full_px!r}")
+    if not is_int(full_px) or full_px < min_px:
+        raise ConfigError(f"full resolution must be an integer of at least {min_px} px, got {full_px!r}")
 
 
 def _scaled_px(full_px: int, scale: float) -> int:
@@ -58,22 +56,21 @@ def _scaled_px(full_px: int, scale: float) -> int:
 def _check_low_size(low_res: int | None, low_scale: float | None, min_px: int) -> tuple[int | None, float | None]:
     """Validate a low resolution given either in px or as a fraction of the full one."""
     if (low_res is None) == (low_scale is None):
-        raise ValueError(
+        raise ConfigError(
             "give exactly one of low_res (px) or low_scale (fraction), "
             f"got low_res={low_res!r}, low_scale={low_scale!r}"
         )
-    if not _is_int(min_px) or min_px < 1:
-        raise ValueError(f"min_px must be a positive integer, got {min_px!r}")
+    require_positive_int("min_px", min_px)
     if low_res is not None:
-        if not _is_int(low_res) or low_res < 1:
-            raise ValueError(f"low_res must be a positive integer number of px, got {low_res!r}")
+        if not is_int(low_res) or low_res < 1:
+            raise ConfigError(f"`low_res` must be a positive integer number of px, got {low_res!r}")
         if low_res < min_px:
-            raise ValueError(
-                f"low_res={low_res} px is too small: the network needs at least {min_px} px to produce a feature map"
+            raise ConfigError(
+                f"`low_res`={low_res} px is too small: the network needs at least {min_px} px to produce a feature map",
             )
         return int(low_res), None
     if not _is_real(low_scale) or not 0 < low_scale < 1:
-        raise ValueError(f"low_scale must be a fraction in (0, 1), got {low_scale!r}")
+        raise ConfigError(f"low_scale must be a fraction in (0, 1), got {low_scale!r}")
     return None, float(low_scale)
 
 
@@ -82,10 +79,10 @@ def _low_px(low_res: int | None, low_scale: float | None, full_px: int, min_px: 
     _check_full_px(full_px, min_px)
     low = low_res if low_res is not None else _scaled_px(full_px, low_scale)
     if low >= full_px:
-        what = f"low_res={low}" if low_res is not None else f"low_scale={low_scale} gives {low} px, which"
-        raise ValueError(f"{what} must be below the full training resolution of {full_px} px")
+        what = f"`low_res`={low}" if low_res is not None else f"low_scale={low_scale} gives {low} px, which"
+        raise ConfigError(f"{what} must be below the full training resolution of {full_px} px")
     if low < min_px:
-        raise ValueError(
+        raise ConfigError(
             f"low_scale={low_scale} gives {low} px at a full resolution of {full_px} px: the network "
             f"needs at least {min_px} px"
         )
@@ -156,8 +153,16 @@ class ResolutionSchedule(ABC):
         )
 
     def regularisation(self, step: int, total_steps: int, steps_per_epoch: int | None = None) -> dict[str, float]:
-        """Regularisation strengths for ``step`` (e.g. ``dropout``, ``mixup_alpha``); most schedules have none."""
+        """Regularisation strengths for ``step`` (e.g. ``dropout``, ``mixup_alpha``); most schedules have none.
+
+        :class:`trdcli.regularisation.StageRegularisation` applies them in a fastai fit.
+        """
         return {}
+
+    @property
+    def has_regularisation(self) -> bool:
+        """Whether this schedule sets regularisation strengths at all."""
+        return type(self).regularisation is not ResolutionSchedule.regularisation
 
     def describe(self) -> dict[str, Any]:
         """Name, class and parameters: the ``schedule`` object of ``run.json``."""
@@ -225,11 +230,11 @@ class TRDSchedule(ResolutionSchedule):
     ):
         low_res, low_scale = _check_low_size(low_res, low_scale, min_px)
         if not _is_real(until) or not 0 < until <= 1:
-            raise ValueError(f"until must be in (0, 1], got {until!r}")
+            raise ConfigError(f"`until` must be in (0, 1], got {until!r}")
         if not _is_real(prob) or not 0 <= prob <= 1:
-            raise ValueError(f"prob must be in [0, 1], got {prob!r}")
-        if not _is_int(seed):
-            raise ValueError(f"seed must be an integer, got {seed!r}")
+            raise ConfigError(f"`prob` must be in [0, 1], got {prob!r}")
+        if not is_int(seed):
+            raise ConfigError(f"`seed` must be an integer, got {seed!r}")
         self.low_res, self.low_scale = low_res, low_scale
         self.until = float(until)
         self.prob = float(prob)
@@ -295,15 +300,14 @@ class ComposerSchedule(ResolutionSchedule):
         name: str = "composer",
     ):
         if not _is_real(initial_scale) or not 0 < initial_scale <= 1:
-            raise ValueError(f"initial_scale must be in (0, 1], got {initial_scale!r}")
+            raise ConfigError(f"initial_scale must be in (0, 1], got {initial_scale!r}")
         if not _is_real(delay_frac) or not 0 <= delay_frac <= 1:
-            raise ValueError(f"delay_frac must be in [0, 1], got {delay_frac!r}")
+            raise ConfigError(f"delay_frac must be in [0, 1], got {delay_frac!r}")
         if not _is_real(finetune_frac) or not 0 <= finetune_frac <= 1:
-            raise ValueError(f"finetune_frac must be in [0, 1], got {finetune_frac!r}")
+            raise ConfigError(f"finetune_frac must be in [0, 1], got {finetune_frac!r}")
         if delay_frac + finetune_frac > 1:
-            raise ValueError(f"delay_frac + finetune_frac must be at most 1, got {delay_frac} + {finetune_frac}")
-        if not _is_int(size_increment) or size_increment < 1:
-            raise ValueError(f"size_increment must be a positive integer, got {size_increment!r}")
+            raise ConfigError(f"delay_frac + finetune_frac must be at most 1, got {delay_frac} + {finetune_frac}")
+        require_positive_int("size_increment", size_increment)
         self.initial_scale = float(initial_scale)
         self.delay_frac = float(delay_frac)
         self.finetune_frac = float(finetune_frac)
@@ -330,7 +334,7 @@ class ComposerSchedule(ResolutionSchedule):
         _check_full_px(full_px, self.min_px)
         smallest = self._px(full_px, self.initial_scale)
         if smallest < self.min_px:
-            raise ValueError(
+            raise ConfigError(
                 f"initial_scale={self.initial_scale} gives {smallest} px at a full resolution of {full_px} px: "
                 f"the network needs at least {self.min_px} px"
             )
@@ -373,11 +377,10 @@ class FFCVSchedule(ResolutionSchedule):
             or not _is_real(end_ramp_frac)
             or not (0 <= start_ramp_frac <= end_ramp_frac <= 1)
         ):
-            raise ValueError(
+            raise ConfigError(
                 f"need 0 <= start_ramp_frac <= end_ramp_frac <= 1, got {start_ramp_frac!r} and {end_ramp_frac!r}"
             )
-        if not _is_int(multiple) or multiple < 1:
-            raise ValueError(f"multiple must be a positive integer, got {multiple!r}")
+        require_positive_int("multiple", multiple)
         self.low_res, self.low_scale = low_res, low_scale
         self.start_ramp_frac = float(start_ramp_frac)
         self.end_ramp_frac = float(end_ramp_frac)
@@ -405,8 +408,8 @@ class FFCVSchedule(ResolutionSchedule):
 
     def resolution_px(self, step, total_steps, full_px, steps_per_epoch=None):
         _check_step(step, total_steps)
-        if not _is_int(steps_per_epoch) or steps_per_epoch < 1 or total_steps % steps_per_epoch:
-            raise ValueError(
+        if not is_int(steps_per_epoch) or steps_per_epoch < 1 or total_steps % steps_per_epoch:
+            raise ConfigError(
                 f"the ffcv schedule changes per epoch: steps_per_epoch must divide total_steps={total_steps}, "
                 f"got {steps_per_epoch!r}"
             )
@@ -446,13 +449,12 @@ class StagedSchedule(ResolutionSchedule):
         min_px: int = MIN_PX,
         name: str = "efficientnetv2",
     ):
-        if not _is_int(stages) or stages < 1:
-            raise ValueError(f"stages must be a positive integer, got {stages!r}")
+        require_positive_int("stages", stages)
         if not _is_real(base_scale) or not 0 < base_scale < 1:
-            raise ValueError(f"base_scale must be a fraction in (0, 1), got {base_scale!r}")
+            raise ConfigError(f"base_scale must be a fraction in (0, 1), got {base_scale!r}")
         for label, pair, upper in (("dropout", dropout, 1.0), ("mixup_alpha", mixup_alpha, math.inf)):
             if len(pair) != 2 or not all(_is_real(v) and 0 <= v < upper for v in pair):
-                raise ValueError(f"{label} must be a (start, end) pair of values in [0, {upper}), got {pair!r}")
+                raise ConfigError(f"{label} must be a (start, end) pair of values in [0, {upper}), got {pair!r}")
         self.stages = int(stages)
         self.base_scale = float(base_scale)
         self.dropout = (float(dropout[0]), float(dropout[1]))
@@ -476,7 +478,7 @@ class StagedSchedule(ResolutionSchedule):
         _check_full_px(full_px, self.min_px)
         smallest = self._px(full_px, 0)
         if smallest < self.min_px:
-            raise ValueError(
+            raise ConfigError(
                 f"base_scale={self.base_scale} gives a first stage of {smallest} px at a full resolution of "
                 f"{full_px} px: the network needs at least {self.min_px} px"
             )

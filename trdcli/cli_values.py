@@ -1,0 +1,62 @@
+"""Values as a command line writes them -> the typed values the core takes.
+
+``"224=2600,112=9800"`` becomes a :class:`~trdcli.estimate.Throughput`, ``"12h"`` a
+:class:`~trdcli.estimate.Budget`; the core never sees the strings.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from trdcli.errors import ConfigError
+
+LR_FIND = "find"
+
+
+def parse_lr(text: str) -> float | None:
+    """A learning rate, or None for ``find`` (run lr_find)."""
+    if text.strip().lower() == LR_FIND:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"`lr` must be a number or 'find', got {text!r}") from None
+
+
+def parse_throughput(text: str) -> dict[int, float]:
+    """``"224=2600,112=9800"`` -> ``{224: 2600.0, 112: 9800.0}`` (images/s at each px)."""
+    out: dict[int, float] = {}
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*=\s*([0-9.eE+]+)\s*", part)
+        if not match:
+            raise ConfigError(f"`throughput` must look like 224=2600,112=9800 (px=images/s), got {text!r}")
+        px, rate = int(match.group(1)), float(match.group(2))
+        if px < 1 or not rate > 0 or not math.isfinite(rate):
+            raise ConfigError(f"`throughput` needs positive px and images/s, got {part.strip()!r}")
+        out[px] = rate
+    return out
+
+
+_TIME_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400, "day": 86400, "days": 86400}
+
+
+def parse_budget(text: str):
+    """``0.4`` or ``40%`` (of the baseline's compute), ``12h``/``90m``/``3d`` (time), ``$500``/``500usd`` (money)."""
+    from trdcli.estimate import Budget
+
+    raw = text.strip().lower()
+    if match := re.fullmatch(r"([0-9.]+)\s*%", raw):
+        return Budget("fraction", float(match.group(1)) / 100, text)
+    if match := re.fullmatch(r"([0-9.]+)\s*(s|sec|m|min|h|hr|d|day|days)", raw):
+        return Budget("time", float(match.group(1)) * _TIME_UNITS[match.group(2)], text)
+    if match := re.fullmatch(r"\$\s*([0-9.]+)|([0-9.]+)\s*(usd|\$|eur|€)", raw):
+        return Budget("money", float(match.group(1) or match.group(2)), text)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(
+            "`budget` must be a fraction of the baseline (0.4 or 40%), a time (12h, 90m) or a price ($500), "
+            f"got {text!r}",
+        ) from None
+    return Budget("fraction", value, text)

@@ -1,0 +1,67 @@
+"""``TrainConfig``: everything that defines a training run, checked once, as typed values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from trdcli.errors import ConfigError, require_positive_int
+from trdcli.schedules import ConstantSchedule, ResolutionSchedule
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run. Invalid values raise :class:`~trdcli.errors.ConfigError`."""
+
+    data: Path
+    arch: str = "resnet18"  # trains in minutes on a CPU at 64 px; the paper's family
+    epochs: int = 5
+    size_px: int = 224  # full training and evaluation resolution
+    batch_size: int = 64
+    lr: float = 3e-3  # fastai book's from-scratch one-cycle rate for Imagenette (ch. 7)
+    lr_find: bool = False  # run fastai's lr_find at full resolution and use its valley
+    schedule: ResolutionSchedule = field(default_factory=ConstantSchedule)
+    seed: int = 0
+    valid_pct: float | None = None
+    workers: int | None = None  # None: all cores but one, at most 8
+    weights: Path | None = None
+    out_dir: Path | None = None
+    resume: Path | None = None
+    skip_bad_images: bool = False
+    check_images: bool = True
+    device: str | None = None  # None: cuda, then mps, then cpu
+    mixed_precision: bool | None = None  # None: on for CUDA only
+    channels_last: bool | None = None  # None: on for CUDA only
+    min_scale: float = 0.35  # RandomResizedCrop's smallest area: fastai's Imagenette default for short runs
+    resize_mode: str = "bilinear"  # checked by TRDCallback (trdcli.resize.RESIZE_MODES), which imports torch
+    bn_recalibrate: int = 0  # batches at full resolution to re-estimate BatchNorm statistics after training
+
+    def __post_init__(self):
+        for setting in ("epochs", "size_px", "batch_size"):
+            require_positive_int(setting, getattr(self, setting))
+        if not self.lr_find and not (isinstance(self.lr, float | int) and 0 < self.lr < 10):
+            raise ConfigError(f"`lr` must be a positive number below 10, got {self.lr!r}")
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError(f"`workers` must be 0 or more, got {self.workers}")
+        if not 0 < self.min_scale <= 1:
+            raise ConfigError(f"`min_scale` must be in (0, 1], got {self.min_scale}")
+        if self.bn_recalibrate < 0:
+            raise ConfigError(f"`bn_recalibrate` must be 0 or more batches, got {self.bn_recalibrate}")
+        if self.size_px < self.schedule.min_px:
+            raise ConfigError(
+                f"`size_px` {self.size_px} is below the {self.schedule.min_px} px the network needs",
+            )
+        self.schedule.validate(self.size_px)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready: paths as strings, the schedule as its ``describe()``."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, ResolutionSchedule):
+                value = value.describe()
+            elif isinstance(value, Path):
+                value = str(value)
+            out[f.name] = value
+        return out

@@ -1,0 +1,56 @@
+"""PNG figures: a run's resolution per step (with accuracy per epoch), and a plan's.
+
+matplotlib is imported inside each function, with the Agg backend: figures are files, never windows.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+from trdcli.results import RunResult
+
+
+@contextmanager
+def _figure(path: Path, figsize: tuple[float, float]):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=figsize, dpi=100)
+    try:
+        yield ax
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+
+
+def _step_axes(ax, step_px, full_px: int, ylabel: str) -> None:
+    ax.step(range(len(step_px)), step_px, where="post", color="tab:blue", linewidth=0.8)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(ylabel, color="tab:blue")
+    ax.set_ylim(0, full_px * 1.1)
+
+
+def save_plan_plot(step_px, full_px: int, title: str, path: Path) -> None:
+    """The planned resolution per step."""
+    with _figure(path, (8, 3)) as ax:
+        _step_axes(ax, step_px, full_px, "resolution (px)")
+        ax.set_title(title)
+
+
+def save_schedule_plot(result: RunResult, path: Path) -> None:
+    """Resolution per step of a run, with validation accuracy per epoch on a second axis."""
+    with _figure(path, (8, 3.5)) as ax:
+        _step_axes(ax, result.step_px, result.config.size_px, "training resolution (px)")
+        saved = f"{100 * result.compute.compute_saved_frac:.1f}%"
+        ax.set_title(f"{result.config.arch}, {result.config.schedule.name}: compute saved {saved}")
+        if result.history and "accuracy" in result.history[0]:
+            per_epoch = len(result.step_px) / max(len(result.history), 1)
+            acc_ax = ax.twinx()
+            xs = [(row["epoch"] + 1) * per_epoch for row in result.history]
+            acc_ax.plot(xs, [row["accuracy"] for row in result.history], "o-", color="tab:orange")
+            acc_ax.set_ylabel("validation top-1", color="tab:orange")
+            acc_ax.set_ylim(0, 1)

@@ -1,0 +1,121 @@
+"""The fastai callbacks ``train()`` adds to report progress and checkpoint each epoch, and the state they share."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastai.callback.core import Callback
+
+from trdcli.callback import fit_step
+from trdcli.observer import TrainObserver, WarningLog
+from trdcli.rundir import Progress, save_checkpoint
+
+
+@dataclass
+class FitState:
+    """What the training loop's callbacks and ``train()`` share during one run."""
+
+    run_dir: Path
+    observer: TrainObserver
+    identity: dict[str, Any]  # rundir.run_identity(): what a resume must match
+    lr: float
+    log: WarningLog
+    start_epoch: int = 0  # > 0 when resuming: epochs before it ran in an earlier process
+    history: list[dict[str, Any]] = field(default_factory=list)
+    epochs_saved: int = 0
+    wall_before_s: float = 0.0  # wall time of the earlier processes of a resumed run
+    fit_started_at: float = 0.0  # time.perf_counter() when this process's fit began
+    fit_wall_time_s: float | None = None  # the whole run's training time, once the fit has ended
+
+    def start_clock(self) -> None:
+        self.fit_started_at = time.perf_counter()
+
+    def stop_clock(self) -> None:
+        self.fit_wall_time_s = self.wall_time_s()
+
+    def wall_time_s(self) -> float:
+        return self.wall_before_s + time.perf_counter() - self.fit_started_at
+
+
+def _skipped(learn, state: FitState) -> bool:
+    # A resumed fit_one_cycle(start_epoch=k) replays epochs 0..k-1 without training: they ran
+    # before, and their rows are in the history already.
+    return learn.epoch < state.start_epoch
+
+
+class ReportProgress(Callback):
+    """Each step and epoch to the observer; each epoch's row (metrics, wall time, steps by px) to the history."""
+
+    order = 70  # after the Recorder (50) has smoothed the loss
+
+    def __init__(self, state: FitState):
+        self.state = state
+        self._ips: float | None = None
+        self._t_step = self._t_epoch = 0.0
+
+    def before_fit(self):
+        self._t_step = self._t_epoch = time.perf_counter()
+        self._ips = None
+
+    def before_epoch(self):
+        self._t_epoch = time.perf_counter()
+
+    def after_batch(self):
+        if not self.learn.training:
+            return
+        now = time.perf_counter()
+        ips = self.learn.xb[0].shape[0] / max(now - self._t_step, 1e-9)
+        self._ips = ips if self._ips is None else 0.9 * self._ips + 0.1 * ips
+        self._t_step = now
+        step, _ = fit_step(self.learn)
+        px = self.learn.xb[0].shape[-1]
+        self.state.observer.step_done(step, self.learn.epoch, px, float(self.learn.smooth_loss), self._ips)
+
+    def before_validate(self):
+        self.state.observer.validating(self.learn.epoch)
+
+    def after_epoch(self):
+        if _skipped(self.learn, self.state):
+            return
+        names = self.learn.recorder.metric_names[1:-1]  # drop 'epoch' and 'time'
+        values = self.learn.recorder.values[-1] if self.learn.recorder.values else []
+        row: dict[str, Any] = {"epoch": self.learn.epoch}
+        row.update({n: float(v) for n, v in zip(names, values, strict=False)})
+        row["wall_s"] = time.perf_counter() - self._t_epoch
+        trd = self.learn.trd
+        pxs = [r.px for r in trd.records if r.epoch == self.learn.epoch and r.fit == trd.current_fit]
+        row["steps_by_px"] = {str(px): pxs.count(px) for px in sorted(set(pxs), reverse=True)}
+        self.state.history.append(row)
+        self.state.observer.epoch_done(row)
+        self._t_step = time.perf_counter()
+
+
+class SaveCheckpoint(Callback):
+    """After each epoch: weights, optimizer and progress, so an interrupted run resumes there."""
+
+    order = 80  # after ReportProgress has added the epoch's row
+
+    def __init__(self, state: FitState):
+        self.state = state
+
+    def after_epoch(self):
+        if _skipped(self.learn, self.state):
+            return
+        state = self.state
+        progress = Progress(
+            epochs_done=self.learn.epoch + 1,
+            records=[asdict(r) for r in self.learn.trd.records],
+            history=state.history,
+            wall_time_s=state.wall_time_s(),
+            lr=state.lr,
+            run=state.identity,
+        )
+        try:
+            save_checkpoint(state.run_dir, self.learn, progress)
+        except OSError as exc:
+            state.log.warn(f"could not save the checkpoint to {state.run_dir}: {exc.strerror or exc}")
+            return
+        state.epochs_saved = progress.epochs_done
