@@ -119,7 +119,7 @@ def test_train_passes_every_option(folder, captured, tmp_path):
     args += ["--lr", "0.01", "--valid-pct", "0.3", "--workers", "0", "--out", str(tmp_path / "r"), "--skip-bad-images"]
     args += ["--device", "cpu", "--resize-mode", "area", "--bn-recalibrate", "4", "--seed", "9", "--no-check-images"]
     args += ["--low-res", "64", "--until", "0.8", "--prob", "0.5", "--weights", str(tmp_path / "w.pth")]
-    args += ["--resume", str(tmp_path / "old")]
+    args += ["--resume", str(tmp_path / "old"), "--bn-mode", "private", "--min-scale", "0.5"]
     result = runner.invoke(cli.app, args)
     assert result.exit_code == 0, result.output
     # The whole config: an option that is never forwarded leaves its default here and fails.
@@ -144,6 +144,8 @@ def test_train_passes_every_option(folder, captured, tmp_path):
             device="cpu",
             resize_mode="area",
             bn_recalibrate=4,
+            bn_mode="private",
+            min_scale=0.5,
         )
     ]
     # The summary names the key figures: 1 - (8 * 30 + 72 * 10) / (80 * 30) = 60% saved.

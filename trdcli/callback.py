@@ -15,8 +15,16 @@ import torch
 from fastai.callback.core import Callback
 from fastai.callback.schedule import LRFinder
 
+from trdcli.bn import (
+    BN_MODES,
+    PrivateBatchNorm,
+    private_batchnorms,
+    recalibrate_batchnorm,
+    use_private_batchnorm,
+    use_reduced_batchnorm,
+)
 from trdcli.cost import ComputeSummary, FlopsTable, ImageFlops, summarize_compute
-from trdcli.errors import ConfigError, DataError
+from trdcli.errors import ConfigError, DataError, is_int
 from trdcli.resize import resize_batch
 from trdcli.schedules import ResolutionSchedule, TRDSchedule
 
@@ -52,6 +60,12 @@ class TRDCallback(Callback):
     under ``fit``, ``fit_one_cycle``, ``fine_tune`` (each of its fits is scheduled on its
     own) and a resumed ``fit(start_epoch=...)``. ``lr_find`` runs are left alone.
 
+    BatchNorm (:mod:`trdcli.bn`): ``bn="private"`` gives reduced steps their own BatchNorm
+    copies (pass the callback when creating the Learner, so the optimizer sees them);
+    ``bn_recalibrate=N`` re-estimates BatchNorm statistics on N full-resolution training
+    batches when each fit ends (metrics recorded during the fit predate it: ``learn.validate()``
+    measures the recalibrated model), and counts the images in ``bn_recalibration_images``.
+
     After or during a fit, :meth:`summary` gives steps per resolution, training FLOPs of
     the run and of its full-resolution baseline, and compute saved; it is complete after an
     interrupted fit too, because a step is recorded as soon as it finishes.
@@ -73,8 +87,14 @@ class TRDCallback(Callback):
         schedule: ResolutionSchedule | None = None,
         mode: str = "bilinear",
         flops: FlopsTable | None = None,
+        bn: str = "shared",
+        bn_recalibrate: int = 0,
     ):
         super().__init__()
+        if bn not in BN_MODES:
+            raise ConfigError(f"`bn` must be one of {', '.join(BN_MODES)}, got {bn!r}")
+        if not is_int(bn_recalibrate) or bn_recalibrate < 0:
+            raise ConfigError(f"`bn_recalibrate` must be 0 or more batches, got {bn_recalibrate!r}")
         if schedule is not None and low_res is not None:
             raise ConfigError("give low_res (for TRD) or a schedule, not both")
         if schedule is None:
@@ -87,6 +107,10 @@ class TRDCallback(Callback):
         self.schedule = schedule
         self.mode = mode
         self.flops = flops
+        self.bn = bn
+        self.bn_recalibrate = bn_recalibrate
+        self.bn_recalibration_images = 0  # images run forward to recalibrate, after the last fit
+        self._private_bns: list[PrivateBatchNorm] = []
         self.records: list[StepRecord] = []
         self._fit = -1
         self._fit_full_px: int | None = None
@@ -109,10 +133,22 @@ class TRDCallback(Callback):
 
     # -- fastai events -------------------------------------------------------------------
 
+    def after_create(self):
+        # Here, when the Learner is created with this callback, no optimizer exists yet: the
+        # private BatchNorm parameters it adds are trained like every other.
+        if self.bn == "private":
+            use_private_batchnorm(self.learn.model)
+
     def before_fit(self):
         self._active = not any(isinstance(cb, LRFinder) for cb in self.learn.cbs)
         if not self._active:
             return
+        self._private_bns = private_batchnorms(self.learn.model)
+        if self.bn == "private" and not self._private_bns:
+            raise ConfigError(
+                "bn='private' needs the callback when the Learner is created (cbs=[TRDCallback(...)]), or "
+                "trdcli.bn.use_private_batchnorm(model) before it, so the optimizer sees the private parameters"
+            )
         self._fit += 1
         self._fit_full_px = None
         self._pending = None
@@ -151,6 +187,7 @@ class TRDCallback(Callback):
             )
         step, total_steps = fit_step(self.learn)
         px = self.schedule.resolution_px(step, total_steps, height, steps_per_epoch=self.learn.n_iter)
+        use_reduced_batchnorm(self._private_bns, px != height)
         images = resize_batch(images, px, self.mode)
         self.learn.xb = (images, *self.learn.xb[1:])
         n_images = images.shape[0]
@@ -170,6 +207,22 @@ class TRDCallback(Callback):
         if self._pending is not None:
             self.records.append(self._pending)
             self._pending = None
+        use_reduced_batchnorm(self._private_bns, False)
+
+    def before_validate(self):
+        use_reduced_batchnorm(self._private_bns, False)
+
+    def after_cancel_fit(self):
+        use_reduced_batchnorm(self._private_bns, False)
+
+    def after_fit(self):
+        use_reduced_batchnorm(self._private_bns, False)
+        if self._active and self.bn_recalibrate:
+            # The training loader delivers full-resolution batches: this callback reduces them,
+            # and it is not called outside the fit.
+            self.bn_recalibration_images = recalibrate_batchnorm(
+                self.learn.model, self.learn.dls.train, self.bn_recalibrate
+            )
 
     # -- what ran ------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 
 from trdcli import __version__
-from trdcli.config import TrainConfig
+from trdcli.config import BN_MODES, TrainConfig
 from trdcli.demo import DEMO_LOW_PX
 from trdcli.errors import TRDError, one_line
 from trdcli.presets import PRESETS
@@ -66,6 +66,9 @@ class ResizeMode(str, Enum):
     area = "area"
 
 
+BnMode = Enum("BnMode", {mode: mode for mode in BN_MODES}, type=str)
+
+
 # The flag a user typed for each setting the core names in its messages.
 _FLAG_NAMES = {"size_px": "--size"}
 _SETTINGS_WITH_FLAGS = [
@@ -88,6 +91,8 @@ _SETTINGS_WITH_FLAGS = [
     "device",
     "resize_mode",
     "bn_recalibrate",
+    "bn_mode",
+    "min_scale",
     "dataset",
     "images",
     "valid_images",
@@ -153,6 +158,15 @@ EpochsOpt = Annotated[int, typer.Option(help="Training epochs.")]
 SizeOpt = Annotated[int, typer.Option("--size", help="Full training and evaluation resolution in px.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per optimizer step.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout, nothing else.")]
+BnRecalibrateOpt = Annotated[
+    int, typer.Option(help="After training, re-estimate BatchNorm statistics on N full-resolution batches.")
+]
+MinScaleOpt = Annotated[
+    float, typer.Option(help="Smallest area of a training crop, as a fraction of the image (RandomResizedCrop).")
+]
+BnModeOpt = Annotated[
+    BnMode, typer.Option(help="BatchNorm on reduced steps: shared with full ones, or a private copy (RS-Nets).")
+]
 
 
 def _schedule(preset, low_res, until, prob, seed):
@@ -200,9 +214,9 @@ def train(
     resize_mode: Annotated[
         ResizeMode, typer.Option(help="Antialiased filter for reduced steps.")
     ] = ResizeMode.bilinear,
-    bn_recalibrate: Annotated[
-        int, typer.Option(help="After training, re-estimate BatchNorm statistics on N full-resolution batches.")
-    ] = 0,
+    bn_recalibrate: BnRecalibrateOpt = 0,
+    bn_mode: BnModeOpt = BnMode.shared,
+    min_scale: MinScaleOpt = TrainConfig.min_scale,
     json_out: JsonOpt = False,
 ):
     """Train a classifier on an image folder, with TRD or any preset, and report the compute it saved."""
@@ -236,6 +250,8 @@ def train(
             device=device,
             resize_mode=resize_mode.value,
             bn_recalibrate=bn_recalibrate,
+            bn_mode=bn_mode.value,
+            min_scale=min_scale,
         )
         try:
             with RichTrainObserver(stderr) as observer:
@@ -401,6 +417,68 @@ def _save_plan_plot(result, path: Path) -> None:
         save_plan_plot(estimate.step_px, estimate.shape.full_px, f"{estimate.arch}: {estimate.schedule.name}", path)
     except OSError as exc:
         raise TRDError(f"cannot write --plot {path}: {exc.strerror or exc}") from exc
+
+
+@app.command()
+def compare(
+    data: Annotated[Path, typer.Argument(help="Image folder, as for `trd train`.")],
+    setting: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A setting to train (repeat): a preset (trd-window), baseline, or [label:]key=value,... with keys "
+            "preset, low_res, until, prob, bn_mode, bn_recalibrate. Default: baseline and trd's default recipe."
+        ),
+    ] = None,
+    seeds: Annotated[str, typer.Option(help="Seeds: a count (3 = 0,1,2) or a list (0,1,2).")] = "3",
+    arch: ArchOpt = TrainConfig.arch,
+    epochs: EpochsOpt = TrainConfig.epochs,
+    size: SizeOpt = TrainConfig.size_px,
+    batch_size: BatchOpt = TrainConfig.batch_size,
+    lr: Annotated[float, typer.Option(help="Peak learning rate of the one-cycle schedule, for every run.")] = (
+        TrainConfig.lr
+    ),
+    valid_pct: Annotated[float | None, typer.Option(help="As for `trd train`.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Data-loading processes (default: cores - 1, at most 8).")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, mps (default: the best available).")] = None,
+    min_scale: MinScaleOpt = TrainConfig.min_scale,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Compare directory (default: runs/compare-<data>-<arch>-<size>px-<epochs>ep); rerun resumes."
+        ),
+    ] = None,
+    equal_compute: Annotated[
+        bool, typer.Option(help="Add each reducing setting's equal-compute baseline (fewer epochs at full size).")
+    ] = True,
+    json_out: JsonOpt = False,
+):
+    """Train settings x seeds with one recipe; compare accuracy, compute and time against equal-compute baselines."""
+    from trdcli import report
+    from trdcli.cli_values import parse_seeds, parse_setting
+    from trdcli.compare import CompareConfig, compare_json, default_settings, run_compare, summary_rows
+    from trdcli.errors import TrainingInterrupted
+    from trdcli.progress import RichTrainObserver
+
+    with user_errors():
+        recipe = TrainConfig(
+            data=data, arch=arch, epochs=epochs, size_px=size, batch_size=batch_size, lr=lr, valid_pct=valid_pct,
+            workers=workers, device=device, min_scale=min_scale,
+        )  # fmt: skip
+        out = out or Path("runs") / f"compare-{data.resolve().name}-{arch}-{size}px-{epochs}ep"
+        settings = tuple(parse_setting(s) for s in setting) if setting else default_settings(size)
+        config = CompareConfig(recipe, settings, parse_seeds(seeds), out, equal_compute)
+        try:
+            with RichTrainObserver(stderr) as observer:
+                compared = run_compare(config, observer)
+        except TrainingInterrupted:
+            raise fail(f"interrupted; finished runs are kept in {out}: rerun the same command to go on", 130) from None
+    if json_out:
+        _print_json(compare_json(compared))
+    else:
+        stdout.print(report.compare_table(summary_rows(compared), f"trd compare: {arch} on {data}, {epochs} epochs"))
+        stdout.print(f"runs, compare.json and compare.png in {out}", highlight=False)
+    if compared.write_error:
+        raise fail(compared.write_error)
 
 
 @app.command()

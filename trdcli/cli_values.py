@@ -60,3 +60,54 @@ def parse_budget(text: str):
             f"got {text!r}",
         ) from None
     return Budget("fraction", value, text)
+
+
+_SETTING_KEYS = {
+    "preset": str,
+    "low_res": int,
+    "until": float,
+    "prob": float,
+    "bn_mode": str,
+    "bn_recalibrate": int,
+}
+
+
+def parse_setting(text: str):
+    """``trd-window``, ``baseline``, or ``[label:]key=value,...`` (keys: preset, low_res, until, prob,
+    bn_mode, bn_recalibrate) -> a :class:`~trdcli.compare.Setting`, labelled by its label or its text."""
+    from trdcli.compare import Setting
+    from trdcli.presets import PRESETS
+
+    label, sep, spec = text.partition(":")
+    if not sep:
+        label, spec = text, text
+    label, spec = label.strip(), spec.strip()
+    if "=" not in spec:
+        if spec == "baseline":
+            return Setting(label)
+        if spec not in PRESETS:
+            raise ConfigError(f"`setting` {text!r} is neither a preset ({', '.join(PRESETS)}) nor key=value pairs")
+        return Setting(label, preset=spec)
+    values = {}
+    for part in spec.split(","):
+        key, _, raw = (piece.strip() for piece in part.partition("="))
+        if key not in _SETTING_KEYS:
+            raise ConfigError(f"`setting` {text!r}: unknown key {key!r}; use {', '.join(_SETTING_KEYS)}")
+        try:
+            values[key] = _SETTING_KEYS[key](raw)
+        except ValueError:
+            raise ConfigError(f"`setting` {text!r}: {key} must be a number, got {raw!r}") from None
+    return Setting(label, **values)
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``0,1,2`` or ``3`` (that many seeds from 0)."""
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"`seeds` must be a count (3) or a list (0,1,2), got {text!r}") from None
+    if len(values) == 1 and "," not in text:
+        if values[0] < 1:
+            raise ConfigError(f"`seeds` must be at least 1, got {text!r}")
+        return tuple(range(values[0]))
+    return tuple(values)

@@ -9,6 +9,10 @@ from typing import Any
 from trdcli.errors import ConfigError, require_positive_int
 from trdcli.schedules import ConstantSchedule, ResolutionSchedule
 
+# How BatchNorm treats reduced steps (trdcli.bn): one set of layers for all steps, or a private
+# copy for reduced ones. Here, not in trdcli.bn, so a config is checked without importing torch.
+BN_MODES = ("shared", "private")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -36,6 +40,7 @@ class TrainConfig:
     min_scale: float = 0.35  # RandomResizedCrop's smallest area: fastai's Imagenette default for short runs
     resize_mode: str = "bilinear"  # checked by TRDCallback (trdcli.resize.RESIZE_MODES), which imports torch
     bn_recalibrate: int = 0  # batches at full resolution to re-estimate BatchNorm statistics after training
+    bn_mode: str = "shared"  # "private": reduced steps use their own BatchNorm copies (trdcli.bn)
 
     def __post_init__(self):
         for setting in ("epochs", "size_px", "batch_size"):
@@ -48,6 +53,8 @@ class TrainConfig:
             raise ConfigError(f"`min_scale` must be in (0, 1], got {self.min_scale}")
         if self.bn_recalibrate < 0:
             raise ConfigError(f"`bn_recalibrate` must be 0 or more batches, got {self.bn_recalibrate}")
+        if self.bn_mode not in BN_MODES:
+            raise ConfigError(f"`bn_mode` must be one of {', '.join(BN_MODES)}, got {self.bn_mode!r}")
         if self.size_px < self.schedule.min_px:
             raise ConfigError(
                 f"`size_px` {self.size_px} is below the {self.schedule.min_px} px the network needs",

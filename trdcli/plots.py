@@ -54,3 +54,27 @@ def save_schedule_plot(result: RunResult, path: Path) -> None:
             acc_ax.plot(xs, [row["accuracy"] for row in result.history], "o-", color="tab:orange")
             acc_ax.set_ylabel("validation top-1", color="tab:orange")
             acc_ax.set_ylim(0, 1)
+
+
+def save_compare_plot(payload: dict, path: Path) -> None:
+    """Top-1 against compute (fraction of the recipe's baseline): a dot per run, mean ± std per setting."""
+    with _figure(path, (7, 4.5)) as ax:
+        for row in payload["settings"]:
+            runs = [r for r in payload["runs"] if r["setting"] == row["setting"]]
+            xs = [r["compute_fraction"] for r in runs]
+            ys = [100 * r["metrics"]["top1"] for r in runs]
+            dots = ax.scatter(xs, ys, s=14, alpha=0.5)
+            ax.errorbar(
+                row["compute_fraction"],
+                100 * row["top1_mean"],
+                yerr=100 * row["top1_std"],
+                fmt="o",
+                capsize=4,
+                color=dots.get_facecolor()[0],
+                label=row["setting"],
+            )
+        ax.set_xlabel("training compute (fraction of the full-resolution baseline)")
+        ax.set_ylabel("validation top-1 (%)")
+        ax.set_xlim(0, 1.05)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)

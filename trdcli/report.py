@@ -272,3 +272,34 @@ def presets_table(rows: list[dict[str, Any]], arch: str, size_px: int, epochs: i
         params = _params_text({k: v for k, v in row["schedule"].items() if k not in ("name", "kind")})
         table.add_row(row["name"], row["description"], params or "-", fmt_pct(row["compute_fraction"]), row["source"])
     return table
+
+
+def _mean_std(row: dict[str, Any], key: str, fmt) -> str:
+    if f"{key}_mean" not in row:
+        return "-"
+    return f"{fmt(row[f'{key}_mean'])} ± {fmt(row[f'{key}_std'])}" if len(row["seeds"]) > 1 else fmt(row[f"{key}_mean"])
+
+
+def compare_table(rows: list[dict[str, Any]], title: str) -> Table:
+    """`trd compare`: a row per setting, mean ± sample std over seeds; compute against the recipe's baseline."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("setting", overflow="fold")
+    for column in ("epochs", "seeds", "top-1", "top-5", "compute", "Δ top-1 vs baseline", "wall time"):
+        table.add_column(column, justify="right", no_wrap=column != "Δ top-1 vs baseline")
+    baseline = next((r for r in rows if r["setting"] == "baseline"), None)
+    for row in rows:
+        name = row["setting"] + (f" (equal compute to {row['matches']})" if row["matches"] else "")
+        delta = "-"
+        if baseline is not None and row is not baseline:
+            delta = f"{100 * (row['top1_mean'] - baseline['top1_mean']):+.1f} pts"
+        table.add_row(
+            name,
+            str(row["epochs"]),
+            str(len(row["seeds"])),
+            _mean_std(row, "top1", fmt_pct),
+            _mean_std(row, "top5", fmt_pct),
+            fmt_pct(row["compute_fraction"]),
+            delta,
+            _mean_std(row, "wall_time_s", fmt_duration),
+        )
+    return table

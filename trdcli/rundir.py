@@ -58,8 +58,13 @@ def run_identity(config: TrainConfig, classes: list[str]) -> dict[str, Any]:
         "batch_size": config.batch_size,
         "full_px": config.size_px,
         "schedule": config.schedule.describe(),
+        "bn_mode": config.bn_mode,
         "classes": classes,
     }
+
+
+# What runs checkpointed before an identity key existed used: they resume as before.
+_IDENTITY_BEFORE_KEY_EXISTED = {"bn_mode": "shared"}
 
 
 @dataclass
@@ -84,7 +89,7 @@ def load_progress(run_dir: Path, identity: dict[str, Any], epochs: int) -> Progr
     except (OSError, ValueError, TypeError) as exc:
         raise RunDirError(f"`resume` {run_dir}: unreadable checkpoint ({exc})") from exc
     for key, value in identity.items():
-        saved = progress.run.get(key)
+        saved = progress.run.get(key, _IDENTITY_BEFORE_KEY_EXISTED.get(key))
         if saved != value:
             raise RunDirError(f"`resume` {run_dir}: the run used {key}={saved!r}, this command has {value!r}")
     if progress.epochs_done >= epochs:
@@ -112,11 +117,15 @@ def save_run(result: RunResult, model) -> None:
     """Write run.json, history.csv, the weights and schedule.png; a failure becomes a warning, not lost results."""
     import torch
 
+    from trdcli.bn import full_resolution_model
     from trdcli.plots import save_schedule_plot
 
     run_dir = result.run_dir
+    # The architecture's own layout (private BatchNorm copies of reduced steps dropped): it
+    # loads into a freshly built model, here or anywhere else.
+    weights = full_resolution_model(model).state_dict()
     try:
-        atomic_write(run_dir / WEIGHTS_FILE, lambda tmp: torch.save(model.state_dict(), tmp))
+        atomic_write(run_dir / WEIGHTS_FILE, lambda tmp: torch.save(weights, tmp))
         atomic_write_text(run_dir / HISTORY_FILE, history_csv(result.history))
         atomic_write_text(run_dir / RUN_FILE, json.dumps(run_json(result), indent=2))
         save_schedule_plot(result, run_dir / PLOT_FILE)

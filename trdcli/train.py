@@ -120,7 +120,14 @@ def _build_learner(config: TrainConfig, folder: ImageFolder, device, log: Warnin
         folder, config.size_px, config.batch_size, workers=workers, device=device, min_scale=config.min_scale
     )
     flops = FlopsTable.for_arch(config.arch, folder.num_classes, cache=default_cache())
-    cbs = [TRDCallback(schedule=config.schedule, mode=config.resize_mode, flops=flops)]
+    trd = TRDCallback(
+        schedule=config.schedule,
+        mode=config.resize_mode,
+        flops=flops,
+        bn=config.bn_mode,
+        bn_recalibrate=config.bn_recalibrate,
+    )
+    cbs = [trd]
     if config.schedule.has_regularisation:
         cbs.append(StageRegularisation(config.schedule))
     metrics = [accuracy] + ([top5] if folder.num_classes > 5 else [])
@@ -175,14 +182,10 @@ def _fit(learn, config: TrainConfig, state) -> None:
 def _final_metrics(learn, config: TrainConfig, state, flops) -> tuple[dict[str, float], int]:
     """(top-1, top-5 and losses of the finished model, FLOPs spent recalibrating BatchNorm)."""
     last = state.history[-1]
-    bn_flops = 0
-    if config.bn_recalibrate:
-        from trdcli.bn import recalibrate_batchnorm
-
-        state.observer.stage(f"recalibrating BatchNorm on {config.bn_recalibrate} batches")
-        images = recalibrate_batchnorm(learn.model, learn.dls.train, config.bn_recalibrate)
-        bn_flops = images * flops.at(config.size_px).forward_flops
-        # The last epoch validated before recalibration: measure again with the new statistics.
+    bn_flops = learn.trd.bn_recalibration_images * flops.at(config.size_px).forward_flops
+    if bn_flops:
+        # TRDCallback recalibrated when the fit ended, after the last epoch's validation: measure again.
+        state.observer.stage(f"validating with BatchNorm recalibrated on {config.bn_recalibrate} batches")
         valid_loss, *metric_values = learn.validate()
         last = {"valid_loss": valid_loss, **dict(zip([m.name for m in learn.metrics], metric_values, strict=True))}
     metrics = {"top1": float(last["accuracy"])}

@@ -1,0 +1,154 @@
+"""BatchNorm modes for reduced steps: what each promises about statistics, parameters and evaluation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from fastai.callback.core import Callback
+from fastai.learner import Learner
+from fastai.losses import CrossEntropyLossFlat
+from helpers import tensor_dls, tiny_cnn
+
+from trdcli.bn import (
+    PrivateBatchNorm,
+    full_resolution_model,
+    private_batchnorms,
+    recalibrate_batchnorm,
+    use_private_batchnorm,
+)
+from trdcli.callback import TRDCallback
+
+
+def test_recalibrated_statistics_are_the_mean_over_the_batches():
+    torch.manual_seed(0)
+    model = tiny_cnn()
+    batches = [(torch.randn(8, 3, 32, 32) * 3 + 2,) for _ in range(3)]
+    images = recalibrate_batchnorm(model, batches, max_batches=3)
+    assert images == 24
+    with torch.no_grad():
+        outputs = [model[0](b[0]) for b in batches]  # what the first BatchNorm saw
+    # momentum=None: the running mean is the plain mean of the batch means, and the running
+    # variance the plain mean of the batch (unbiased) variances.
+    expected_mean = torch.stack([o.mean(dim=(0, 2, 3)) for o in outputs]).mean(0)
+    expected_var = torch.stack([o.transpose(0, 1).flatten(1).var(dim=1) for o in outputs]).mean(0)
+    assert torch.allclose(model[1].running_mean, expected_mean, atol=1e-5)
+    assert torch.allclose(model[1].running_var, expected_var, rtol=1e-4)
+
+
+def test_private_batchnorm_copies_every_layer_once():
+    model = tiny_cnn()
+    original = model[1].weight.detach().clone()
+    assert use_private_batchnorm(model) == 2
+    assert use_private_batchnorm(model) == 0  # idempotent
+    assert isinstance(model[1], PrivateBatchNorm) and len(private_batchnorms(model)) == 2
+    assert torch.equal(model[1].full.weight, original) and torch.equal(model[1].reduced.weight, original)
+    assert model[1].full.weight is not model[1].reduced.weight
+
+
+class StepProbe(Callback):
+    """Per training step: its px, and which BatchNorm copy got gradients and new statistics."""
+
+    order = -4  # after TRDCallback has chosen the resolution
+
+    def __init__(self):
+        self.steps = []
+
+    def before_batch(self):
+        if self.training:
+            bn = self.learn.model[1]
+            self._before = (bn.full.running_mean.clone(), bn.reduced.running_mean.clone())
+
+    def after_backward(self):
+        bn = self.learn.model[1]
+        full_mean, reduced_mean = self._before
+        self.steps.append(
+            {
+                "px": self.learn.xb[0].shape[-1],
+                "full_grad": bn.full.weight.grad is not None and bool(bn.full.weight.grad.abs().sum() > 0),
+                "reduced_grad": bn.reduced.weight.grad is not None and bool(bn.reduced.weight.grad.abs().sum() > 0),
+                "full_stats_moved": not torch.equal(bn.full.running_mean, full_mean),
+                "reduced_stats_moved": not torch.equal(bn.reduced.running_mean, reduced_mean),
+            }
+        )
+
+
+def _private_learner(**trd_kwargs):
+    torch.manual_seed(0)
+    probe = StepProbe()
+    trd = TRDCallback(low_res=32, until=1.0, prob=0.5, seed=3, bn="private", **trd_kwargs)
+    learn = Learner(tensor_dls(n_train=64, bs=8, px=64), tiny_cnn(), loss_func=CrossEntropyLossFlat(), cbs=[trd, probe])
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(2, 1e-2)
+    return learn, probe
+
+
+def test_reduced_steps_train_and_update_only_their_private_copy():
+    learn, probe = _private_learner()
+    reduced = [s for s in probe.steps if s["px"] == 32]
+    full = [s for s in probe.steps if s["px"] == 64]
+    assert len(reduced) + len(full) == 16 and reduced and full
+    for step in reduced:
+        assert step["reduced_grad"] and step["reduced_stats_moved"]
+        assert not step["full_grad"] and not step["full_stats_moved"]
+    for step in full:
+        assert step["full_grad"] and step["full_stats_moved"]
+        assert not step["reduced_grad"] and not step["reduced_stats_moved"]
+
+
+def test_evaluation_and_the_saved_weights_use_the_full_resolution_copy():
+    learn, _ = _private_learner()
+    model = learn.model.eval()
+    assert not any(layer.use_reduced for layer in private_batchnorms(model))
+    plain = tiny_cnn()
+    plain.load_state_dict(full_resolution_model(model).state_dict())  # the architecture's own layout
+    probe = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(model(probe), plain.eval()(probe), atol=1e-6)
+        model[1].use_reduced = True  # the reduced copy really is different after training
+        assert not torch.allclose(model(probe), plain(probe), atol=1e-4)
+        model[1].use_reduced = False
+
+
+def test_recalibration_at_the_end_of_fit_touches_only_the_full_copies():
+    learn, _ = _private_learner(bn_recalibrate=2)
+    assert learn.trd.bn_recalibration_images == 16
+    bn = learn.model[1]
+    assert bn.full.momentum == 0.1 and bn.full.num_batches_tracked == 2  # reset, then 2 batches
+    assert bn.reduced.num_batches_tracked > 2  # left as training made it
+
+
+def test_private_mode_needs_the_callback_at_creation():
+    learn = Learner(tensor_dls(n_train=16, bs=8, px=64), tiny_cnn(), loss_func=CrossEntropyLossFlat())
+    learn.add_cb(TRDCallback(low_res=32, bn="private"))
+    with learn.no_bar(), learn.no_logging(), pytest.raises(ValueError, match="needs the callback when the Learner"):
+        learn.fit(1)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [({"bn": "split"}, "`bn` must be one of shared, private")])
+def test_bad_bn_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TRDCallback(low_res=32, **kwargs)
+
+
+def test_a_private_run_saves_plain_weights(tmp_path):
+    from helpers import make_image_folder
+
+    from trdcli.config import TrainConfig
+    from trdcli.rundir import load_model
+    from trdcli.schedules import TRDSchedule
+    from trdcli.train import train
+
+    data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
+    config = TrainConfig(
+        data=data,
+        epochs=1,
+        size_px=64,
+        batch_size=8,
+        workers=0,
+        schedule=TRDSchedule(32, until=1.0, prob=0.5),
+        bn_mode="private",
+        out_dir=tmp_path / "r",
+    )
+    result = train(config)
+    assert not any(isinstance(m, PrivateBatchNorm) for m in load_model(tmp_path / "r").modules())
+    assert result.config.bn_mode == "private"
