@@ -93,6 +93,10 @@ _SETTINGS_WITH_FLAGS = [
     "bn_recalibrate",
     "bn_mode",
     "min_scale",
+    "weights",
+    "recalibrate_bn",
+    "cue_conflict",
+    "sizes",
     "dataset",
     "images",
     "valid_images",
@@ -479,6 +483,58 @@ def compare(
         stdout.print(f"runs, compare.json and compare.png in {out}", highlight=False)
     if compared.write_error:
         raise fail(compared.write_error)
+
+
+@app.command("eval")
+def eval_command(
+    target: Annotated[
+        Path, typer.Argument(help="A `trd train` run directory; or, with --weights, the image folder (DATA).")
+    ],
+    data: Annotated[
+        Path | None, typer.Argument(help="Image folder to evaluate on (default: the folder the run trained on).")
+    ] = None,
+    arch: Annotated[str | None, typer.Option(help="With --weights: the model's architecture.")] = None,
+    weights: Annotated[Path | None, typer.Option(help="A model trained elsewhere: its local state dict.")] = None,
+    size: Annotated[int | None, typer.Option("--size", help="With --weights: the model's training size in px.")] = None,
+    sizes: Annotated[
+        str | None, typer.Option(help="Test sizes in px, e.g. 112,160,224 (default: 0.5 to 1.15 of the training size).")
+    ] = None,
+    recalibrate_bn: Annotated[
+        int, typer.Option(help="Re-estimate BatchNorm on N batches at each test size first (FixRes).")
+    ] = 0,
+    probes: Annotated[bool, typer.Option(help="Run the shape and texture probes at the training size.")] = True,
+    cue_conflict: Annotated[
+        Path | None,
+        typer.Option(help="Folder of Geirhos et al.'s cue-conflict stimuli, for ImageNet-1k models (docs/eval.md)."),
+    ] = None,
+    batch_size: BatchOpt = 64,
+    workers: Annotated[int | None, typer.Option(help="Data-loading processes (default: cores - 1, at most 8).")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, mps (default: the best available).")] = None,
+    seed: SeedOpt = 0,
+    json_out: JsonOpt = False,
+):
+    """Measure a trained network: accuracy across test sizes with inference FLOPs, and reliance on shape vs texture."""
+    from trdcli import report
+    from trdcli.cli_values import parse_sizes
+    from trdcli.evaluate import EvalConfig, eval_json, evaluate
+    from trdcli.progress import RichTrainObserver
+
+    with user_errors():
+        config = EvalConfig(
+            run_dir=None if weights else target, data=target if weights else data, arch=arch, weights=weights,
+            size_px=size, sizes_px=parse_sizes(sizes) if sizes else None, recalibrate_bn=recalibrate_bn,
+            probes=probes, cue_conflict=cue_conflict, batch_size=batch_size, workers=workers, device=device,
+            seed=seed,
+        )  # fmt: skip
+        with RichTrainObserver(stderr) as observer:
+            result = evaluate(config, observer)
+    if json_out:
+        _print_json(eval_json(result))
+    else:
+        for renderable in report.eval_tables(result):
+            stdout.print(renderable)
+    if result.write_error:
+        raise fail(result.write_error)
 
 
 @app.command()

@@ -111,3 +111,14 @@ def parse_seeds(text: str) -> tuple[int, ...]:
             raise ConfigError(f"`seeds` must be at least 1, got {text!r}")
         return tuple(range(values[0]))
     return tuple(values)
+
+
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """``112,160,224`` -> ``(112, 160, 224)`` (test sizes in px, sorted)."""
+    try:
+        values = sorted({int(part) for part in text.split(",")})
+    except ValueError:
+        raise ConfigError(f"`sizes` must be px separated by commas (112,160,224), got {text!r}") from None
+    if values[0] < 1:
+        raise ConfigError(f"`sizes` must be positive px, got {text!r}")
+    return tuple(values)

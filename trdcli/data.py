@@ -315,31 +315,47 @@ def build_dataloaders(
 ) -> DataLoaders:
     """fastai DataLoaders: random-resized-crop + flip for training, resize + centre crop for
     validation, both normalised with ImageNet statistics on ``device``."""
-    from fastai.data.core import DataLoaders, TfmdDL
-    from fastai.data.transforms import IntToFloatTensor, Normalize
-    from fastai.vision.core import imagenet_stats
+    from fastai.data.core import DataLoaders
 
     if batch_size > len(folder.train):
         raise ConfigError(f"`batch_size` {batch_size} is larger than the {len(folder.train)} training images")
-
-    def loader(items, train: bool):
-        return TfmdDL(
-            ImageItems(items, size_px, train, min_scale),
-            # Validation has no gradients to keep, so it can take twice the batch in the same memory.
-            bs=batch_size if train else batch_size * 2,
-            shuffle=train,
-            drop_last=train,
-            num_workers=workers,
-            after_batch=[IntToFloatTensor(), Normalize.from_stats(*imagenet_stats, cuda=False)],
-            device=device,
-            persistent_workers=workers > 0,
-        )
-
-    train_dl, valid_dl = loader(folder.train, True), loader(folder.valid, False)
+    train_dl = image_dataloader(
+        folder.train, size_px, batch_size, True, workers=workers, device=device, min_scale=min_scale
+    )
+    # Validation has no gradients to keep, so it can take twice the batch in the same memory.
+    valid_dl = image_dataloader(folder.valid, size_px, batch_size * 2, False, workers=workers, device=device)
     dls = DataLoaders(train_dl, valid_dl, device=device)
     dls.c = folder.num_classes
     dls.vocab = folder.classes
     return dls
+
+
+def image_dataloader(
+    items: Sequence[tuple[Path, int]],
+    size_px: int,
+    batch_size: int,
+    train: bool,
+    *,
+    workers: int,
+    device,
+    min_scale: float = 0.35,
+):
+    """A fastai DataLoader of normalised image batches: training crops (shuffled, last partial
+    batch dropped) or evaluation crops (in order, every image)."""
+    from fastai.data.core import TfmdDL
+    from fastai.data.transforms import IntToFloatTensor, Normalize
+    from fastai.vision.core import imagenet_stats
+
+    return TfmdDL(
+        ImageItems(items, size_px, train, min_scale),
+        bs=batch_size,
+        shuffle=train,
+        drop_last=train,
+        num_workers=workers,
+        after_batch=[IntToFloatTensor(), Normalize.from_stats(*imagenet_stats, cuda=False)],
+        device=device,
+        persistent_workers=workers > 0,
+    )
 
 
 def default_workers() -> int:

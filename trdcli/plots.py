@@ -78,3 +78,18 @@ def save_compare_plot(payload: dict, path: Path) -> None:
         ax.set_xlim(0, 1.05)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+
+
+def save_eval_plot(sweep: list[dict], train_px: int, title: str, path: Path) -> None:
+    """Top-1 against forward GFLOPs per image, one point per test size, the training size marked."""
+    with _figure(path, (6.5, 4)) as ax:
+        xs = [row["forward_flops_per_image"] / 1e9 for row in sweep]
+        ys = [100 * row["top1"] for row in sweep]
+        ax.plot(xs, ys, "o-")
+        for row, x, y in zip(sweep, xs, ys, strict=True):
+            ax.annotate(f"{row['px']} px" + (" (train)" if row["px"] == train_px else ""), (x, y), fontsize=8,
+                        textcoords="offset points", xytext=(4, -10))  # fmt: skip
+        ax.set_xlabel("inference compute (forward GFLOPs per image)")
+        ax.set_ylabel("validation top-1 (%)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)

@@ -303,3 +303,58 @@ def compare_table(rows: list[dict[str, Any]], title: str) -> Table:
             _mean_std(row, "wall_time_s", fmt_duration),
         )
     return table
+
+
+def eval_tables(result) -> list:
+    """`trd eval`: the test-resolution sweep, the probes, and cue-conflict shape bias where measured."""
+    out = [_sweep_table(result)]
+    if result.probes:
+        out.append(_probes_table(result.probes))
+    if result.cue_conflict:
+        cue = result.cue_conflict
+        out.append(
+            Text(
+                f"cue-conflict shape bias {fmt_pct(cue['shape_bias'])} ({cue['shape_decisions']} shape, "
+                f"{cue['texture_decisions']} texture decisions of {cue['images']} images; "
+                f"either cue named: {fmt_pct(cue['cue_accuracy'])})"
+            )
+        )
+    out.append(Text(f"eval.json and eval.png in {result.out_dir}", style="dim"))
+    return out
+
+
+def _sweep_table(result) -> Table:
+    recal = " (BatchNorm recalibrated at each size)" if result.sweep and result.sweep[0]["bn_recalibrated"] else ""
+    table = Table(title=f"trd eval: {result.arch}, trained at {result.train_px} px{recal}", title_justify="left")
+    for column in ("test px", "top-1", "top-5", "forward / image", "vs train px"):
+        table.add_column(column, justify="right")
+    at_train = next((r for r in result.sweep if r["px"] == result.train_px), None)
+    for row in result.sweep:
+        ratio = fmt_pct(row["forward_flops_per_image"] / at_train["forward_flops_per_image"]) if at_train else "-"
+        marker = " (train)" if row["px"] == result.train_px else ""
+        top5 = fmt_pct(row["top5"]) if "top5" in row else "-"
+        table.add_row(
+            f"{row['px']}{marker}", fmt_pct(row["top1"]), top5, fmt_flops(row["forward_flops_per_image"]), ratio
+        )
+    return table
+
+
+def _probes_table(probes: dict[str, Any]) -> Table:
+    table = Table(title=f"shape and texture probes at {probes['px']} px (clean top-1 {fmt_pct(probes['clean_top1'])})",
+                  title_justify="left")  # fmt: skip
+    for column in ("probe", "removes", "top-1", "retention"):
+        table.add_column(column, justify="left" if column in ("probe", "removes") else "right")
+    for row in probes["patch_shuffle"]:
+        grid = row["grid"]
+        table.add_row(f"patch shuffle {grid}x{grid}", "shape", fmt_pct(row["top1"]), fmt_pct(row["retention"]))
+    for row in probes["low_pass"]:
+        table.add_row(f"low-pass {row['radius_frac']:g} of Nyquist", "texture", fmt_pct(row["top1"]),
+                      fmt_pct(row["retention"]))  # fmt: skip
+    hybrid = probes["hybrid"]
+    table.add_row(
+        f"hybrid at {hybrid['radius_frac']:g} of Nyquist",
+        "-",
+        f"low-frequency bias {fmt_pct(hybrid['low_frequency_bias'])}",
+        f"{hybrid['pairs']:,} pairs",
+    )
+    return table

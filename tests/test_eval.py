@@ -1,0 +1,175 @@
+"""`trd eval`: the sweep reproduces the run, cue-conflict scoring against a stub, errors are one line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from helpers import make_image_folder
+from PIL import Image
+from typer.testing import CliRunner
+
+from trdcli import cli, cue_conflict
+from trdcli.config import TrainConfig
+from trdcli.schedules import TRDSchedule
+from trdcli.train import train
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    data = make_image_folder(root / "data", classes=("a", "b", "c", "d", "e", "f"), n_train=6, n_valid=4, px=48)
+    config = TrainConfig(
+        data=data, epochs=1, size_px=64, batch_size=6, workers=0, schedule=TRDSchedule(32), out_dir=root / "run"
+    )
+    train(config)
+    return root / "run", data
+
+
+def test_the_sweep_at_the_training_size_is_the_runs_own_accuracy(run):
+    run_dir, _ = run
+    before = (run_dir / "run.json").read_bytes()
+    result = runner.invoke(cli.app, ["eval", str(run_dir), "--workers", "0", "--sizes", "48,64", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    recorded = json.loads(before)
+    at_train = next(row for row in payload["sweep"] if row["px"] == 64)
+    assert at_train["top1"] == recorded["metrics"]["top1"]  # exactly: the same images, weights and crops
+    assert at_train["top5"] == recorded["metrics"]["top5"]
+    assert at_train["forward_flops_per_image"] == recorded["forward_flops_per_image"]["64"]
+    assert [row["px"] for row in payload["sweep"]] == [48, 64]
+    # 24 validation images: every accuracy is a whole number of them.
+    for row in payload["sweep"]:
+        assert row["top1"] * 24 == pytest.approx(round(row["top1"] * 24))
+    probes = payload["probes"]
+    assert probes["clean_top1"] == recorded["metrics"]["top1"]
+    for row in probes["patch_shuffle"] + probes["low_pass"]:
+        assert row["retention"] == pytest.approx(row["top1"] / probes["clean_top1"])
+    hybrid = probes["hybrid"]
+    assert hybrid["pairs"] == 24  # half the set away is always another class here (4 images per class)
+    assert hybrid["low_frequency_decisions"] + hybrid["high_frequency_decisions"] <= hybrid["pairs"]
+    # Evaluation never changes the training results; it writes eval.json beside them.
+    assert (run_dir / "run.json").read_bytes() == before
+    assert json.loads((run_dir / "eval.json").read_text()) == payload
+    assert (run_dir / "eval.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_default_sizes_span_half_to_1_15_of_the_training_size(run):
+    run_dir, _ = run
+    result = runner.invoke(cli.app, ["eval", str(run_dir), "--workers", "0", "--no-probes", "--json"])
+    assert result.exit_code == 0, result.output
+    # 64 x (0.5, 0.625, 0.75, 0.875, 1.0, 1.15), rounded.
+    assert [row["px"] for row in json.loads(result.stdout)["sweep"]] == [32, 40, 48, 56, 64, 74]
+
+
+def test_a_model_trained_elsewhere(run, tmp_path):
+    run_dir, data = run
+    result = runner.invoke(
+        cli.app,
+        ["eval", str(data), "--arch", "resnet18", "--weights", str(run_dir / "model.pth"), "--size", "64"]
+        + ["--sizes", "64", "--no-probes", "--workers", "0", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["sweep"][0]["top1"] == json.loads((run_dir / "run.json").read_text())["metrics"]["top1"]
+    assert (run_dir / "eval.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (lambda tmp, run_dir, data: [str(tmp)], "holds no readable run.json"),
+        (lambda tmp, run_dir, data: [str(run_dir), str(tmp / "nope")], "data folder not found"),
+        (
+            lambda tmp, run_dir, data: [str(run_dir), str(make_image_folder(tmp / "other", n_train=2, n_valid=2))],
+            "has 3 classes",
+        ),
+        (
+            lambda tmp, run_dir, data: [str(run_dir), "--cue-conflict", str(tmp)],
+            "needs a network trained on the 1,000 ImageNet classes",
+        ),
+        (lambda tmp, run_dir, data: [str(data), "--weights", str(run_dir / "model.pth")], "give --arch, --weights"),
+    ],
+)
+def test_errors_are_one_line(run, tmp_path, args, message):
+    run_dir, data = run
+    result = runner.invoke(cli.app, ["eval", *args(tmp_path, run_dir, data), "--workers", "0", "--no-probes"])
+    assert result.exit_code == 1, result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, result.stderr
+
+
+# -- cue conflict ---------------------------------------------------------------------------
+
+CATEGORIES = cue_conflict.CATEGORIES
+
+
+def make_stimuli(root, per_pair: int = 1):
+    """PNGs named like the stimuli; pixel values encode the shape (red) and texture (green) category."""
+    for s, shape in enumerate(CATEGORIES):
+        folder = root / shape
+        folder.mkdir(parents=True)
+        for t, texture in enumerate(CATEGORIES):
+            pixels = np.zeros((40, 40, 3), np.uint8)
+            pixels[..., 0], pixels[..., 1] = 10 * s + 5, 10 * t + 5
+            Image.fromarray(pixels).save(folder / f"{shape}{per_pair}-{texture}{t + 1}.png")
+    return root
+
+
+class StubModel(nn.Module):
+    """Answers the category a channel encodes, with all its mass on that category's first ImageNet class."""
+
+    def __init__(self, classes, channel: int):
+        super().__init__()
+        self.channel = channel
+        self.first_class = [classes.index(cue_conflict.CATEGORY_WNIDS[c][0]) for c in CATEGORIES]
+        self.n_classes = len(classes)
+
+    def forward(self, images):
+        mean, std = (0.485, 0.456, 0.406)[self.channel], (0.229, 0.224, 0.225)[self.channel]
+        value = (images[:, self.channel].mean(dim=(1, 2)) * std + mean) * 255
+        category = ((value - 5) / 10).round().long()
+        logits = torch.full((images.shape[0], self.n_classes), -20.0)
+        logits[torch.arange(len(category)), torch.tensor(self.first_class)[category]] = 20.0
+        return logits
+
+
+def imagenet_like_classes():
+    wnids = {w for ws in cue_conflict.CATEGORY_WNIDS.values() for w in ws}
+    filler = (f"n9{i:07d}" for i in range(1000))
+    return sorted(wnids | {next(filler) for _ in range(1000 - len(wnids))})
+
+
+@pytest.mark.parametrize(("channel", "expected_bias"), [(0, 1.0), (1, 0.0)])
+def test_cue_conflict_scoring_with_a_stub(tmp_path, channel, expected_bias):
+    from trdcli.evaluate import EvalConfig, _cue_conflict, _stimuli, _Subject
+
+    classes = imagenet_like_classes()
+    assert len(classes) == 1000
+    stimuli_dir = make_stimuli(tmp_path / "stimuli")
+    subject = _Subject(StubModel(classes, channel), "stub", classes, 32, tmp_path, None, 0, None, tmp_path)
+    config = EvalConfig(cue_conflict=stimuli_dir, workers=0)
+    scored = _cue_conflict(subject, _stimuli(subject, stimuli_dir), config, torch.device("cpu"))
+    # 16 x 16 files, of which the 16 whose shape and texture agree are left out.
+    assert scored["images"] == 240
+    assert scored["shape_bias"] == expected_bias
+    assert scored["cue_accuracy"] == 1.0
+    assert all(row["images"] == 15 for row in scored["by_category"].values())
+
+
+def test_cue_conflict_folder_errors(tmp_path):
+    with pytest.raises(ValueError, match="cue-conflict folder not found"):
+        cue_conflict.find_stimuli(tmp_path / "none")
+    (tmp_path / "cat").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "cat" / "cat1-cat2.png")  # shape and texture agree: no conflict
+    with pytest.raises(ValueError, match="no cue-conflict images"):
+        cue_conflict.find_stimuli(tmp_path)
+
+
+def test_cue_conflict_needs_imagenet_classes():
+    with pytest.raises(ValueError, match="needs a network trained on the 1,000 ImageNet classes.*has 10 classes"):
+        cue_conflict.category_indices([f"n{i:08d}" for i in range(10)])
