@@ -23,8 +23,10 @@ from trdcli.bn import (
     use_private_batchnorm,
     use_reduced_batchnorm,
 )
+from trdcli.config import DEFAULT_BN_RECALIBRATE_BATCHES
 from trdcli.cost import ComputeSummary, FlopsTable, ImageFlops, summarize_compute
 from trdcli.errors import ConfigError, DataError, is_int
+from trdcli.presets import DEFAULT_PROB, DEFAULT_UNTIL
 from trdcli.resize import resize_batch
 from trdcli.schedules import ResolutionSchedule, TRDSchedule
 
@@ -51,7 +53,9 @@ class StepRecord:
 class TRDCallback(Callback):
     """Temporally Resolution Decrement for a fastai ``Learner``.
 
-    Either ``TRDCallback(low_res=112, until=0.9, prob=1.0, seed=0)`` for TRD itself, or
+    Either ``TRDCallback(low_res=112)`` for TRD itself (trd's default recipe: 90% of the steps
+    at ``low_res``, drawn at random over the whole run, ``until=1.0, prob=0.9``, and BatchNorm
+    recalibrated at the end; docs/method.md has the evidence), or
     ``TRDCallback(schedule=...)`` for any :class:`~trdcli.schedules.ResolutionSchedule`
     (``trdcli.presets.get_preset("composer")`` gives the named ones).
 
@@ -63,8 +67,9 @@ class TRDCallback(Callback):
     BatchNorm (:mod:`trdcli.bn`): ``bn="private"`` gives reduced steps their own BatchNorm
     copies (pass the callback when creating the Learner, so the optimizer sees them);
     ``bn_recalibrate=N`` re-estimates BatchNorm statistics on N full-resolution training
-    batches when each fit ends (metrics recorded during the fit predate it: ``learn.validate()``
-    measures the recalibrated model), and counts the images in ``bn_recalibration_images``.
+    batches when each fit ends (default: 8 if any step of the fit was reduced, 0 otherwise).
+    Metrics recorded during the fit predate it: ``learn.validate()`` measures the recalibrated
+    model. The images it ran are counted in ``bn_recalibration_images``.
 
     After or during a fit, :meth:`summary` gives steps per resolution, training FLOPs of
     the run and of its full-resolution baseline, and compute saved; it is complete after an
@@ -80,20 +85,20 @@ class TRDCallback(Callback):
     def __init__(
         self,
         low_res: int | None = None,
-        until: float = 0.9,
-        prob: float = 1.0,
+        until: float = DEFAULT_UNTIL,
+        prob: float = DEFAULT_PROB,
         seed: int = 0,
         *,
         schedule: ResolutionSchedule | None = None,
         mode: str = "bilinear",
         flops: FlopsTable | None = None,
         bn: str = "shared",
-        bn_recalibrate: int = 0,
+        bn_recalibrate: int | None = None,
     ):
         super().__init__()
         if bn not in BN_MODES:
             raise ConfigError(f"`bn` must be one of {', '.join(BN_MODES)}, got {bn!r}")
-        if not is_int(bn_recalibrate) or bn_recalibrate < 0:
+        if bn_recalibrate is not None and (not is_int(bn_recalibrate) or bn_recalibrate < 0):
             raise ConfigError(f"`bn_recalibrate` must be 0 or more batches, got {bn_recalibrate!r}")
         if schedule is not None and low_res is not None:
             raise ConfigError("give low_res (for TRD) or a schedule, not both")
@@ -217,12 +222,18 @@ class TRDCallback(Callback):
 
     def after_fit(self):
         use_reduced_batchnorm(self._private_bns, False)
-        if self._active and self.bn_recalibrate:
+        batches = self.recalibration_batches()
+        if self._active and batches:
             # The training loader delivers full-resolution batches: this callback reduces them,
             # and it is not called outside the fit.
-            self.bn_recalibration_images = recalibrate_batchnorm(
-                self.learn.model, self.learn.dls.train, self.bn_recalibrate
-            )
+            self.bn_recalibration_images = recalibrate_batchnorm(self.learn.model, self.learn.dls.train, batches)
+
+    def recalibration_batches(self) -> int:
+        """Batches to recalibrate on after this fit: as given, or by default only if a step was reduced."""
+        if self.bn_recalibrate is not None:
+            return self.bn_recalibrate
+        reduced = any(r.px != r.full_px for r in self.records if r.fit == self._fit)
+        return DEFAULT_BN_RECALIBRATE_BATCHES if reduced else 0
 
     # -- what ran ------------------------------------------------------------------------
 

@@ -19,10 +19,10 @@ import typer
 from rich.console import Console
 
 from trdcli import __version__
-from trdcli.config import BN_MODES, TrainConfig
-from trdcli.demo import DEMO_LOW_PX
+from trdcli.config import BN_MODES, DEFAULT_BN_RECALIBRATE_BATCHES, TrainConfig
+from trdcli.demo import DEMO_FULL_PX, DEMO_LOW_PX
 from trdcli.errors import TRDError, one_line
-from trdcli.presets import PRESETS
+from trdcli.presets import DEFAULT_PROB, DEFAULT_UNTIL, PRESETS
 
 EXIT_USER_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -150,10 +150,13 @@ LowResOpt = Annotated[
 UntilOpt = Annotated[
     float | None,
     typer.Option(
-        help="Decrement window: steps before this fraction of the run may be reduced (default 0.9 with --low-res)."
+        help="Decrement window: steps before this fraction of the run may be reduced "
+        f"(default {DEFAULT_UNTIL:g} with --low-res)."
     ),
 ]
-ProbOpt = Annotated[float | None, typer.Option(help="Chance that a step inside the window is reduced (default 1.0).")]
+ProbOpt = Annotated[
+    float | None, typer.Option(help=f"Chance that a step inside the window is reduced (default {DEFAULT_PROB:g}).")
+]
 PresetOpt = Annotated[
     PresetName | None, typer.Option(help="A named schedule (see `trd presets`); explicit options override it.")
 ]
@@ -163,7 +166,11 @@ SizeOpt = Annotated[int, typer.Option("--size", help="Full training and evaluati
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per optimizer step.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout, nothing else.")]
 BnRecalibrateOpt = Annotated[
-    int, typer.Option(help="After training, re-estimate BatchNorm statistics on N full-resolution batches.")
+    int | None,
+    typer.Option(
+        help="After training, re-estimate BatchNorm statistics on N full-resolution batches "
+        f"(default: {DEFAULT_BN_RECALIBRATE_BATCHES} when any step was reduced; 0: never)."
+    ),
 ]
 MinScaleOpt = Annotated[
     float, typer.Option(help="Smallest area of a training crop, as a fraction of the image (RandomResizedCrop).")
@@ -218,7 +225,7 @@ def train(
     resize_mode: Annotated[
         ResizeMode, typer.Option(help="Antialiased filter for reduced steps.")
     ] = ResizeMode.bilinear,
-    bn_recalibrate: BnRecalibrateOpt = 0,
+    bn_recalibrate: BnRecalibrateOpt = None,
     bn_mode: BnModeOpt = BnMode.shared,
     min_scale: MinScaleOpt = TrainConfig.min_scale,
     json_out: JsonOpt = False,
@@ -297,14 +304,14 @@ def demo(
     ] = None,
     epochs: Annotated[int, typer.Option(help="Epochs for each of the two runs.")] = 8,
     low_res: Annotated[
-        int, typer.Option("--low-res", help="The TRD run's reduced resolution (the full one is 64 px).")
+        int, typer.Option("--low-res", help=f"The TRD run's reduced resolution (the full one is {DEMO_FULL_PX} px).")
     ] = DEMO_LOW_PX,
-    until: Annotated[float, typer.Option(help="The TRD run's decrement window.")] = 0.9,
-    prob: Annotated[float, typer.Option(help="The TRD run's reduction probability inside the window.")] = 1.0,
+    until: Annotated[float, typer.Option(help="The TRD run's decrement window.")] = DEFAULT_UNTIL,
+    prob: Annotated[float, typer.Option(help="The TRD run's reduction probability inside the window.")] = DEFAULT_PROB,
     seed: SeedOpt = 0,
     json_out: JsonOpt = False,
 ):
-    """Generate a small shapes dataset and train a baseline and a TRD run side by side on the CPU (about 3 minutes)."""
+    """Train a baseline and TRD side by side on generated shapes whose texture is a training shortcut (~3 min, CPU)."""
     from trdcli import report
     from trdcli.demo import run_demo
     from trdcli.progress import RichTrainObserver
@@ -313,15 +320,25 @@ def demo(
     with user_errors(), RichTrainObserver(stderr) as observer:
         comparison = run_demo(out, epochs=epochs, seed=seed, observer=observer, low_res=low_res, until=until, prob=prob)
     if json_out:
-        _print_json({"baseline": run_json(comparison.baseline), "trd": run_json(comparison.trd)})
+        biases = {"baseline": comparison.baseline_shape_bias, "trd": comparison.trd_shape_bias}
+        runs = {"baseline": comparison.baseline, "trd": comparison.trd}
+        _print_json({label: {**run_json(run), "shape_bias": biases[label].shape_bias} for label, run in runs.items()})
         return
     stdout.print(
         f"Generated {comparison.train_images} training and {comparison.valid_images} validation images "
-        f"in {comparison.data_dir}"
+        f"in {comparison.data_dir}: each shape wears its class's fine stripes in 90% of the training images, "
+        "random stripes in validation, another class's in the conflict split",
+        highlight=False,
     )
     stdout.print(report.train_summary_table(comparison.baseline))
     stdout.print(report.train_summary_table(comparison.trd))
-    stdout.print(report.comparison_table(comparison.baseline, comparison.trd))
+    stdout.print(
+        report.comparison_table(
+            comparison.baseline,
+            comparison.trd,
+            shape_biases=(comparison.baseline_shape_bias.shape_bias, comparison.trd_shape_bias.shape_bias),
+        )
+    )
 
 
 class DatasetName(str, Enum):

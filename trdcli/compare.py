@@ -41,14 +41,14 @@ class Setting:
     until: float | None = None
     prob: float | None = None
     bn_mode: str = "shared"
-    bn_recalibrate: int = 0
+    bn_recalibrate: int | None = None  # None: the default (recalibrate when any step was reduced)
     epochs: int | None = None  # None: the recipe's; an equal-compute baseline trains fewer
     matches: str | None = None  # for an equal-compute baseline: the setting whose compute it matches
 
     def __post_init__(self):
         if self.bn_mode not in BN_MODES:
             raise ConfigError(f"`setting` {self.label}: bn_mode must be one of {', '.join(BN_MODES)}")
-        if self.bn_recalibrate < 0:
+        if self.bn_recalibrate is not None and self.bn_recalibrate < 0:
             raise ConfigError(f"`setting` {self.label}: bn_recalibrate must be 0 or more batches")
         self.schedule(0)  # a setting that cannot build its schedule fails now, not hours into a comparison
 

@@ -77,7 +77,7 @@ class Stimulus:
     texture: str
 
 
-def find_stimuli(root: Path) -> list[Stimulus]:
+def find_stimuli(root: Path, categories: Sequence[str] = CATEGORIES) -> list[Stimulus]:
     """The cue-conflict images under ``root`` (``<shape>/<shape>N-<texture>M.png``), shape and texture differing."""
     root = Path(root)
     if not root.is_dir():
@@ -85,12 +85,14 @@ def find_stimuli(root: Path) -> list[Stimulus]:
     stimuli = []
     for path in sorted(root.glob("*/*")):
         match = _STIMULUS.match(path.name)
-        if not match or match.group(1) not in CATEGORY_WNIDS or match.group(2) not in CATEGORY_WNIDS:
+        if not match or match.group(1) not in categories or match.group(2) not in categories:
             continue
         if match.group(1) != match.group(2):
             stimuli.append(Stimulus(path, match.group(1), match.group(2)))
     if not stimuli:
-        raise DataError(f"no cue-conflict images (<shape>/<shape>N-<texture>M.png, 16 categories) in {root}")
+        raise DataError(
+            f"no cue-conflict images (<shape>/<shape>N-<texture>M.png, of {len(categories)} categories) in {root}"
+        )
     return stimuli
 
 
@@ -130,8 +132,9 @@ class ShapeBias:
         return (self.shape_decisions + self.texture_decisions) / self.images
 
 
-def score(stimuli: Sequence[Stimulus], decided: Sequence[str]) -> ShapeBias:
-    result = ShapeBias(0, 0, len(stimuli), {c: {"shape": 0, "texture": 0, "images": 0} for c in CATEGORIES})
+def score(stimuli: Sequence[Stimulus], decided: Sequence[str], categories: Sequence[str] = CATEGORIES) -> ShapeBias:
+    """Shape and texture decisions over the conflict ``stimuli``, in total and by the stimulus's shape."""
+    result = ShapeBias(0, 0, len(stimuli), {c: {"shape": 0, "texture": 0, "images": 0} for c in categories})
     for stimulus, decision in zip(stimuli, decided, strict=True):
         row = result.by_category[stimulus.shape]
         row["images"] += 1

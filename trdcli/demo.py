@@ -1,9 +1,16 @@
-"""`trd demo`: a synthetic shapes dataset where shape, not texture, carries the label; baseline vs TRD.
+"""`trd demo`: generated shapes where texture is a shortcut in training and useless after; baseline vs TRD.
 
-Every image is a shape (circle, square, triangle, cross) filled with one random texture on a
-background of another (stripes, checks, dots or noise, in random colours). Texture is noise
-with respect to the label, which is the situation TRD is designed for: reduced steps keep the
-shape and lose the texture.
+Two generated datasets, both of four shapes (circle, square, triangle, cross):
+
+- :func:`make_texture_shortcut_dataset`, the demo's: each class has its own fine texture
+  (stripes 3 px apart, one orientation per class) that fills its shape in 90% of the
+  training images; in validation the texture is drawn independently of the class, and a
+  cue-conflict split gives every shape another class's texture. The stripes are fine enough
+  that halving the resolution erases them, so reduced steps can only learn the shape: the
+  mechanism TRD claims, made visible. Built to show it, so it flatters TRD; real-data results
+  are in docs/method.md.
+- :func:`make_shapes_dataset`: random coarse textures that say nothing of the class (the
+  accuracy benchmark's data, benchmarks/accuracy_demo.sh).
 """
 
 from __future__ import annotations
@@ -16,11 +23,20 @@ from pathlib import Path
 import numpy as np
 
 from trdcli.config import TrainConfig
+from trdcli.cue_conflict import ShapeBias
 from trdcli.observer import TrainObserver
+from trdcli.presets import DEFAULT_PROB, DEFAULT_UNTIL
 from trdcli.results import RunResult
 
 SHAPES = ("circle", "square", "triangle", "cross")
-IMAGE_PX = 72  # generated size; training crops 64 px from it
+IMAGE_PX = 72  # make_shapes_dataset's generated size; training crops 64 px from it
+SHORTCUT_IMAGE_PX = 104  # make_texture_shortcut_dataset's; the demo crops 96 px from it
+# Stripes repeat every 3 px along x, y, or both (diagonals): an exact 3-pixel pattern on the
+# pixel grid, with no slower beat in it. About 2.8 px at the demo's 96 px (visible); at 48 px
+# beyond Nyquist, so the antialiased reduction keeps under 20% of their contrast (tested).
+STRIPE_PERIOD_PX = 3
+# The class texture: the direction the stripes vary along, one per shape.
+CLASS_STRIPES = dict(zip(SHAPES, ((1, 0), (0, 1), (1, 1), (1, -1)), strict=True))
 
 
 def _texture(rng: np.random.Generator, px: int, light: bool) -> np.ndarray:
@@ -95,6 +111,55 @@ def make_shapes_dataset(root: Path, n_train: int = 120, n_valid: int = 40, seed:
     return root
 
 
+def _stripes(rng: np.random.Generator, px: int, direction: tuple[int, int], light: bool) -> np.ndarray:
+    """Fine two-colour stripes varying along ``direction`` (x, y), colours from the bright or the dark half."""
+    low, high = (128, 256) if light else (0, 128)
+    a, b = rng.integers(low, high, 3), rng.integers(low, high, 3)
+    yy, xx = np.mgrid[0:px, 0:px]
+    # One of the 3 pixels of each period in colour a, shifted at random.
+    mask = (xx * direction[0] + yy * direction[1] + rng.integers(STRIPE_PERIOD_PX)) % STRIPE_PERIOD_PX == 0
+    return np.where(mask[..., None], a, b).astype(np.uint8)
+
+
+def _shortcut_image(rng: np.random.Generator, shape: str, texture_class: str) -> np.ndarray:
+    light_shape = bool(rng.integers(2))
+    px = SHORTCUT_IMAGE_PX
+    fill = _stripes(rng, px, CLASS_STRIPES[texture_class], light_shape)
+    # A flat background of the other brightness: the outline is always visible, at any resolution.
+    low, high = (0, 128) if light_shape else (128, 256)
+    background = np.broadcast_to(rng.integers(low, high, 3).astype(np.uint8), fill.shape)
+    return np.where(_shape_mask(rng, shape, px)[..., None], fill, background)
+
+
+def make_texture_shortcut_dataset(
+    root: Path, n_train: int = 120, n_valid: int = 40, n_conflict: int = 24, agreement: float = 0.9, seed: int = 0
+) -> Path:
+    """``root/train``, ``root/val`` (ImageNet layout) and ``root/conflict/<shape>/<shape>N-<texture>M.png``.
+
+    In training, a shape wears its class's texture with probability ``agreement`` (else another
+    class's); in validation the texture is uniform over the classes; in the conflict split it is
+    always another class's. Deterministic for a seed.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("val", n_valid), ("conflict", n_conflict)):
+        for shape in SHAPES:
+            folder = root / split / shape
+            folder.mkdir(parents=True, exist_ok=True)
+            others = [s for s in SHAPES if s != shape]
+            for i in range(n):
+                if split == "train":
+                    texture = shape if rng.random() < agreement else others[rng.integers(len(others))]
+                elif split == "val":
+                    texture = SHAPES[rng.integers(len(SHAPES))]
+                else:
+                    texture = others[i % len(others)]
+                name = f"{shape}{i + 1}-{texture}{i + 1}.png" if split == "conflict" else f"{shape}_{i:04d}.png"
+                Image.fromarray(_shortcut_image(rng, shape, texture)).save(folder / name)
+    return root
+
+
 @dataclass
 class DemoComparison:
     data_dir: Path
@@ -102,17 +167,23 @@ class DemoComparison:
     valid_images: int
     baseline: RunResult
     trd: RunResult
+    baseline_shape_bias: ShapeBias
+    trd_shape_bias: ShapeBias
 
 
-def demo_config(data_dir: Path, runs_dir: Path, epochs: int, seed: int) -> TrainConfig:
-    """The demo's recipe: ResNet-18 at 64 px, from scratch, on the CPU."""
+DEMO_FULL_PX = 96
+DEMO_LOW_PX = 48  # half: the reduced steps cannot see the 3 px stripes (about 1.4 px at 48)
+
+
+def demo_config(data_dir: Path, runs_dir: Path, epochs: int, seed: int, size_px: int = DEMO_FULL_PX) -> TrainConfig:
+    """The demo's recipe: ResNet-18 from scratch, batch 32, on the CPU."""
     from trdcli.schedules import ConstantSchedule
 
     return TrainConfig(
         data=data_dir,
         arch="resnet18",
         epochs=epochs,
-        size_px=64,
+        size_px=size_px,
         batch_size=32,
         lr=3e-3,
         schedule=ConstantSchedule(),
@@ -123,37 +194,44 @@ def demo_config(data_dir: Path, runs_dir: Path, epochs: int, seed: int) -> Train
     )
 
 
-# 48 of 64 px, not 32: at 32 px ResNet-18's last stage is 1x1, and on this dataset a network
-# trained there for 90% of its steps stays near chance at 64 px (docs/benchmarks.md).
-DEMO_LOW_PX = 48
-
-
 def run_demo(
     out: Path | None = None,
     epochs: int = 8,
     seed: int = 0,
     observer: TrainObserver | None = None,
     low_res: int = DEMO_LOW_PX,
-    until: float = 0.9,
-    prob: float = 1.0,
+    until: float = DEFAULT_UNTIL,
+    prob: float = DEFAULT_PROB,
+    images_per_class: tuple[int, int, int] = (120, 40, 24),
 ) -> DemoComparison:
-    """Generate the dataset under ``out`` (a new temporary folder if None), train baseline and TRD."""
+    """Generate the texture-shortcut dataset under ``out`` (a new temporary folder if None); train the
+    baseline and TRD (trd's default recipe); measure both on the cue-conflict split.
+
+    ``images_per_class``: training, validation and conflict images of each shape.
+    """
+    from trdcli.evaluate import class_shape_bias
+    from trdcli.rundir import load_model
     from trdcli.schedules import TRDSchedule
     from trdcli.train import train
 
     trd_schedule = TRDSchedule(low_res, until=until, prob=prob, seed=seed)
-    trd_schedule.validate(64)
+    trd_schedule.validate(DEMO_FULL_PX)
     root = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="trd-demo-"))
     observer = observer or TrainObserver()
     observer.stage(f"generating shapes in {root / 'data'}")
-    data_dir = make_shapes_dataset(root / "data", seed=seed)
+    n_train, n_valid, n_conflict = images_per_class
+    data_dir = make_texture_shortcut_dataset(root / "data", n_train, n_valid, n_conflict, seed=seed)
     base_config = demo_config(data_dir, root / "runs", epochs, seed)
-    runs = {}
+    runs, biases = {}, {}
     for label, schedule in (("baseline", base_config.schedule), ("trd", trd_schedule)):
         observer.run_label(label)
         config = replace(base_config, schedule=schedule, out_dir=root / "runs" / label)
         runs[label] = train(config, observer)
+        observer.stage("shape bias on the cue-conflict split")
+        model = load_model(runs[label].run_dir)
+        biases[label] = class_shape_bias(model, list(SHAPES), data_dir / "conflict", DEMO_FULL_PX)
     observer.run_label("")
+    baseline, trd = runs["baseline"], runs["trd"]
     return DemoComparison(
-        data_dir, runs["baseline"].train_images, runs["baseline"].valid_images, runs["baseline"], runs["trd"]
+        data_dir, baseline.train_images, baseline.valid_images, baseline, trd, biases["baseline"], biases["trd"]
     )

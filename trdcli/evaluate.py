@@ -280,6 +280,20 @@ def _cue_conflict(subject: _Subject, stimuli, config: EvalConfig, device) -> dic
     }
 
 
+def class_shape_bias(model, classes: list[str], stimuli_dir: Path, px: int, *, workers: int = 0, device=None):
+    """Shape bias on conflict stimuli whose categories are the network's own classes (the demo's shapes)."""
+    import torch
+
+    from trdcli import cue_conflict
+    from trdcli.data import image_dataloader
+
+    device = device or torch.device("cpu")
+    stimuli = cue_conflict.find_stimuli(stimuli_dir, classes)
+    loader = image_dataloader([(s.path, 0) for s in stimuli], px, 64, False, workers=workers, device=device)
+    logits, _ = _predict(model.to(device).eval(), loader)
+    return cue_conflict.score(stimuli, [classes[i] for i in logits.argmax(dim=1).tolist()], classes)
+
+
 def eval_json(result: EvalResult) -> dict[str, Any]:
     return {
         "arch": result.arch,

@@ -99,7 +99,9 @@ def _schedule_text(schedule: ResolutionSchedule, full_px: int) -> str:
     return f"{schedule.name} ({params}) at {full_px} px" if params else f"{schedule.name} at {full_px} px"
 
 
-def comparison_table(baseline: RunResult, trd: RunResult, title: str = "baseline vs TRD") -> Table:
+def comparison_table(
+    baseline: RunResult, trd: RunResult, title: str = "baseline vs TRD", shape_biases: tuple[float, float] | None = None
+) -> Table:
     table = Table(title=title, title_justify="left")
     table.add_column("")
     table.add_column("baseline", justify="right")
@@ -112,6 +114,8 @@ def comparison_table(baseline: RunResult, trd: RunResult, title: str = "baseline
     table.add_row("wall time", fmt_duration(baseline.wall_time_s), fmt_duration(trd.wall_time_s))
     wall_saved = 1 - trd.wall_time_s / baseline.wall_time_s if baseline.wall_time_s else 0.0
     table.add_row("wall time saved", "-", fmt_pct(wall_saved))
+    if shape_biases is not None:
+        table.add_row("shape bias (cue-conflict split)", *(fmt_pct(b) for b in shape_biases))
     return table
 
 

@@ -185,7 +185,7 @@ def _final_metrics(learn, config: TrainConfig, state, flops) -> tuple[dict[str, 
     bn_flops = learn.trd.bn_recalibration_images * flops.at(config.size_px).forward_flops
     if bn_flops:
         # TRDCallback recalibrated when the fit ended, after the last epoch's validation: measure again.
-        state.observer.stage(f"validating with BatchNorm recalibrated on {config.bn_recalibrate} batches")
+        state.observer.stage(f"validating with BatchNorm recalibrated on {learn.trd.recalibration_batches()} batches")
         valid_loss, *metric_values = learn.validate()
         last = {"valid_loss": valid_loss, **dict(zip([m.name for m in learn.metrics], metric_values, strict=True))}
     metrics = {"top1": float(last["accuracy"])}
