@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from fastai.callback.core import Callback
@@ -17,6 +19,7 @@ from trdcli.bn import (
     use_private_batchnorm,
 )
 from trdcli.callback import TRDCallback
+from trdcli.cost import FlopsTable
 
 
 def test_recalibrated_statistics_are_the_mean_over_the_batches():
@@ -130,7 +133,7 @@ def test_bad_bn_arguments(kwargs, message):
         TRDCallback(low_res=32, **kwargs)
 
 
-def test_a_private_run_saves_plain_weights(tmp_path):
+def test_a_real_private_run_recalibrates_counts_it_and_saves_plain_weights(tmp_path):
     from helpers import make_image_folder
 
     from trdcli.config import TrainConfig
@@ -147,8 +150,43 @@ def test_a_private_run_saves_plain_weights(tmp_path):
         workers=0,
         schedule=TRDSchedule(32, until=1.0, prob=0.5),
         bn_mode="private",
+        bn_recalibrate=2,
         out_dir=tmp_path / "r",
     )
     result = train(config)
     assert not any(isinstance(m, PrivateBatchNorm) for m in load_model(tmp_path / "r").modules())
-    assert result.config.bn_mode == "private"
+    # 2 batches of 8 images forward at 64 px: the recalibration's compute, counted and saved.
+    assert result.bn_recalibration_flops == 16 * FlopsTable.for_arch("resnet18", 3).at(64).forward_flops
+    saved = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert saved["bn_recalibration_flops"] == result.bn_recalibration_flops
+    assert saved["config"]["bn_mode"] == "private"
+
+
+def test_the_default_recipe_recalibrates_only_after_reduced_steps():
+    from trdcli.presets import get_preset
+    from trdcli.schedules import TRDSchedule
+
+    trd = TRDCallback(low_res=32)
+    assert trd.schedule == TRDSchedule(32, until=1.0, prob=0.9, seed=0)  # the spread reading, by default
+    learn = Learner(tensor_dls(n_train=96, bs=8, px=64), tiny_cnn(), loss_func=CrossEntropyLossFlat(), cbs=[trd])
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(1)
+    assert learn.trd.bn_recalibration_images == 8 * 8  # 8 batches of 8, by default
+    baseline = Learner(
+        tensor_dls(n_train=96, bs=8, px=64),
+        tiny_cnn(),
+        loss_func=CrossEntropyLossFlat(),
+        cbs=[TRDCallback(schedule=get_preset("baseline"))],
+    )
+    with baseline.no_bar(), baseline.no_logging():
+        baseline.fit(1)
+    assert baseline.trd.bn_recalibration_images == 0  # nothing was reduced: nothing to correct
+    off = Learner(
+        tensor_dls(n_train=96, bs=8, px=64),
+        tiny_cnn(),
+        loss_func=CrossEntropyLossFlat(),
+        cbs=[TRDCallback(low_res=32, bn_recalibrate=0)],
+    )
+    with off.no_bar(), off.no_logging():
+        off.fit(1)
+    assert off.trd.bn_recalibration_images == 0

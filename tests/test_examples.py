@@ -8,6 +8,8 @@ from pathlib import Path
 
 from helpers import make_image_folder
 
+from trdcli.schedules import TRDSchedule
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -38,5 +40,9 @@ def test_compare_presets_lists_every_preset():
 def test_notebook_api_on_an_image_folder(tmp_path):
     data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
     out = run("notebook_api.py", str(data), "--size", "64", "--low-res", "32", "--epochs", "1", "--bs", "8")
-    assert "steps per resolution: {64: 0, 32: 3}" in out
+    # 24 images, batch 8: 3 steps, each at 32 px with probability 0.9 (the default recipe).
+    planned = TRDSchedule(32, until=1.0, prob=0.9).plan_px(3, 64).tolist()
+    steps = {64: planned.count(64), 32: planned.count(32)}
+    assert f"steps per resolution: {steps}" in out
     assert "compute saved:" in out
+    assert "BatchNorm recalibrated on 24 images" in out  # 8 batches asked, the 3 there are

@@ -285,27 +285,3 @@ def test_bn_recalibration_changes_the_running_statistics_and_evaluation_uses_the
     assert torch.allclose(bn.running_mean, expected, atol=1e-5)
     assert bn.momentum == 0.1  # restored
     assert not torch.allclose(model(probe), out_before)
-
-
-def test_bn_recalibration_in_a_real_run(tmp_path):
-    from helpers import make_image_folder
-
-    from trdcli.config import TrainConfig
-    from trdcli.schedules import TRDSchedule
-    from trdcli.train import train
-
-    data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
-    config = TrainConfig(
-        data=data,
-        epochs=1,
-        size_px=64,
-        batch_size=8,
-        workers=0,
-        schedule=TRDSchedule(32),
-        bn_recalibrate=2,
-        out_dir=tmp_path / "r",
-    )
-    result = train(config)
-    assert result.bn_recalibration_flops == 16 * FlopsTable.for_arch("resnet18", 3).at(64).forward_flops
-    saved = json.loads((tmp_path / "r" / "run.json").read_text())
-    assert saved["bn_recalibration_flops"] == result.bn_recalibration_flops

@@ -35,6 +35,8 @@ SHORTCUT_IMAGE_PX = 104  # make_texture_shortcut_dataset's; the demo crops 96 px
 # pixel grid, with no slower beat in it. About 2.8 px at the demo's 96 px (visible); at 48 px
 # beyond Nyquist, so the antialiased reduction keeps under 20% of their contrast (tested).
 STRIPE_PERIOD_PX = 3
+STRIPE_CONTRAST = 90.0  # grey levels between the stripes' two colours
+SHAPE_CONTRAST = 25.0  # grey levels between a shape's mean colour and the background
 # The class texture: the direction the stripes vary along, one per shape.
 CLASS_STRIPES = dict(zip(SHAPES, ((1, 0), (0, 1), (1, 1), (1, -1)), strict=True))
 
@@ -111,24 +113,32 @@ def make_shapes_dataset(root: Path, n_train: int = 120, n_valid: int = 40, seed:
     return root
 
 
-def _stripes(rng: np.random.Generator, px: int, direction: tuple[int, int], light: bool) -> np.ndarray:
-    """Fine two-colour stripes varying along ``direction`` (x, y), colours from the bright or the dark half."""
-    low, high = (128, 256) if light else (0, 128)
-    a, b = rng.integers(low, high, 3), rng.integers(low, high, 3)
+def _stripes(rng: np.random.Generator, px: int, direction: tuple[int, int], mean: np.ndarray) -> np.ndarray:
+    """Fine stripes varying along ``direction`` (x, y), strong in contrast, averaging to ``mean``.
+
+    One pixel in three is ``mean + 2k``, the others ``mean - k``: blurred (as a reduction
+    does), the stripes become the flat ``mean``.
+    """
+    k = STRIPE_CONTRAST / 3
     yy, xx = np.mgrid[0:px, 0:px]
-    # One of the 3 pixels of each period in colour a, shifted at random.
-    mask = (xx * direction[0] + yy * direction[1] + rng.integers(STRIPE_PERIOD_PX)) % STRIPE_PERIOD_PX == 0
-    return np.where(mask[..., None], a, b).astype(np.uint8)
+    # One pixel of each period of 3 in the bright colour, the period shifted at random.
+    bright = (xx * direction[0] + yy * direction[1] + rng.integers(STRIPE_PERIOD_PX)) % STRIPE_PERIOD_PX == 0
+    return np.where(bright[..., None], mean + 2 * k, mean - k)
 
 
 def _shortcut_image(rng: np.random.Generator, shape: str, texture_class: str) -> np.ndarray:
-    light_shape = bool(rng.integers(2))
+    """A shape filled with fine stripes, a little brighter or darker than a flat background.
+
+    The outline's contrast is weak (SHAPE_CONTRAST), the stripes' strong (STRIPE_CONTRAST): at
+    full resolution the stripes are the easier cue; at half resolution they blur away and only
+    the outline is left.
+    """
     px = SHORTCUT_IMAGE_PX
-    fill = _stripes(rng, px, CLASS_STRIPES[texture_class], light_shape)
-    # A flat background of the other brightness: the outline is always visible, at any resolution.
-    low, high = (0, 128) if light_shape else (128, 256)
-    background = np.broadcast_to(rng.integers(low, high, 3).astype(np.uint8), fill.shape)
-    return np.where(_shape_mask(rng, shape, px)[..., None], fill, background)
+    background = rng.uniform(70, 185, 3)
+    fill_mean = background + SHAPE_CONTRAST * (1 if rng.integers(2) else -1)
+    fill = _stripes(rng, px, CLASS_STRIPES[texture_class], fill_mean)
+    image = np.where(_shape_mask(rng, shape, px)[..., None], fill, background)
+    return np.clip(np.round(image), 0, 255).astype(np.uint8)
 
 
 def make_texture_shortcut_dataset(

@@ -39,15 +39,16 @@ def train(config: TrainConfig, observer: TrainObserver | None = None) -> RunResu
     # 1. The data: scan the folder, check every image once.
     check_arch(config.arch)
     folder = _prepare_data(config, log)
-    # 2. The device and the run directory; a resumed run must be the same run.
+    # 2. The model, checked against the device's memory before anything is allocated.
+    observer.stage("building the model")
     device = pick_device(config.device)
+    set_seed(config.seed)
+    model = _model_that_fits(config, folder.num_classes, device)
+    # 3. The run directory; a resumed run must be the same run.
     identity = run_identity(config, folder.classes)
     progress = load_progress(config.resume, identity, config.epochs) if config.resume else Progress(lr=config.lr)
     run_dir = create_run_dir(Path(config.resume or config.out_dir or default_run_dir(config)), bool(config.resume))
-    # 3. The model, checked against the device's memory before anything is allocated.
-    observer.stage("building the model")
-    set_seed(config.seed)
-    learn, flops = _build_learner(config, folder, device, log)
+    learn, flops = _build_learner(config, folder, model, device, log)
     state = FitState(run_dir, observer, identity, progress.lr, log)
     # 4. Where the fit starts: a checkpoint, lr_find's suggestion, or the given rate.
     _start_point(learn, config, progress, state, device)
@@ -95,8 +96,20 @@ def top5(inp, targ):
     return top_k_accuracy(inp, targ, k=5)
 
 
-def _build_learner(config: TrainConfig, folder: ImageFolder, device, log: WarningLog):
-    """(Learner with TRDCallback, the FLOPs table); refuses a step that cannot fit in memory."""
+def _model_that_fits(config: TrainConfig, num_classes: int, device):
+    """The freshly built model; a :class:`~trdcli.errors.ConfigError` if one step of it cannot fit in memory."""
+    from trdcli.device import available_memory_bytes, device_name
+    from trdcli.memory import check_step_fits, estimate_step_memory
+    from trdcli.models import build_model
+
+    model = build_model(config.arch, num_classes)
+    memory = estimate_step_memory(model, config.size_px, config.batch_size)
+    check_step_fits(memory, available_memory_bytes(device), device_name(device))
+    return model
+
+
+def _build_learner(config: TrainConfig, folder: ImageFolder, model, device, log: WarningLog):
+    """(Learner with TRDCallback and the fit's other callbacks, the FLOPs table)."""
     from fastai.callback.progress import ProgressCallback
     from fastai.learner import Learner
     from fastai.losses import CrossEntropyLossFlat
@@ -105,14 +118,9 @@ def _build_learner(config: TrainConfig, folder: ImageFolder, device, log: Warnin
     from trdcli.callback import TRDCallback
     from trdcli.cost import FlopsTable, default_cache
     from trdcli.data import build_dataloaders, default_workers
-    from trdcli.device import available_memory_bytes, device_name
-    from trdcli.memory import check_step_fits, estimate_step_memory
-    from trdcli.models import build_model, load_weights
+    from trdcli.models import load_weights
     from trdcli.regularisation import StageRegularisation
 
-    model = build_model(config.arch, folder.num_classes)
-    memory = estimate_step_memory(model, config.size_px, config.batch_size)
-    check_step_fits(memory, available_memory_bytes(device), device_name(device))
     if config.weights and (skipped := load_weights(model, config.weights)):
         log.warn(f"the weights file: left out {len(skipped)} tensor(s) whose shapes differ, e.g. {skipped[0]}")
     workers = default_workers() if config.workers is None else config.workers
