@@ -59,8 +59,12 @@ def test_fit_sees_exactly_the_planned_resolutions_and_records_the_planned_comput
         learn.fit_one_cycle(4, 1e-2)
     shape = RunShape(train_images=48, batch_size=8, epochs=4, full_px=64)
     planned = plan_px(schedule, shape).tolist()
-    assert sizes.train == planned
+    # After the fit, BatchNorm recalibration runs the model forward (in training mode) on up
+    # to 8 full-resolution batches: the 6 of an epoch here, whenever a step was reduced.
+    recalibration = [64] * 6 if any(px != 64 for px in planned) else []
+    assert sizes.train == planned + recalibration
     assert [r.px for r in trd.records] == planned
+    assert trd.bn_recalibration_images == 8 * len(recalibration)
     assert set(sizes.valid) == {64}
     assert len(sizes.valid) == 4 * 2  # two validation batches per epoch, all at full size
 
@@ -77,7 +81,7 @@ def test_notebook_api_with_vision_learner():
     from fastai.vision.learner import vision_learner
     from torchvision.models import resnet18
 
-    trd = TRDCallback(low_res=32, until=0.9)
+    trd = TRDCallback(low_res=32, until=0.9, prob=1.0)
     learn = vision_learner(
         tensor_dls(n_train=80, bs=8),
         resnet18,
@@ -92,18 +96,22 @@ def test_notebook_api_with_vision_learner():
     assert learn.trd is trd
     summary = trd.summary()
     assert summary.steps_by_px == {64: 1, 32: 9}  # 10 steps: 0.9 * 10 = 9 reduced
-    assert 0 < summary.compute_fraction < 1
+    flops = FlopsTable.for_model(learn.model, num_classes=3)
+    expected = (flops.at(64).train_flops + 9 * flops.at(32).train_flops) / (10 * flops.at(64).train_flops)
+    assert summary.compute_fraction == pytest.approx(expected, rel=1e-12)
 
 
 def test_fine_tune_schedules_each_fit_on_its_own():
     sizes = InputSizes()
-    trd = TRDCallback(low_res=32, until=0.5)
+    trd = TRDCallback(low_res=32, until=0.5, prob=1.0)
     learn = make_learner([trd, sizes])
     learn.freeze = learn.unfreeze = lambda: None  # tiny_cnn has no body/head split to freeze
     with learn.no_bar(), learn.no_logging():
         learn.fine_tune(2, freeze_epochs=1)
     # Fit 0: 1 epoch of 6 steps, the first half reduced; fit 1: 2 epochs of 6 steps, likewise.
-    assert sizes.train == [32] * 3 + [64] * 3 + [32] * 6 + [64] * 6
+    # Each fit ends with BatchNorm recalibration: 6 more forward passes at 64 px.
+    recalibration = [64] * 6
+    assert sizes.train == [32] * 3 + [64] * 3 + recalibration + [32] * 6 + [64] * 6 + recalibration
     assert [r.fit for r in trd.records] == [0] * 6 + [1] * 12
     assert trd.summary(fit=1).steps_by_px == {64: 6, 32: 6}
 
@@ -132,7 +140,7 @@ class StopAt(Callback):
 
 
 def test_summary_is_complete_after_an_interrupted_fit():
-    trd = TRDCallback(low_res=32, until=0.9)
+    trd = TRDCallback(low_res=32, until=0.9, prob=1.0)
     learn = make_learner([trd, StopAt(5)])
     with learn.no_bar(), learn.no_logging(), pytest.raises(KeyboardInterrupt):
         learn.fit(3)
@@ -145,7 +153,7 @@ def test_summary_is_complete_after_an_interrupted_fit():
 
 def test_lr_find_is_left_at_full_resolution():
     sizes = InputSizes()
-    trd = TRDCallback(low_res=32, until=0.9)
+    trd = TRDCallback(low_res=32, until=0.9, prob=1.0)
     learn = make_learner([trd, sizes])
     with learn.no_bar(), learn.no_logging():
         learn.lr_find(num_it=10, show_plot=False)
@@ -157,7 +165,7 @@ def test_mixup_runs_on_the_reduced_batch():
     from fastai.callback.mixup import MixUp
 
     sizes = InputSizes()
-    learn = make_learner([TRDCallback(low_res=32, until=1.0), MixUp(0.4), sizes])
+    learn = make_learner([TRDCallback(low_res=32, until=1.0, prob=1.0, bn_recalibrate=0), MixUp(0.4), sizes])
     with learn.no_bar(), learn.no_logging():
         learn.fit(1)
     assert set(sizes.train) == {32}

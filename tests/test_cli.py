@@ -94,7 +94,7 @@ def test_help_is_fast_because_torch_is_not_imported():
     ("args", "expected"),
     [
         ([], ConstantSchedule()),
-        (["--low-res", "112"], TRDSchedule(112, until=0.9, prob=1.0, seed=0)),
+        (["--low-res", "112"], TRDSchedule(112, until=1.0, prob=0.9, seed=0)),  # the default recipe
         (
             ["--low-res", "96", "--until", "0.5", "--prob", "0.7", "--seed", "3"],
             TRDSchedule(96, until=0.5, prob=0.7, seed=3),

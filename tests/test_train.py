@@ -77,9 +77,11 @@ def test_json_has_every_documented_key(trained):
     # 8 shapes x 3 classes + 8 odd images = 32 training images, batches of 8: 4 steps per epoch.
     assert payload["train_images"] == 32 and payload["steps"] == 8
     assert set(payload["metrics"]) == {"top1", "train_loss", "valid_loss"}  # 3 classes: no top-5
-    # top-1 is the last epoch's validation accuracy: a whole number of the validation images right.
+    # top-1 is measured after the default BatchNorm recalibration (TRD steps ran): 8 batches asked,
+    # the 4 of an epoch there are, 32 images forward at 64 px. It is a whole number of images right.
+    forward_64 = payload["forward_flops_per_image"]["64"]
+    assert payload["bn_recalibration_flops"] == 32 * forward_64
     top1, valid = payload["metrics"]["top1"], payload["valid_images"]
-    assert top1 == payload["history"][-1]["accuracy"]
     assert top1 * valid == pytest.approx(round(top1 * valid), abs=1e-4)
     assert [row["epoch"] for row in payload["history"]] == [0, 1]
     assert all(row["wall_s"] > 0 for row in payload["history"])
@@ -204,8 +206,10 @@ def test_one_epoch_on_an_imagenette_subset(tmp_path):
     assert payload["num_classes"] == 10 and payload["train_images"] == 600
     assert set(payload["metrics"]) == {"top1", "top5", "train_loss", "valid_loss"}
     assert payload["metrics"]["top5"] >= payload["metrics"]["top1"]
-    # 600 / 32 = 18 steps; steps 0-16 have progress below 0.9 (16/18 = 0.89), step 17 is at full size.
-    assert payload["steps_by_px"] == {"64": 1, "32": 17}
+    # 600 / 32 = 18 steps under the default recipe: each at 32 px with probability 0.9, seed 0.
+    planned = TRDSchedule(32, until=1.0, prob=0.9, seed=0).plan_px(18, 64).tolist()
+    assert payload["steps_by_px"] == {"64": planned.count(64), "32": planned.count(32)}
+    assert payload["steps_by_px"] == {"64": 2, "32": 16}
 
 
 class BreakImageAfterFirstEpoch(TrainObserver):

@@ -26,7 +26,7 @@ from trdcli.bn import (
 from trdcli.config import DEFAULT_BN_RECALIBRATE_BATCHES
 from trdcli.cost import ComputeSummary, FlopsTable, ImageFlops, summarize_compute
 from trdcli.errors import ConfigError, DataError, is_int
-from trdcli.presets import DEFAULT_PROB, DEFAULT_UNTIL
+from trdcli.presets import trd_reading
 from trdcli.resize import resize_batch
 from trdcli.schedules import ResolutionSchedule, TRDSchedule
 
@@ -55,7 +55,8 @@ class TRDCallback(Callback):
 
     Either ``TRDCallback(low_res=112)`` for TRD itself (trd's default recipe: 90% of the steps
     at ``low_res``, drawn at random over the whole run, ``until=1.0, prob=0.9``, and BatchNorm
-    recalibrated at the end; docs/method.md has the evidence), or
+    recalibrated at the end; docs/method.md has the evidence; ``until`` alone gives a window
+    with every step in it reduced, ``prob`` alone spreads over the whole run), or
     ``TRDCallback(schedule=...)`` for any :class:`~trdcli.schedules.ResolutionSchedule`
     (``trdcli.presets.get_preset("composer")`` gives the named ones).
 
@@ -85,8 +86,8 @@ class TRDCallback(Callback):
     def __init__(
         self,
         low_res: int | None = None,
-        until: float = DEFAULT_UNTIL,
-        prob: float = DEFAULT_PROB,
+        until: float | None = None,
+        prob: float | None = None,
         seed: int = 0,
         *,
         schedule: ResolutionSchedule | None = None,
@@ -105,6 +106,7 @@ class TRDCallback(Callback):
         if schedule is None:
             if low_res is None:
                 raise ConfigError("TRDCallback needs low_res (the reduced resolution in px) or a schedule")
+            until, prob = trd_reading(until, prob)
             schedule = TRDSchedule(low_res, until=until, prob=prob, seed=seed)
         if not isinstance(schedule, ResolutionSchedule):
             raise ConfigError(f"schedule must be a ResolutionSchedule, got {type(schedule).__name__}")

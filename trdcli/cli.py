@@ -151,11 +151,12 @@ UntilOpt = Annotated[
     float | None,
     typer.Option(
         help="Decrement window: steps before this fraction of the run may be reduced "
-        f"(default {DEFAULT_UNTIL:g} with --low-res)."
+        f"(default {DEFAULT_UNTIL:g}; given alone, every step in the window is reduced)."
     ),
 ]
 ProbOpt = Annotated[
-    float | None, typer.Option(help=f"Chance that a step inside the window is reduced (default {DEFAULT_PROB:g}).")
+    float | None,
+    typer.Option(help=f"Chance that a step inside the window is reduced (default {DEFAULT_PROB:g}; 1 with --until)."),
 ]
 PresetOpt = Annotated[
     PresetName | None, typer.Option(help="A named schedule (see `trd presets`); explicit options override it.")

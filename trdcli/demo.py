@@ -3,8 +3,9 @@
 Two generated datasets, both of four shapes (circle, square, triangle, cross):
 
 - :func:`make_texture_shortcut_dataset`, the demo's: each class has its own fine texture
-  (stripes 3 px apart, one orientation per class) that fills its shape in 90% of the
-  training images; in validation the texture is drawn independently of the class, and a
+  (strong stripes 3 px apart, one direction per class) that fills its shape in 90% of the
+  training images; the shape itself differs from the flat background by a weaker step of
+  brightness. In validation the texture is drawn independently of the class, and a
   cue-conflict split gives every shape another class's texture. The stripes are fine enough
   that halving the resolution erases them, so reduced steps can only learn the shape: the
   mechanism TRD claims, made visible. Built to show it, so it flatters TRD; real-data results
@@ -36,7 +37,7 @@ SHORTCUT_IMAGE_PX = 104  # make_texture_shortcut_dataset's; the demo crops 96 px
 # beyond Nyquist, so the antialiased reduction keeps under 20% of their contrast (tested).
 STRIPE_PERIOD_PX = 3
 STRIPE_CONTRAST = 90.0  # grey levels between the stripes' two colours
-SHAPE_CONTRAST = 25.0  # grey levels between a shape's mean colour and the background
+SHAPE_CONTRAST = 50.0  # grey levels between a shape's mean colour and the background
 # The class texture: the direction the stripes vary along, one per shape.
 CLASS_STRIPES = dict(zip(SHAPES, ((1, 0), (0, 1), (1, 1), (1, -1)), strict=True))
 

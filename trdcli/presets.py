@@ -29,6 +29,15 @@ from trdcli.schedules import (
 DEFAULT_UNTIL = 1.0
 DEFAULT_PROB = 0.9
 
+
+def trd_reading(until: float | None, prob: float | None) -> tuple[float, float]:
+    """(until, prob) for what was given: neither is trd's default recipe; ``until`` alone asks for a
+    window (every step in it reduced, prob 1); ``prob`` alone spreads over the whole run (until 1)."""
+    if until is None and prob is None:
+        return DEFAULT_UNTIL, DEFAULT_PROB
+    return (1.0 if until is None else until), (1.0 if prob is None else prob)
+
+
 # The TRD options a preset built on TRDSchedule lets the command line override.
 _TRD_OPTIONS = ("low_res", "until", "prob")
 
@@ -178,12 +187,8 @@ def build_schedule(
                     "full-resolution baseline",
                 )
             return ConstantSchedule()
-        return TRDSchedule(
-            low_res,
-            until=DEFAULT_UNTIL if until is None else until,
-            prob=DEFAULT_PROB if prob is None else prob,
-            seed=seed,
-        )
+        until, prob = trd_reading(until, prob)
+        return TRDSchedule(low_res, until=until, prob=prob, seed=seed)
     entry = _preset(preset)
     refused = [k for k in given if k not in entry.options]
     if refused:
