@@ -1,6 +1,6 @@
 """How deep can TRD reduce on the demo's shapes? Baseline and TRD at several low resolutions, one recipe.
 
-Generates the `trd demo` dataset once, then trains ResNet-18 at 64 px with the demo's recipe
+Generates the shapes dataset (the earlier `trd demo` data) once, then trains ResNet-18 at 64 px with the demo's recipe
 for each setting, in one process, and prints top-1, compute saved and wall time side by side.
 Repeats over seeds give the spread.
 
@@ -41,7 +41,7 @@ def main() -> None:
     results: dict[str, list] = {name: [] for name in SETTINGS if not args.only or name in args.only}
     for seed in args.seeds:
         data = make_shapes_dataset(root / f"data-{seed}", seed=seed)
-        base = demo_config(data, root / "runs", args.epochs, seed)
+        base = demo_config(data, root / "runs", args.epochs, seed, size_px=64)
         for name in results:
             config = replace(
                 base, schedule=SETTINGS[name](seed), out_dir=root / "runs" / f"{seed}-{len(results[name])}"
