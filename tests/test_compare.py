@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 from helpers import make_image_folder
@@ -64,6 +65,11 @@ def test_settings_from_the_command_line():
     ]:
         with pytest.raises(ConfigError, match=message):
             parse_setting(bad)
+    recipe = TrainConfig(data=Path("."), size_px=64)
+    with pytest.raises(ConfigError, match="`setting` x: `low_res`=64 must be below the full training resolution"):
+        CompareConfig(recipe, (Setting("x", low_res=64),))
+    with pytest.raises(ConfigError, match=r"`seeds` must be distinct, got \[0, 0\]"):
+        CompareConfig(recipe, (Setting("baseline"),), seeds=(0, 0))
 
 
 @pytest.fixture(scope="module")

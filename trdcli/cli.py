@@ -93,6 +93,8 @@ _SETTINGS_WITH_FLAGS = [
     "bn_recalibrate",
     "bn_mode",
     "min_scale",
+    "seeds",
+    "setting",
     "weights",
     "recalibrate_bn",
     "cue_conflict",

@@ -89,6 +89,11 @@ class CompareConfig:
         labels = [s.label for s in self.settings]
         if len(set(labels)) != len(labels):
             raise ConfigError(f"`setting` labels must be distinct, got {labels}")
+        for setting in self.settings:  # each must run at the recipe's size, found now rather than hours in
+            try:
+                setting.schedule(0).validate(self.recipe.size_px)
+            except ConfigError as exc:
+                raise ConfigError(f"`setting` {setting.label}: {exc}") from None
 
 
 @dataclass
