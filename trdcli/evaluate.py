@@ -78,6 +78,7 @@ class _Subject:
     split_seed: int
     run_top1: float | None
     out_dir: Path
+    folder: Any = None  # the scanned data folder, when loading the model needed it already
 
 
 def evaluate(config: EvalConfig, observer: TrainObserver | None = None) -> EvalResult:
@@ -92,7 +93,7 @@ def evaluate(config: EvalConfig, observer: TrainObserver | None = None) -> EvalR
     stimuli = _stimuli(subject, config.cue_conflict) if config.cue_conflict is not None else None
     device = pick_device(config.device)
     subject.model.to(device).eval()
-    folder = scan_image_folder(subject.data, subject.valid_pct, subject.split_seed)
+    folder = subject.folder or scan_image_folder(subject.data, subject.valid_pct, subject.split_seed)
     if folder.classes != subject.classes:
         raise DataError(
             f"{subject.data} has {folder.num_classes} classes ({', '.join(folder.classes[:3])}, ...); the model was "
@@ -104,7 +105,9 @@ def evaluate(config: EvalConfig, observer: TrainObserver | None = None) -> EvalR
     result.sweep = [_sweep_row(subject, folder, px, config, device, observer) for px in sizes]
     if config.probes:
         observer.stage(f"shape and texture probes at {subject.train_px} px")
-        result.probes = _probe_rows(subject, folder, config, device)
+        # The sweep's row at the training size, unless recalibrated there, is the clean accuracy already.
+        at_train = [r["top1"] for r in result.sweep if r["px"] == subject.train_px and not r["bn_recalibrated"]]
+        result.probes = _probe_rows(subject, folder, config, device, at_train[0] if at_train else None)
     if stimuli is not None:
         observer.stage("cue-conflict shape bias")
         result.cue_conflict = _cue_conflict(subject, stimuli, config, device)
@@ -133,11 +136,12 @@ def _load_subject(config: EvalConfig) -> _Subject:
         raise ConfigError("without a run directory, give `arch`, `weights`, the training size `size_px` and DATA")
     from trdcli.data import scan_image_folder
 
-    classes = scan_image_folder(config.data).classes
+    folder = scan_image_folder(config.data)
+    classes = folder.classes
     model = build_model(config.arch, len(classes))
     load_weights(model, config.weights)
     out_dir = config.out_dir or Path(config.weights).parent
-    return _Subject(model, config.arch, classes, config.size_px, Path(config.data), None, 0, None, out_dir)
+    return _Subject(model, config.arch, classes, config.size_px, Path(config.data), None, 0, None, out_dir, folder)
 
 
 def _valid_loader(subject: _Subject, items, px: int, config: EvalConfig, device):
@@ -194,14 +198,15 @@ def _sweep_row(subject: _Subject, folder, px: int, config: EvalConfig, device, o
     return row
 
 
-def _probe_rows(subject: _Subject, folder, config: EvalConfig, device) -> dict[str, Any]:
+def _probe_rows(subject: _Subject, folder, config: EvalConfig, device, clean: float | None) -> dict[str, Any]:
     import torch
 
     from trdcli import probes
 
     px = subject.train_px
     loader = _valid_loader(subject, folder.valid, px, config, device)
-    clean = _accuracy(*_predict(subject.model, loader))
+    if clean is None:
+        clean = _accuracy(*_predict(subject.model, loader))
 
     def seeded(i: int) -> torch.Generator:
         return torch.Generator().manual_seed(config.seed * 1_000_003 + i)
