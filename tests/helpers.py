@@ -62,3 +62,24 @@ def make_image_folder(root: Path, classes=("circle", "square", "triangle"), n_tr
                     draw.polygon([(px // 2, lo), (lo, hi), (hi, hi)], fill=(255, 0, 0))
                 img.save(folder / f"{cls}_{i}.png")
     return root
+
+
+def photo_like(width: int, height: int, seed: int = 0):
+    """An RGB image with a photo's spectrum: smooth shading, object edges and fine grain, not white noise."""
+    from trdcli.photos import photo_like as generate
+
+    return generate(width, height, seed)
+
+
+def make_jpeg_folder(root: Path, classes=("a", "b", "c"), n_train=8, n_valid=2, sizes=((160, 120), (120, 160)), seed=0):
+    """An ImageNet-layout folder of photo-like JPEGs of the given (width, height) sizes, in turn."""
+    count = 0
+    for split, n in (("train", n_train), ("val", n_valid)):
+        for cls in classes:
+            folder = root / split / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                width, height = sizes[count % len(sizes)]
+                photo_like(width, height, seed + count).save(folder / f"{cls}_{i}.jpg", quality=90)
+                count += 1
+    return root

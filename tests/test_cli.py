@@ -120,6 +120,7 @@ def test_train_passes_every_option(folder, captured, tmp_path):
     args += ["--device", "cpu", "--resize-mode", "area", "--bn-recalibrate", "4", "--seed", "9", "--no-check-images"]
     args += ["--low-res", "64", "--until", "0.8", "--prob", "0.5", "--weights", str(tmp_path / "w.pth")]
     args += ["--resume", str(tmp_path / "old"), "--bn-mode", "private", "--min-scale", "0.5"]
+    args += ["--no-scheduled-loading", "--direct-crops", "--max-data-wait", "0.25"]
     result = runner.invoke(cli.app, args)
     assert result.exit_code == 0, result.output
     # The whole config: an option that is never forwarded leaves its default here and fails.
@@ -146,6 +147,9 @@ def test_train_passes_every_option(folder, captured, tmp_path):
             bn_recalibrate=4,
             bn_mode="private",
             min_scale=0.5,
+            scheduled_loading=False,
+            direct_crops=True,
+            max_data_wait_frac=0.25,
         )
     ]
     # The summary names the key figures: 1 - (8 * 30 + 72 * 10) / (80 * 30) = 60% saved.
@@ -189,6 +193,7 @@ def test_json_output_is_only_json(folder, captured):
         (["--arch", "resnet51"], "unknown --arch 'resnet51'; did you mean resnet50"),
         (["--arch", "vit_b_16"], "needs a fixed input size"),
         (["--workers", "-1"], "--workers must be 0 or more, got -1"),
+        (["--max-data-wait", "1.5"], r"--max-data-wait must be a fraction in \[0, 1\], got 1.5"),
     ],
 )
 def test_bad_values_give_one_line_and_exit_1(folder, args, message):

@@ -101,6 +101,67 @@ def test_gpu_flops_throughput_is_flops_over_sustained_rate():
     assert payload["time_s"] == pytest.approx(payload["train_flops"] / 156e12)
 
 
+# NVIDIA DeepLearningExamples, ResNet-50 v1.5, PyTorch, mixed precision, A100 80GB: training images/s.
+NVIDIA_A100_IMAGES_PER_S = {1: 2470, 8: 16621}
+
+
+@pytest.mark.parametrize("devices", [1, 8])
+def test_gpu_time_by_default_is_nvidias_published_resnet50_throughput(devices):
+    args = ["--arch", "resnet50", "--dataset", "imagenet", "--epochs", "90", "--batch-size", "256"]
+    payload = estimate_json(*args, "--gpu-flops", "312e12", "--devices", str(devices))
+    # 90 epochs of 5,004 whole batches of 256 (fastai drops the partial one), at NVIDIA's rate.
+    images = 90 * (IMAGENET_TRAIN // 256) * 256
+    assert payload["baseline_time_s"] == pytest.approx(images / NVIDIA_A100_IMAGES_PER_S[devices], rel=1e-9)
+    assert payload["throughput_source"].startswith("assumed, not measured")
+    assert "NVIDIA DeepLearningExamples" in payload["throughput_source"]
+
+
+def test_utilisation_per_resolution_interpolates_in_flops():
+    payload = estimate_json(*PAPER, "--until", "0.9", "--gpu-flops", "312e12", "--utilisation", "224=0.2,112=0.1")
+    per_image = {int(px): f for px, f in payload["train_flops_per_image"].items()}
+    rates = {int(px): r for px, r in payload["throughput_images_per_s"].items()}
+    assert rates[224] == pytest.approx(312e12 * 0.2 / per_image[224])
+    assert rates[112] == pytest.approx(312e12 * 0.1 / per_image[112])
+    table = FlopsTable.for_arch("resnet50", 1000, cache=default_cache())
+    throughput = Throughput(rates, "test")
+    f224, f160, f112 = (table.at(px).train_flops for px in (224, 160, 112))
+    between = 0.1 + (f160 - f112) / (f224 - f112) * 0.1  # linear in FLOPs between the two given shares
+    from trdcli.estimate import throughput_from_gpu_flops
+
+    rate_160 = throughput_from_gpu_flops(312e12, {224: 0.2, 112: 0.1}, [160], table.at).images_per_s[160]
+    assert rate_160 == pytest.approx(312e12 * between / f160)
+    assert throughput.images_per_s[224] == rates[224]
+
+
+def test_an_assumed_rate_is_never_called_measured():
+    result = runner.invoke(cli.app, ["estimate-cost", *PAPER, "--gpu-flops", "312e12"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    assert "assumed, not measured" in text and "measured throughput" not in text
+    result = runner.invoke(cli.app, ["estimate-cost", *PAPER, "--utilisation", "0.3"])
+    assert result.exit_code == 1 and "--utilisation is a share of --gpu-flops: give both" in result.stderr
+
+
+def test_a_cached_plan_never_imports_torch(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TRD_CACHE_DIR": str(tmp_path)}
+    command = ["-m", "trdcli", "estimate-cost", *PAPER, "--json"]
+    first = subprocess.run([sys.executable, *command], env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr  # measures the FLOPs, with torch, and caches them
+    probe = (
+        "import runpy, sys; sys.argv = ['trd', *sys.argv[1:]]\n"
+        "try: runpy.run_module('trdcli', run_name='__main__')\n"
+        "except SystemExit: pass\n"
+        "print('torch' in sys.modules, 'torchvision' in sys.modules, file=sys.stderr)"
+    )
+    second = subprocess.run([sys.executable, "-c", probe, *command[2:]], env=env, capture_output=True, text=True)
+    assert second.stderr.strip().splitlines()[-1] == "False False", second.stderr
+    assert json.loads(second.stdout) == json.loads(first.stdout)
+
+
 def test_measure_times_real_steps_here():
     payload = estimate_json("--images", "640", "--size", "64", "--low-res", "32", "--measure", "--measure-batch", "4")
     rates = payload["throughput_images_per_s"]
@@ -220,7 +281,7 @@ def test_estimate_cost_passes_every_option_typed(monkeypatch, tmp_path):
             measure_batch=8,
             device="cpu",
             throughput=Throughput({160: 50.0, 96: 120.0}, "given with --throughput"),
-            gpu_rate=GpuRate(1e14, 0.3),
+            gpu_rate=GpuRate(1e14, {160: 0.3}),
             price_per_hour=2.5,
             devices=4,
             budget=Budget("time", 12 * 3600.0, "12h"),

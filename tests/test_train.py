@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 
@@ -89,6 +90,15 @@ def test_json_has_every_documented_key(trained):
     assert payload["device"].startswith("cpu")
     assert [s["path"].rsplit("/", 1)[-1] for s in payload["skipped_images"]] == ["not_really.png", "truncated.jpg"]
     assert payload["ignored_files"] == 1  # README.txt
+    # Waiting for data: the run's figures are the epochs' sums, at the resolutions that ran.
+    wait = payload["data_wait"]
+    assert set(wait["by_px"]) == set(payload["steps_by_px"])
+    assert wait["wait_s"] == pytest.approx(sum(row["data_wait_s"] for row in payload["history"]))
+    assert wait["train_s"] == pytest.approx(sum(row["train_s"] for row in payload["history"]))
+    assert 0 < wait["wait_frac"] < 1 and wait["wait_frac"] == pytest.approx(wait["wait_s"] / wait["train_s"])
+    for px, at_px in wait["by_px"].items():
+        assert 0 < at_px["wait_s"] < at_px["train_s"] < wait["train_s"]
+        assert at_px["wait_s"] == pytest.approx(sum(row["data_wait_s_by_px"][px] for row in payload["history"]))
 
 
 def test_compute_saved_recomputed_independently(trained):
@@ -113,9 +123,14 @@ def test_run_directory(trained):
     assert json.loads((out / "run.json").read_text()) == payload
     lines = (out / "history.csv").read_text().strip().splitlines()
     assert lines[0].split(",")[:5] == ["epoch", "train_loss", "valid_loss", "accuracy", "wall_s"]
-    assert len(lines) == 3
-    steps_cols = [c for c in lines[0].split(",") if c.startswith("steps_at_")]
-    assert sum(int(v) for line in lines[1:] for v in line.split(",")[-len(steps_cols) :]) == payload["steps"]
+    rows = list(csv.DictReader(lines))
+    assert len(rows) == 2
+    assert sum(int(row[f"steps_at_{px}px"]) for row in rows for px in (64, 32)) == payload["steps"]
+    # Waiting for data is part of each epoch's training time, at each resolution.
+    for row, epoch in zip(rows, payload["history"], strict=True):
+        assert 0 <= float(row["data_wait_s"]) <= float(row["train_s"])
+        assert float(row["data_wait_s"]) == pytest.approx(sum(float(row[f"data_wait_s_at_{px}px"]) for px in (64, 32)))
+        assert float(row["data_wait_frac"]) == pytest.approx(epoch["data_wait_s"] / epoch["train_s"])
     assert (out / "schedule.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     model = load_model(out)
     assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 3)
@@ -242,3 +257,15 @@ def test_an_existing_run_is_never_overwritten(tmp_path):
     with pytest.raises(RunDirError, match="already holds a run; choose another `out`, or continue it with `resume`"):
         train(config)
     assert (tmp_path / "run" / "run.json").read_bytes() == before
+
+
+def test_a_loader_bound_run_is_told_so(tmp_path):
+    data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
+    config = TrainConfig(data=data, epochs=1, size_px=64, batch_size=8, workers=0, out_dir=tmp_path / "run")
+    # Every run waits for some data, and never for more than all of its training time.
+    never = train(TrainConfig(**{**config.__dict__, "max_data_wait_frac": 1.0}))
+    assert 0 < never.data_wait.wait_frac < 1 and not any("loader-bound" in w for w in never.warnings)
+    told = train(TrainConfig(**{**config.__dict__, "out_dir": tmp_path / "run2", "max_data_wait_frac": 0.0}))
+    (warning,) = [w for w in told.warnings if "loader-bound" in w]
+    assert f"waited for data {100 * told.data_wait.wait_frac:.0f}% of its training time" in warning
+    assert "64 px steps" in warning and "`workers` (it had 0)" in warning

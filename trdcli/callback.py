@@ -1,9 +1,11 @@
 """``TRDCallback``: applies a resolution schedule to fastai training batches and records what ran.
 
 The callback is thin: it reads the step from the Learner, asks the schedule for a
-resolution, resizes the batch with :func:`trdcli.resize.resize_batch`, and appends a
-record. The summary of the records goes through :func:`trdcli.cost.summarize_compute`,
-the same function that plans a run, so plan and record agree exactly.
+resolution, resizes the batch with :func:`trdcli.resize.resize_batch` (or, with a loader
+that takes sizes, :class:`~trdcli.sized_loader.SizedBatchesDL`, hands it the epoch's sizes
+and checks each batch arrives at its own), and appends a record. The summary of the
+records goes through :func:`trdcli.cost.summarize_compute`, the same function that plans
+a run, so plan and record agree exactly.
 """
 
 from __future__ import annotations
@@ -60,6 +62,13 @@ class TRDCallback(Callback):
     ``TRDCallback(schedule=...)`` for any :class:`~trdcli.schedules.ResolutionSchedule`
     (``trdcli.presets.get_preset("composer")`` gives the named ones).
 
+    Resizing: a training loader with ``plan_next_pass`` (trd's
+    :class:`~trdcli.sized_loader.SizedBatchesDL`, from ``trdcli.data.build_dataloaders``) is
+    told each epoch's sizes before the epoch and crops straight to them, decoding JPEGs at
+    reduced scale; the callback checks every batch arrived at its step's size. Any other
+    loader (your own DataLoaders, or ``resize_in_loader=False``) delivers full size and the
+    callback resizes the batch with an antialiased filter (``mode``).
+
     Training batches only: validation always runs at full resolution. Progress comes
     from the Learner (``epoch * n_iter + iter`` of ``n_epoch * n_iter``), so it is right
     under ``fit``, ``fit_one_cycle``, ``fine_tune`` (each of its fits is scheduled on its
@@ -95,6 +104,8 @@ class TRDCallback(Callback):
         flops: FlopsTable | None = None,
         bn: str = "shared",
         bn_recalibrate: int | None = None,
+        resize_in_loader: bool = True,
+        world_size: int = 1,
     ):
         super().__init__()
         if bn not in BN_MODES:
@@ -123,6 +134,13 @@ class TRDCallback(Callback):
         self._fit_full_px: int | None = None
         self._active = True
         self._pending: StepRecord | None = None
+        self.resize_in_loader = resize_in_loader
+        self._planned_px: list[int] | None = None  # this epoch's sizes, handed to the loader
+        # In a distributed run each rank sees its share of a step's global batch, the same
+        # number on every rank (the loader shards whole global batches): a record counts all.
+        self.world_size = world_size
+        self.images_seen_here = 0  # this process's own images, to check the records against
+        self.resumed_records = 0  # records that came from earlier processes (a resumed run)
 
     @property
     def name(self) -> str:
@@ -136,6 +154,7 @@ class TRDCallback(Callback):
     def resume_from(self, records: list[StepRecord]) -> None:
         """Continue a run whose steps so far are ``records``: the next fit extends the last one."""
         self.records = list(records)
+        self.resumed_records = len(records)
         self._fit = records[-1].fit - 1 if records else -1
 
     # -- fastai events -------------------------------------------------------------------
@@ -168,6 +187,32 @@ class TRDCallback(Callback):
                 stacklevel=2,
             )
 
+    def before_train(self):
+        # A loader that takes sizes gets this epoch's plan now and crops straight to each
+        # step's size; any other loader delivers full size and before_batch resizes.
+        self._planned_px = None
+        loader = self.learn.dl
+        if not (self._active and self.resize_in_loader and hasattr(loader, "plan_next_pass")):
+            return
+        self._start_fit_at(loader.full_px)
+        n_iter = len(loader)
+        first, total_steps = self.learn.epoch * n_iter, self.learn.n_epoch * n_iter
+        self._planned_px = [
+            self.schedule.resolution_px(first + i, total_steps, loader.full_px, steps_per_epoch=n_iter)
+            for i in range(n_iter)
+        ]
+        loader.plan_next_pass(self._planned_px)
+
+    def _start_fit_at(self, full_px: int) -> None:
+        if self._fit_full_px is None:
+            self.schedule.validate(full_px)
+            self._fit_full_px = full_px
+        elif full_px != self._fit_full_px:
+            raise DataError(
+                f"training batches changed from {self._fit_full_px} to {full_px} px within one fit; "
+                "the data loader must deliver one full resolution"
+            )
+
     def before_batch(self):
         if not self._active:
             return
@@ -180,31 +225,28 @@ class TRDCallback(Callback):
                 f"TRDCallback needs square training images, got {height}x{width}; crop to a square size "
                 "(e.g. RandomResizedCrop(224))"
             )
-        if self._fit_full_px is None:
-            self.schedule.validate(height)
-            self._fit_full_px = height
-            if self.flops is None:
-                self.flops = FlopsTable.for_model(
-                    self.learn.model, num_classes=getattr(self.learn.dls, "c", 0) or 0, in_channels=images.shape[1]
-                )
-        elif height != self._fit_full_px:
-            raise DataError(
-                f"training batches changed from {self._fit_full_px} to {height} px within one fit; "
-                "the data loader must deliver one full resolution"
-            )
         step, total_steps = fit_step(self.learn)
-        px = self.schedule.resolution_px(step, total_steps, height, steps_per_epoch=self.learn.n_iter)
-        use_reduced_batchnorm(self._private_bns, px != height)
-        images = resize_batch(images, px, self.mode)
-        self.learn.xb = (images, *self.learn.xb[1:])
-        n_images = images.shape[0]
+        if self._planned_px is None:
+            self._start_fit_at(height)
+            px = self.schedule.resolution_px(step, total_steps, height, steps_per_epoch=self.learn.n_iter)
+            images = resize_batch(images, px, self.mode)
+            self.learn.xb = (images, *self.learn.xb[1:])
+        elif height != (px := self._planned_px[self.learn.iter]):
+            raise DataError(f"the data loader delivered step {step} at {height} px; the schedule planned {px} px")
+        if self.flops is None:
+            model = getattr(self.learn.model, "module", self.learn.model)  # under DDP, the model it wraps
+            self.flops = FlopsTable.for_model(
+                model, num_classes=getattr(self.learn.dls, "c", 0) or 0, in_channels=images.shape[1]
+            )
+        use_reduced_batchnorm(self._private_bns, px != self._fit_full_px)
+        n_images = images.shape[0] * self.world_size
         self._pending = StepRecord(
             fit=self._fit,
             epoch=self.learn.epoch,
             step=step,
             total_steps=total_steps,
             px=px,
-            full_px=height,
+            full_px=self._fit_full_px,
             images=n_images,
             train_flops=n_images * self.flops.at(px).train_flops,
         )
@@ -213,11 +255,15 @@ class TRDCallback(Callback):
         # after_batch runs only once the step has finished, so an interrupted step is not counted.
         if self._pending is not None:
             self.records.append(self._pending)
+            self.images_seen_here += self._pending.images // self.world_size
             self._pending = None
         use_reduced_batchnorm(self._private_bns, False)
 
     def before_validate(self):
         use_reduced_batchnorm(self._private_bns, False)
+
+    def after_train(self):
+        self._planned_px = None
 
     def after_cancel_fit(self):
         use_reduced_batchnorm(self._private_bns, False)
@@ -229,6 +275,10 @@ class TRDCallback(Callback):
             # The training loader delivers full-resolution batches: this callback reduces them,
             # and it is not called outside the fit.
             self.bn_recalibration_images = recalibrate_batchnorm(self.learn.model, self.learn.dls.train, batches)
+
+    def images_recorded_here(self) -> int:
+        """Images of the steps this process ran, as recorded (all ranks' share of each step)."""
+        return sum(r.images for r in self.records[self.resumed_records :])
 
     def recalibration_batches(self) -> int:
         """Batches to recalibrate on after this fit: as given, or by default only if a step was reduced."""

@@ -19,13 +19,14 @@ import typer
 from rich.console import Console
 
 from trdcli import __version__
-from trdcli.config import BN_MODES, DEFAULT_BN_RECALIBRATE_BATCHES, TrainConfig
+from trdcli.config import BN_MODES, DEFAULT_BN_RECALIBRATE_BATCHES, DEFAULT_LR, TrainConfig
 from trdcli.demo import DEMO_FULL_PX, DEMO_LOW_PX
 from trdcli.errors import TRDError, one_line
 from trdcli.presets import DEFAULT_PROB, DEFAULT_UNTIL, PRESETS
 
 EXIT_USER_ERROR = 1
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a job stopped by it
 
 app = typer.Typer(
     name="trd",
@@ -70,7 +71,7 @@ BnMode = Enum("BnMode", {mode: mode for mode in BN_MODES}, type=str)
 
 
 # The flag a user typed for each setting the core names in its messages.
-_FLAG_NAMES = {"size_px": "--size"}
+_FLAG_NAMES = {"size_px": "--size", "max_data_wait_frac": "--max-data-wait"}
 _SETTINGS_WITH_FLAGS = [
     "arch",
     "epochs",
@@ -93,6 +94,9 @@ _SETTINGS_WITH_FLAGS = [
     "bn_recalibrate",
     "bn_mode",
     "min_scale",
+    "scheduled_loading",
+    "direct_crops",
+    "max_data_wait_frac",
     "seeds",
     "setting",
     "weights",
@@ -178,6 +182,7 @@ BnRecalibrateOpt = Annotated[
 MinScaleOpt = Annotated[
     float, typer.Option(help="Smallest area of a training crop, as a fraction of the image (RandomResizedCrop).")
 ]
+WorkersOpt = Annotated[int | None, typer.Option(help="Data-loading processes (default: cores - 1, at most 16).")]
 BnModeOpt = Annotated[
     BnMode, typer.Option(help="BatchNorm on reduced steps: shared with full ones, or a private copy (RS-Nets).")
 ]
@@ -202,8 +207,12 @@ def train(
     size: SizeOpt = TrainConfig.size_px,
     batch_size: BatchOpt = TrainConfig.batch_size,
     lr: Annotated[
-        str, typer.Option(help="Peak learning rate of the one-cycle schedule, or 'find' to run lr_find.")
-    ] = str(TrainConfig.lr),
+        str | None,
+        typer.Option(
+            help="Peak learning rate of the one-cycle schedule (default 3e-3; with --resume, the run's own), "
+            "or 'find' to run lr_find."
+        ),
+    ] = None,
     low_res: LowResOpt = None,
     until: UntilOpt = None,
     prob: ProbOpt = None,
@@ -212,7 +221,7 @@ def train(
     valid_pct: Annotated[
         float | None, typer.Option(help="Hold out this fraction per class for validation (class-folder layout).")
     ] = None,
-    workers: Annotated[int | None, typer.Option(help="Data-loading processes (default: cores - 1, at most 8).")] = None,
+    workers: WorkersOpt = None,
     weights: Annotated[
         Path | None, typer.Option(help="Local weights file (state dict) to start from; nothing is downloaded.")
     ] = None,
@@ -231,16 +240,38 @@ def train(
     bn_recalibrate: BnRecalibrateOpt = None,
     bn_mode: BnModeOpt = BnMode.shared,
     min_scale: MinScaleOpt = TrainConfig.min_scale,
+    scheduled_loading: Annotated[
+        bool,
+        typer.Option(
+            help="The loader crops each batch straight to its step's size, decoding JPEGs at reduced scale; "
+            "--no-scheduled-loading loads full size and resizes the batch."
+        ),
+    ] = TrainConfig.scheduled_loading,
+    direct_crops: Annotated[
+        bool,
+        typer.Option(
+            help="Crop reduced steps' images straight to their size (cheaper to load; keeps more fine texture) "
+            "instead of downsampling the full-size crop."
+        ),
+    ] = TrainConfig.direct_crops,
+    max_data_wait: Annotated[
+        float,
+        typer.Option(
+            help="Warn that the run is loader-bound above this share of training time spent waiting for data."
+        ),
+    ] = TrainConfig.max_data_wait_frac,
     json_out: JsonOpt = False,
 ):
     """Train a classifier on an image folder, with TRD or any preset, and report the compute it saved."""
+    with user_errors():
+        _quiet_unless_main()
     from trdcli.cli_values import parse_lr
     from trdcli.errors import TrainingInterrupted
     from trdcli.progress import RichTrainObserver
     from trdcli.train import train as run_training
 
     try:
-        peak_lr = parse_lr(lr)
+        peak_lr = parse_lr(lr) if lr is not None else None
     except TRDError as exc:  # a malformed value is a usage error (exit 2), like --epochs two
         raise typer.BadParameter(exc.rendered(FLAGS)) from None
     with user_errors():
@@ -250,8 +281,8 @@ def train(
             epochs=epochs,
             size_px=size,
             batch_size=batch_size,
-            lr=TrainConfig.lr if peak_lr is None else peak_lr,
-            lr_find=peak_lr is None,
+            lr=peak_lr,
+            lr_find=lr is not None and peak_lr is None,
             schedule=_schedule(preset, low_res, until, prob, seed),
             seed=seed,
             valid_pct=valid_pct,
@@ -266,22 +297,27 @@ def train(
             bn_recalibrate=bn_recalibrate,
             bn_mode=bn_mode.value,
             min_scale=min_scale,
+            scheduled_loading=scheduled_loading,
+            direct_crops=direct_crops,
+            max_data_wait_frac=max_data_wait,
         )
         try:
             with RichTrainObserver(stderr) as observer:
                 result = run_training(config, observer)
         except TrainingInterrupted as exc:
-            raise fail(_interrupted_message(exc), EXIT_INTERRUPTED) from None
+            code = EXIT_TERMINATED if exc.signal_name == "SIGTERM" else EXIT_INTERRUPTED
+            raise fail(_interrupted_message(exc), code) from None
     _print_result(result, json_out)
     if result.write_error:
         raise fail(result.write_error)
 
 
 def _interrupted_message(exc) -> str:
+    how = "stopped by SIGTERM (preempted)" if exc.signal_name == "SIGTERM" else "interrupted"
     if not exc.saved:
-        return "interrupted before the first epoch finished; nothing to resume"
+        return f"{how} before the first epoch finished; nothing to resume"
     hint = f"resume with the same command plus --resume {exc.run_dir}"
-    return f"interrupted; epochs 1-{exc.epochs_done} are saved in {exc.run_dir}: {hint}"
+    return f"{how}; epochs 1-{exc.epochs_done} are saved in {exc.run_dir}: {hint}"
 
 
 def _print_result(result, json_out: bool) -> None:
@@ -296,7 +332,17 @@ def _print_result(result, json_out: bool) -> None:
 
 
 def _print_json(payload) -> None:
-    sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+    if not stdout.quiet:
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+
+
+def _quiet_unless_main() -> None:
+    """Under torchrun every rank runs this command; rank 0 alone prints (progress, result, errors)."""
+    from trdcli.distributed import launch_ranks
+
+    if not launch_ranks().is_main:
+        stdout.quiet = stderr.quiet = True
+        warnings.simplefilter("ignore")
 
 
 @app.command()
@@ -379,9 +425,13 @@ def estimate_cost(
     device: Annotated[str | None, typer.Option(help="Device for --measure (default: the best available).")] = None,
     throughput: Annotated[str | None, typer.Option(help="Known images/s per device, e.g. 224=2600,112=9800.")] = None,
     gpu_flops: Annotated[
-        float | None, typer.Option(help="Peak FLOP/s of one device (e.g. 312e12), with --utilisation.")
+        float | None,
+        typer.Option(help="Peak FLOP/s of one device (e.g. 312e12); utilisation from NVIDIA's published figures."),
     ] = None,
-    utilisation: Annotated[float, typer.Option(help="Share of --gpu-flops a training step sustains.")] = 0.4,
+    utilisation: Annotated[
+        str | None,
+        typer.Option(help="Share of --gpu-flops a step sustains: 0.19, or per resolution 224=0.19,112=0.12."),
+    ] = None,
     price_per_hour: Annotated[
         float | None, typer.Option(help="Price of one device per hour, for the money column.")
     ] = None,
@@ -395,7 +445,7 @@ def estimate_cost(
     """Plan a run's compute, time and money before spending it; answer budget questions."""
     from trdcli import report
     from trdcli.cli_values import parse_budget, parse_throughput
-    from trdcli.estimate import GpuRate, PlanOptions, Throughput, plan
+    from trdcli.estimate import PlanOptions, Throughput, plan
     from trdcli.results import plan_json
 
     with user_errors():
@@ -416,7 +466,7 @@ def estimate_cost(
             measure_batch=measure_batch,
             device=device,
             throughput=Throughput(parse_throughput(throughput), "given with --throughput") if throughput else None,
-            gpu_rate=GpuRate(gpu_flops, utilisation) if gpu_flops is not None else None,
+            gpu_rate=_gpu_rate(gpu_flops, utilisation, size),
             price_per_hour=price_per_hour,
             devices=devices,
             budget=parse_budget(budget) if budget is not None else None,
@@ -431,6 +481,18 @@ def estimate_cost(
         return
     for renderable in report.estimate_tables(result):
         stdout.print(renderable)
+
+
+def _gpu_rate(gpu_flops: float | None, utilisation: str | None, size_px: int):
+    from trdcli.cli_values import parse_utilisation
+    from trdcli.errors import ConfigError
+    from trdcli.estimate import GpuRate
+
+    if gpu_flops is None:
+        if utilisation is not None:
+            raise ConfigError("`utilisation` is a share of `gpu_flops`: give both")
+        return None
+    return GpuRate(gpu_flops, parse_utilisation(utilisation, size_px) if utilisation is not None else None)
 
 
 def _save_plan_plot(result, path: Path) -> None:
@@ -459,10 +521,10 @@ def compare(
     size: SizeOpt = TrainConfig.size_px,
     batch_size: BatchOpt = TrainConfig.batch_size,
     lr: Annotated[float, typer.Option(help="Peak learning rate of the one-cycle schedule, for every run.")] = (
-        TrainConfig.lr
+        DEFAULT_LR
     ),
     valid_pct: Annotated[float | None, typer.Option(help="As for `trd train`.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Data-loading processes (default: cores - 1, at most 8).")] = None,
+    workers: WorkersOpt = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, mps (default: the best available).")] = None,
     min_scale: MinScaleOpt = TrainConfig.min_scale,
     out: Annotated[
@@ -494,8 +556,10 @@ def compare(
         try:
             with RichTrainObserver(stderr) as observer:
                 compared = run_compare(config, observer)
-        except TrainingInterrupted:
-            raise fail(f"interrupted; finished runs are kept in {out}: rerun the same command to go on", 130) from None
+        except TrainingInterrupted as exc:
+            code = EXIT_TERMINATED if exc.signal_name == "SIGTERM" else EXIT_INTERRUPTED
+            message = f"{_interrupted_message(exc).split(';')[0]}; finished runs are kept in {out}"
+            raise fail(f"{message}: rerun the same command to go on", code) from None
     if json_out:
         _print_json(compare_json(compared))
     else:
@@ -528,7 +592,7 @@ def eval_command(
         typer.Option(help="Folder of Geirhos et al.'s cue-conflict stimuli, for ImageNet-1k models (docs/eval.md)."),
     ] = None,
     batch_size: BatchOpt = 64,
-    workers: Annotated[int | None, typer.Option(help="Data-loading processes (default: cores - 1, at most 8).")] = None,
+    workers: WorkersOpt = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, mps (default: the best available).")] = None,
     seed: SeedOpt = 0,
     json_out: JsonOpt = False,

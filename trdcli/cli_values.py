@@ -38,6 +38,23 @@ def parse_throughput(text: str) -> dict[int, float]:
     return out
 
 
+def parse_utilisation(text: str, full_px: int) -> dict[int, float]:
+    """``"0.19"`` (every resolution) -> ``{full_px: 0.19}``; ``"224=0.19,112=0.12"`` -> one share per px."""
+    try:
+        return {full_px: float(text)}
+    except ValueError:
+        pass
+    out: dict[int, float] = {}
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*=\s*([0-9.eE+-]+)\s*", part)
+        if not match:
+            raise ConfigError(
+                f"`utilisation` must be a share (0.19) or px=share pairs (224=0.19,112=0.12), got {text!r}"
+            )
+        out[int(match.group(1))] = float(match.group(2))
+    return out
+
+
 _TIME_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400, "day": 86400, "days": 86400}
 
 

@@ -16,6 +16,8 @@ BN_MODES = ("shared", "private")
 # full-resolution batches unless told otherwise: on the demo's data it recovered TRD's loss
 # (window 84.1% -> spread + recalibration 99.1%, against the baseline's 99.4%; docs/method.md).
 DEFAULT_BN_RECALIBRATE_BATCHES = 8
+# fastai book's from-scratch one-cycle rate for Imagenette (ch. 7).
+DEFAULT_LR = 3e-3
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,9 @@ class TrainConfig:
     epochs: int = 5
     size_px: int = 224  # full training and evaluation resolution
     batch_size: int = 64
-    lr: float = 3e-3  # fastai book's from-scratch one-cycle rate for Imagenette (ch. 7)
+    # Peak one-cycle rate. None: DEFAULT_LR, or when resuming, the rate the run was using (a
+    # rate given with `resume` replaces it: how a run that diverged continues more gently).
+    lr: float | None = None
     lr_find: bool = False  # run fastai's lr_find at full resolution and use its valley
     schedule: ResolutionSchedule = field(default_factory=ConstantSchedule)
     seed: int = 0
@@ -47,11 +51,20 @@ class TrainConfig:
     # default number when any step was reduced, none for a run at full resolution throughout.
     bn_recalibrate: int | None = None
     bn_mode: str = "shared"  # "private": reduced steps use their own BatchNorm copies (trdcli.bn)
+    # The loader crops each batch straight to its step's size, decoding JPEGs at reduced scale
+    # (trdcli.sized_loader); False: it delivers full size and TRDCallback resizes the batch.
+    scheduled_loading: bool = True
+    # Reduced steps' crops resampled straight to their size in one pass, instead of the
+    # full-size crop downsampled: cheaper to load, but not the same images (docs/benchmarks.md).
+    direct_crops: bool = False
+    # Warn that the run is loader-bound when it waited for data longer than this share of its
+    # training time (trdcli.data_wait).
+    max_data_wait_frac: float = 0.1
 
     def __post_init__(self):
         for setting in ("epochs", "size_px", "batch_size"):
             require_positive_int(setting, getattr(self, setting))
-        if not self.lr_find and not (isinstance(self.lr, float | int) and 0 < self.lr < 10):
+        if self.lr is not None and not (isinstance(self.lr, float | int) and 0 < self.lr < 10):
             raise ConfigError(f"`lr` must be a positive number below 10, got {self.lr!r}")
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"`workers` must be 0 or more, got {self.workers}")
@@ -59,6 +72,8 @@ class TrainConfig:
             raise ConfigError(f"`min_scale` must be in (0, 1], got {self.min_scale}")
         if self.bn_recalibrate is not None and self.bn_recalibrate < 0:
             raise ConfigError(f"`bn_recalibrate` must be 0 or more batches, got {self.bn_recalibrate}")
+        if not 0 <= self.max_data_wait_frac <= 1:
+            raise ConfigError(f"`max_data_wait_frac` must be a fraction in [0, 1], got {self.max_data_wait_frac}")
         if self.bn_mode not in BN_MODES:
             raise ConfigError(f"`bn_mode` must be one of {', '.join(BN_MODES)}, got {self.bn_mode!r}")
         if self.size_px < self.schedule.min_px:
@@ -66,6 +81,11 @@ class TrainConfig:
                 f"`size_px` {self.size_px} is below the {self.schedule.min_px} px the network needs",
             )
         self.schedule.validate(self.size_px)
+
+    @property
+    def peak_lr(self) -> float:
+        """The peak learning rate of a new run: ``lr``, or the default."""
+        return DEFAULT_LR if self.lr is None else self.lr
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready: paths as strings, the schedule as its ``describe()``."""

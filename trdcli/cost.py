@@ -167,10 +167,7 @@ class FlopsCache:
 
     @staticmethod
     def key(arch_key: str, num_classes: int, px: int, in_channels: int = 3) -> str:
-        import torch
-
-        torch_version = ".".join(torch.__version__.split("+")[0].split(".")[:2])
-        return f"{arch_key}|classes={num_classes}|in={in_channels}|px={px}|torch={torch_version}"
+        return f"{arch_key}|classes={num_classes}|in={in_channels}|px={px}|torch={_torch_minor_version()}"
 
     def _load(self) -> None:
         self._loaded = True
@@ -202,6 +199,14 @@ class FlopsCache:
             atomic_write_text(self.path, json.dumps({"version": CACHE_VERSION, "entries": self._entries}, indent=1))
         except OSError:
             pass
+
+
+@lru_cache(maxsize=1)
+def _torch_minor_version() -> str:
+    # From the installed package's metadata: a plan answered from the cache never imports torch.
+    from importlib.metadata import version
+
+    return ".".join(version("torch").split("+")[0].split(".")[:2])
 
 
 @lru_cache(maxsize=8)
@@ -249,6 +254,11 @@ class FlopsTable:
         cls, model: nn.Module, num_classes: int, *, in_channels: int = 3, cache: FlopsCache | None = None
     ) -> FlopsTable:
         return cls(model_fingerprint(model), num_classes, lambda: model, in_channels=in_channels, cache=cache)
+
+    def is_known(self, px: int) -> bool:
+        """Whether :meth:`at` answers ``px`` without building (or importing) the model."""
+        key = FlopsCache.key(self.arch_key, self.num_classes, px, self.in_channels)
+        return px in self._by_px or self._cache.get(key, px) is not None
 
     def at(self, px: int) -> ImageFlops:
         # Asked once per training step by the callback: answer from this table's own dict.

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from trdcli.decode import load_random_crop, load_rgb
 from trdcli.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from fastai.data.core import DataLoaders
-    from PIL import Image
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 VALID_FOLDER_NAMES = ("val", "valid", "test")
@@ -180,31 +180,6 @@ def _split(items: list[tuple[Path, int]], valid_pct: float, seed: int):
     return train, valid
 
 
-def load_rgb(path: str | Path) -> Image.Image:
-    """Open any image file as a loaded 8-bit RGB PIL image, or raise ``OSError``/``ValueError``."""
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as image:
-        image.seek(0)  # first frame of an animation
-        image.load()
-        image = ImageOps.exif_transpose(image)
-        mode = image.mode
-        if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-            # 16-bit and float images: map the type's range onto 0-255, not clip it.
-            array = np.asarray(image, dtype=np.float64)
-            top = 1.0 if mode == "F" and array.max() <= 1.0 else (65535.0 if array.max() > 255 else 255.0)
-            image = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
-        elif mode == "P" and "transparency" in image.info:
-            image = image.convert("RGBA")
-        elif mode == "1":
-            image = image.convert("L")
-        if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-            rgba = image.convert("RGBA")
-            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(background, rgba)
-        return image.convert("RGB")
-
-
 def _check_one(path: Path) -> str | None:
     try:
         image = load_rgb(path)
@@ -265,43 +240,62 @@ def drop_bad_images(folder: ImageFolder, bad: Sequence[BadImage]) -> ImageFolder
 
 
 class ImageItems:
-    """A torch Dataset of (uint8 CHW image, label) from paths, with train or eval cropping."""
+    """A torch Dataset of (uint8 CHW image, label) from paths, with train or eval cropping.
 
-    def __init__(self, items: Sequence[tuple[Path, int]], size_px: int, train: bool, min_scale: float):
+    Training items are random-resized crops, flipped half the time, at ``size_px`` or at the
+    size given with the index (``dataset[i, px]``: how :class:`~trdcli.sized_loader.SizedBatchesDL`
+    asks for a reduced step's images): the full-size crop downsampled, or with
+    ``direct_crops`` the crop resampled straight to ``px``; with ``draft``, JPEGs are decoded
+    at reduced scale when the crop allows (:func:`trdcli.decode.load_random_crop`). Evaluation items are
+    resized and centre-cropped at ``size_px``, always decoded in full.
+    """
+
+    def __init__(
+        self,
+        items: Sequence[tuple[Path, int]],
+        size_px: int,
+        train: bool,
+        min_scale: float,
+        draft: bool = True,
+        direct_crops: bool = False,
+    ):
         self.items = list(items)
         self.size_px = size_px
         self.train = train
         self.min_scale = min_scale
+        self.draft = draft
+        self.direct_crops = direct_crops  # reduced crops resampled straight to size, not from a full one
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int | tuple[int, int]):
         import torch
         from fastai.torch_core import TensorCategory, TensorImage
-        from torchvision.transforms import InterpolationMode
-        from torchvision.transforms import v2 as T
         from torchvision.transforms.v2 import functional as TF
 
+        index, px = index if isinstance(index, tuple) else (index, self.size_px)
         path, label = self.items[index]
+        flip = bool(torch.rand(()) < 0.5) if self.train else False
         try:
-            image = load_rgb(path)
-        except Exception as exc:
+            if self.train:
+                full_px = None if self.direct_crops else self.size_px
+                image = load_random_crop(path, px, (self.min_scale, 1.0), full_px=full_px, draft=self.draft, flip=flip)
+            else:
+                image = load_rgb(path)
+        except Exception as exc:  # PIL raises OSError, ValueError, SyntaxError, DecompressionBombError...
             raise DataError(f"cannot read image {path}: {exc}") from exc
-        bilinear = InterpolationMode.BILINEAR
-        if self.train:
-            top, left, height, width = T.RandomResizedCrop.get_params(
-                image, scale=(self.min_scale, 1.0), ratio=(3 / 4, 4 / 3)
-            )
-            image = TF.resized_crop(
-                image, top, left, height, width, [self.size_px, self.size_px], bilinear, antialias=True
-            )
-            if torch.rand(()) < 0.5:
-                image = TF.horizontal_flip(image)
-        else:
-            image = TF.resize(image, round(self.size_px / CENTER_CROP_FRAC), bilinear, antialias=True)
-            image = TF.center_crop(image, [self.size_px, self.size_px])
+        if not self.train:
+            image = _centre_crop(image, self.size_px)
         return TensorImage(TF.pil_to_tensor(image)), TensorCategory(label)
+
+
+def _centre_crop(image, size_px: int):
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    image = TF.resize(image, round(size_px / CENTER_CROP_FRAC), InterpolationMode.BILINEAR, antialias=True)
+    return TF.center_crop(image, [size_px, size_px])
 
 
 def build_dataloaders(
@@ -312,18 +306,30 @@ def build_dataloaders(
     workers: int,
     device,
     min_scale: float = 0.35,
+    draft: bool = True,
+    direct_crops: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoaders:
     """fastai DataLoaders: random-resized-crop + flip for training, resize + centre crop for
-    validation, both normalised with ImageNet statistics on ``device``."""
+    validation, both normalised with ImageNet statistics on ``device``. The training loader
+    is a :class:`~trdcli.sized_loader.SizedBatchesDL`: ``TRDCallback`` can give it a size per
+    batch; with ``draft`` it decodes JPEGs at reduced scale where the crop allows.
+
+    ``batch_size`` is the global batch: with ``world_size`` ranks each trains on its
+    ``batch_size / world_size`` share of every global batch, and validates on every image.
+    """
     from fastai.data.core import DataLoaders
 
     if batch_size > len(folder.train):
         raise ConfigError(f"`batch_size` {batch_size} is larger than the {len(folder.train)} training images")
+    local_batch = batch_size // world_size
     train_dl = image_dataloader(
-        folder.train, size_px, batch_size, True, workers=workers, device=device, min_scale=min_scale
-    )
+        folder.train, size_px, local_batch, True, workers=workers, device=device, min_scale=min_scale, draft=draft,
+        direct_crops=direct_crops, rank=rank, world_size=world_size,
+    )  # fmt: skip
     # Validation has no gradients to keep, so it can take twice the batch in the same memory.
-    valid_dl = image_dataloader(folder.valid, size_px, batch_size * 2, False, workers=workers, device=device)
+    valid_dl = image_dataloader(folder.valid, size_px, local_batch * 2, False, workers=workers, device=device)
     dls = DataLoaders(train_dl, valid_dl, device=device)
     dls.c = folder.num_classes
     dls.vocab = folder.classes
@@ -339,15 +345,24 @@ def image_dataloader(
     workers: int,
     device,
     min_scale: float = 0.35,
+    draft: bool = True,
+    direct_crops: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
 ):
     """A fastai DataLoader of normalised image batches: training crops (shuffled, last partial
-    batch dropped) or evaluation crops (in order, every image)."""
+    batch dropped; a :class:`~trdcli.sized_loader.SizedBatchesDL`, JPEGs decoded at reduced
+    scale with ``draft``) or evaluation crops (in order, every image, decoded in full)."""
     from fastai.data.core import TfmdDL
     from fastai.data.transforms import IntToFloatTensor, Normalize
     from fastai.vision.core import imagenet_stats
 
-    return TfmdDL(
-        ImageItems(items, size_px, train, min_scale),
+    from trdcli.sized_loader import SizedBatchesDL
+
+    shard = {"rank": rank, "world_size": world_size} if train else {}
+    return (SizedBatchesDL if train else TfmdDL)(
+        ImageItems(items, size_px, train, min_scale, draft=draft and train, direct_crops=direct_crops),
+        **shard,
         bs=batch_size,
         shuffle=train,
         drop_last=train,
@@ -359,5 +374,11 @@ def image_dataloader(
 
 
 def default_workers() -> int:
-    """Data-loading processes: all cores but one for the training loop, at most 8."""
-    return max(0, min((os.cpu_count() or 1) - 1, 8))
+    """Data-loading processes: all cores but one for the training loop, at most 16.
+
+    On a GPU a step at half resolution trains 3-4x as many images per second as a full one,
+    while its images cost a worker about as much (docs/benchmarks.md: 2.58 against 2.32 ms
+    on ImageNet-size photos; 1.58 with direct crops), so reduced steps need several times
+    the workers full ones do: the cap is twice the usual 8.
+    """
+    return max(0, min((os.cpu_count() or 1) - 1, 16))

@@ -8,8 +8,22 @@ import platform
 from trdcli.errors import ConfigError
 
 
-def pick_device(requested: str | None):
-    """``requested`` as a ``torch.device``, or the best available: cuda, then mps, then cpu."""
+def pick_device(requested: str | None, local_rank: int = 0):
+    """``requested`` as a ``torch.device``, or the best available: cuda, then mps, then cpu.
+
+    In a distributed run, CUDA means this process's own GPU, ``cuda:<local_rank>``.
+    """
+    import torch
+
+    device = _named_device(requested)
+    if device.type == "cuda" and local_rank:
+        device = torch.device("cuda", local_rank)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+    return device
+
+
+def _named_device(requested: str | None):
     import torch
 
     if requested:

@@ -43,13 +43,18 @@ class RunDirError(TRDError):
 
 
 class TrainingInterrupted(Exception):
-    """Ctrl-C during training; the last completed epoch is saved in ``run_dir`` to resume from."""
+    """Ctrl-C or SIGTERM during training; the last completed epoch is saved in ``run_dir`` to resume from."""
 
-    def __init__(self, run_dir: Path, epochs_done: int, saved: bool):
+    def __init__(self, run_dir: Path, epochs_done: int, saved: bool, signal_name: str = "SIGINT"):
         self.run_dir = run_dir
         self.epochs_done = epochs_done
         self.saved = saved
-        super().__init__(f"interrupted after {epochs_done} complete epoch(s)")
+        self.signal_name = signal_name  # SIGINT (Ctrl-C) or SIGTERM (how schedulers preempt a job)
+        super().__init__(f"interrupted by {signal_name} after {epochs_done} complete epoch(s)")
+
+
+class TrainingDiverged(TRDError):
+    """The loss became NaN or infinite; the message names where and what is saved to resume from."""
 
 
 def one_line(exc: BaseException) -> str:

@@ -55,16 +55,71 @@ class Throughput:
         return float(np.interp(flops, xs, ys))
 
 
+@dataclass(frozen=True)
+class PublishedRate:
+    """A vendor's published training throughput, the source of trd's default GPU utilisation."""
+
+    arch: str
+    px: int
+    peak_flops: float  # of one device, at the precision of the measurement
+    images_per_s_by_devices: dict[int, float]  # whole-job images/s on 1 device, on 8, ...
+    source: str
+
+    def utilisation(self, devices: int, train_flops_per_image: int) -> float:
+        """Share of peak one device sustained: the single-device figure for one device, the
+        largest multi-device figure (data-parallel overhead included) for several."""
+        count = 1 if devices == 1 else max(self.images_per_s_by_devices)
+        per_device = self.images_per_s_by_devices[count] / count
+        return per_device * train_flops_per_image / self.peak_flops
+
+
+NVIDIA_RESNET50_A100 = PublishedRate(
+    arch="resnet50",
+    px=224,
+    peak_flops=312e12,
+    images_per_s_by_devices={1: 2470.0, 8: 16621.0},
+    source="NVIDIA DeepLearningExamples, ResNet-50 v1.5, PyTorch, mixed precision, A100 80GB: "
+    "2,470 img/s on 1 GPU, 16,621 on 8",
+)
+
+
+def published_utilisation(devices: int, cache=None) -> tuple[float, str]:
+    """(utilisation, its source) for a GPU run on ``devices`` devices, from :data:`NVIDIA_RESNET50_A100`."""
+    from trdcli.cost import FlopsTable
+
+    rate = NVIDIA_RESNET50_A100
+    train_flops = FlopsTable.for_arch(rate.arch, 1000, cache=cache).at(rate.px).train_flops
+    utilisation = rate.utilisation(devices, train_flops)
+    return utilisation, f"the share implied by {rate.source}, at {train_flops / 1e9:.1f} GFLOPs per image"
+
+
 def throughput_from_gpu_flops(
-    peak_flops: float, utilisation: float, pxs: list[int], flops_at: Callable[[int], ImageFlops]
+    peak_flops: float,
+    utilisation_by_px: dict[int, float],
+    pxs: list[int],
+    flops_at: Callable[[int], ImageFlops],
+    source: str = "as given",
 ) -> Throughput:
-    """Images/s if the device sustained ``utilisation`` of ``peak_flops`` FLOP/s at every resolution."""
+    """Images/s if the device sustained the given utilisation of ``peak_flops`` FLOP/s.
+
+    Between the resolutions of ``utilisation_by_px``, utilisation is interpolated linearly in
+    train FLOPs; outside them it is the nearest one's.
+    """
     if not peak_flops > 0:
         raise ConfigError(f"`gpu_flops` must be positive (FLOP/s, e.g. 312e12), got {peak_flops}")
-    if not 0 < utilisation <= 1:
-        raise ConfigError(f"`utilisation` must be in (0, 1], got {utilisation}")
-    rates = {px: peak_flops * utilisation / flops_at(px).train_flops for px in pxs}
-    return Throughput(rates, f"assumed: {peak_flops:.3g} FLOP/s at {utilisation:.0%} utilisation at every resolution")
+    if not utilisation_by_px or not all(0 < u <= 1 for u in utilisation_by_px.values()):
+        raise ConfigError(f"`utilisation` must be in (0, 1], got {utilisation_by_px}")
+    known = sorted(utilisation_by_px, key=lambda px: flops_at(px).train_flops)
+    xs = [flops_at(px).train_flops for px in known]
+    ys = [utilisation_by_px[px] for px in known]
+    rates = {
+        px: peak_flops * float(np.interp(flops_at(px).train_flops, xs, ys)) / flops_at(px).train_flops for px in pxs
+    }
+    if len(known) == 1:
+        shares = f"{ys[0]:.1%} of it at every resolution"
+    else:
+        shares = ", ".join(f"{utilisation_by_px[px]:.1%} at {px} px" for px in sorted(known, reverse=True))
+    return Throughput(rates, f"assumed, not measured: {peak_flops / 1e12:,.0f} TFLOP/s per device, {shares} ({source})")
 
 
 def measure_throughput(
@@ -81,7 +136,8 @@ def measure_throughput(
     Each resolution is warmed up once, then timed in ``rounds`` rounds that visit every
     resolution in turn (so a slow moment of the machine hits all of them alike); a timing
     runs enough steps to last ``min_timing_s``. The median per resolution is reported. Data
-    loading is not included.
+    loading is not included. On CUDA the steps run as ``trd train`` runs them there: mixed
+    precision (float16 autocast) and channels_last.
     """
     import statistics
 
@@ -91,12 +147,14 @@ def measure_throughput(
     from trdcli.models import build_model
 
     dev = pick_device(device)
-    model = build_model(arch, num_classes).to(dev).train()
+    cuda = dev.type == "cuda"
+    memory_format = torch.channels_last if cuda else torch.contiguous_format
+    model = build_model(arch, num_classes).to(dev, memory_format=memory_format).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     loss_fn = torch.nn.CrossEntropyLoss()
     batches, steps_per_timing = {}, {}
     for px in sorted(pxs, reverse=True):
-        images = torch.randn(batch_size, 3, px, px, device=dev)
+        images = torch.randn(batch_size, 3, px, px, device=dev).contiguous(memory_format=memory_format)
         labels = torch.randint(0, num_classes, (batch_size,), device=dev)
         batches[px] = (images, labels)
         warm_up_s = _timed_steps(model, optimizer, loss_fn, images, labels, 1, dev)
@@ -107,17 +165,22 @@ def measure_throughput(
             steps = steps_per_timing[px]
             rates[px].append(steps * batch_size / _timed_steps(model, optimizer, loss_fn, images, labels, steps, dev))
     medians = {px: statistics.median(r) for px, r in rates.items()}
+    how = ", mixed precision, channels_last" if cuda else ""
     return Throughput(
-        medians, f"measured on {device_name(dev)}, batch {batch_size}, median of {rounds} rounds, model only"
+        medians, f"measured on {device_name(dev)}, batch {batch_size}{how}, median of {rounds} rounds, model only"
     )
 
 
 def _timed_steps(model, optimizer, loss_fn, images, labels, steps: int, device) -> float:
+    import torch
+
     _sync(device)
     start = time.perf_counter()
     for _ in range(steps):
         optimizer.zero_grad(set_to_none=True)
-        loss_fn(model(images), labels).backward()
+        with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+            loss = loss_fn(model(images), labels)
+        loss.backward()
         optimizer.step()
     _sync(device)
     return time.perf_counter() - start
@@ -342,10 +405,14 @@ def answer_budget(budget: Budget, plan: Estimate, flops_at: Callable[[int], Imag
 
 @dataclass(frozen=True)
 class GpuRate:
-    """A device's peak FLOP/s and the share of it a training step is assumed to sustain."""
+    """A device's peak FLOP/s and the share of it a training step is assumed to sustain, by resolution.
+
+    ``utilisation`` None: the share NVIDIA's published ResNet-50 figures imply
+    (:func:`published_utilisation`), at every resolution.
+    """
 
     peak_flops: float
-    utilisation: float = 0.4
+    utilisation: dict[int, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -422,8 +489,18 @@ def _throughput(options: PlanOptions, num_classes: int, pxs: list[int], flops) -
         batch = options.measure_batch or min(options.batch_size, 16)
         return measure_throughput(options.arch, num_classes, measurement_points(pxs), batch, options.device)
     if options.gpu_rate is not None:
-        return throughput_from_gpu_flops(options.gpu_rate.peak_flops, options.gpu_rate.utilisation, pxs, flops.at)
+        return _gpu_throughput(options.gpu_rate, options.devices, pxs, flops)
     return options.throughput
+
+
+def _gpu_throughput(rate: GpuRate, devices: int, pxs: list[int], flops) -> Throughput:
+    if rate.utilisation is not None:
+        return throughput_from_gpu_flops(rate.peak_flops, rate.utilisation, pxs, flops.at)
+    from trdcli.cost import default_cache
+
+    utilisation, source = published_utilisation(devices, cache=default_cache())
+    source += "; smaller images rarely reach it, so reduced steps may take longer than this"
+    return throughput_from_gpu_flops(rate.peak_flops, {max(pxs): utilisation}, pxs, flops.at, source)
 
 
 def plan(options: PlanOptions) -> PlanReport:
@@ -431,7 +508,6 @@ def plan(options: PlanOptions) -> PlanReport:
     from trdcli.cost import FlopsTable, default_cache
     from trdcli.models import check_arch
 
-    check_arch(options.arch)
     dataset = resolve_dataset(options)
     shape = RunShape(dataset.train_images, options.batch_size, options.epochs, options.size_px)
     options.schedule.validate(options.size_px)
@@ -440,6 +516,10 @@ def plan(options: PlanOptions) -> PlanReport:
     pxs = {int(p) for p in np.unique(step_px)} | {options.size_px}
     if options.budget is not None:
         pxs |= set(alternative_low_resolutions(options.size_px)) | {round(options.size_px / 2)}
+    if not all(flops.is_known(px) for px in pxs):
+        # Measuring builds the model: check its name first (this imports torchvision). An
+        # architecture with every figure cached was built before, and torch is never imported.
+        check_arch(options.arch)
     throughput = _throughput(options, dataset.num_classes, sorted(pxs, reverse=True), flops)
     result = estimate(
         options.arch,

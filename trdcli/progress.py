@@ -95,6 +95,8 @@ class RichTrainObserver(TrainObserver):
             f"{n} at {px} px" for px, n in sorted(row.get("steps_by_px", {}).items(), key=lambda kv: -int(kv[0]))
         )
         parts.append(f"steps: {steps}")
+        if "data_wait_frac" in row:
+            parts.append(f"data wait {100 * row['data_wait_frac']:.0f}%")
         parts.append(f"{row['wall_s']:.1f} s")
         self.console.print("  ".join(parts), highlight=False)
 

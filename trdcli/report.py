@@ -71,6 +71,8 @@ def train_summary_table(result: RunResult) -> Table:
     if result.bn_recalibration_flops:
         table.add_row("BatchNorm recalibration", fmt_flops(result.bn_recalibration_flops))
     table.add_row("wall time", f"{fmt_duration(result.wall_time_s)} on {result.device}")
+    if result.data_wait is not None:
+        table.add_row("waiting for data", _data_wait_text(result.data_wait))
     ignored = f" ({result.ignored_files:,} non-image files ignored)" if result.ignored_files else ""
     table.add_row(
         "images", f"{result.train_images:,} train, {result.valid_images:,} valid, {result.num_classes} classes{ignored}"
@@ -79,6 +81,13 @@ def train_summary_table(result: RunResult) -> Table:
         table.add_row("skipped images", Text(f"{len(result.skipped_images)} unreadable", style="yellow"))
     table.add_row("run directory", str(result.run_dir))
     return table
+
+
+def _data_wait_text(data_wait) -> str:
+    by_px = ", ".join(
+        f"{px} px steps {fmt_pct(data_wait.wait_frac_at(px))}" for px in sorted(data_wait.wait_s_by_px, reverse=True)
+    )
+    return f"{fmt_pct(data_wait.wait_frac)} of training time ({by_px})"
 
 
 def _fmt_param(value: Any) -> str:
@@ -230,7 +239,7 @@ def _plan_notes(est) -> list[str]:
         return notes
     time_saved = 1 - est.time_s / est.baseline_time_s
     notes.append(
-        f"Throughput {est.throughput.source}. Time follows measured throughput, not FLOPs "
+        f"Throughput {est.throughput.source}. Time follows this throughput, not FLOPs "
         f"(here {fmt_pct(time_saved)} of the time saved against {fmt_pct(est.compute.compute_saved_frac)} of the "
         "compute): small images often run at lower hardware efficiency, and the data loader is not in it."
     )

@@ -15,6 +15,7 @@ from typing import Any
 from trdcli.config import TrainConfig
 from trdcli.cost import ComputeSummary
 from trdcli.data import BadImage
+from trdcli.data_wait import DataWait
 from trdcli.schedules import ResolutionSchedule
 
 FLOPS_UNIT = "FLOPs, 2 per multiply-add (torch.utils.flop_counter); torchvision's GMACs x 2"
@@ -41,6 +42,9 @@ class RunResult:
     ignored_files: int = 0  # non-image files in the class folders
     warnings: list[str] = field(default_factory=list)
     bn_recalibration_flops: int = 0
+    data_wait: DataWait | None = None  # how long training waited for data; None if not measured
+    world_size: int = 1  # processes that trained the run together (torchrun ranks)
+    devices: list[str] = field(default_factory=list)  # each rank's device, in rank order
     write_error: str | None = None  # set when the run directory could not be written
 
     @property
@@ -100,6 +104,8 @@ def run_json(result: RunResult) -> dict[str, Any]:
         wall_time_s=result.wall_time_s,
         versions=result.versions,
         device=result.device,
+        world_size=result.world_size,
+        devices=result.devices or [result.device],
         classes=result.classes,
         train_images=result.train_images,
         valid_images=result.valid_images,
@@ -108,21 +114,28 @@ def run_json(result: RunResult) -> dict[str, Any]:
         skipped_images=[{"path": str(b.path), "reason": b.reason} for b in result.skipped_images],
         ignored_files=result.ignored_files,
         bn_recalibration_flops=result.bn_recalibration_flops,
+        data_wait=result.data_wait.json() if result.data_wait else None,
         warnings=result.warnings,
         config=config.describe(),
     )
     return out
 
 
+# History columns that hold a value per resolution, and the prefix of their CSV columns.
+_PER_PX_COLUMNS = {"steps_by_px": "steps", "data_wait_s_by_px": "data_wait_s", "train_s_by_px": "train_s"}
+
+
 def history_csv(history: list[dict[str, Any]]) -> str:
-    """One row per epoch; the per-resolution step counts as ``steps_at_<px>px`` columns."""
+    """One row per epoch; per-resolution values as ``<name>_at_<px>px`` columns (``steps_at_112px``)."""
     pxs = sorted({px for row in history for px in row.get("steps_by_px", {})}, key=int, reverse=True)
-    base = [k for k in (history[0] if history else {}) if k != "steps_by_px"]
+    base = list(dict.fromkeys(k for row in history for k in row if k not in _PER_PX_COLUMNS))
+    per_px = [key for key in _PER_PX_COLUMNS if any(key in row for row in history)]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(base + [f"steps_at_{px}px" for px in pxs])
+    writer.writerow(base + [f"{_PER_PX_COLUMNS[key]}_at_{px}px" for key in per_px for px in pxs])
     for row in history:
-        writer.writerow([row.get(k, "") for k in base] + [row.get("steps_by_px", {}).get(px, 0) for px in pxs])
+        values = [row.get(key, {}).get(px, 0) for key in per_px for px in pxs]
+        writer.writerow([row.get(k, "") for k in base] + values)
     return buffer.getvalue()
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from trdcli.config import TrainConfig
 from trdcli.data import ImageFolder
-from trdcli.errors import DataError, TrainingInterrupted, one_line
+from trdcli.errors import ConfigError, DataError, TrainingDiverged, TrainingInterrupted, one_line
 from trdcli.observer import TrainObserver, WarningLog
 from trdcli.results import RunResult
 
@@ -25,43 +25,92 @@ def train(config: TrainConfig, observer: TrainObserver | None = None) -> RunResu
     """Train ``config.arch`` on ``config.data`` under ``config.schedule``; write the run directory.
 
     Raises :class:`~trdcli.errors.TRDError` for unusable input (before any training) and
-    :class:`~trdcli.errors.TrainingInterrupted` on Ctrl-C (after saving a checkpoint).
+    :class:`~trdcli.errors.TrainingInterrupted` on Ctrl-C or SIGTERM (after saving a
+    checkpoint). Under ``torchrun`` every process calls it: they train one run together,
+    and rank 0 alone reports to ``observer`` and writes (:mod:`trdcli.distributed`).
     """
+    from trdcli import distributed
+    from trdcli.device import pick_device
+
+    ranks = distributed.launch_ranks()
+    _check_launch(config, ranks)
+    device = pick_device(config.device, ranks.local_rank)
+    distributed.start(ranks, device)
+    try:
+        return _train(config, observer or TrainObserver(), ranks, device)
+    finally:
+        distributed.stop(ranks)
+
+
+def _train(config: TrainConfig, observer: TrainObserver, ranks, device) -> RunResult:
     from fastai.torch_core import set_seed
 
-    from trdcli.device import pick_device
+    from trdcli.distributed import on_main
     from trdcli.models import check_arch
-    from trdcli.rundir import Progress, create_run_dir, default_run_dir, load_progress, run_identity
+    from trdcli.rundir import create_run_dir, default_run_dir, run_identity
     from trdcli.train_callbacks import FitState
 
-    observer = observer or TrainObserver()
     log = WarningLog(observer)
     # 1. The data: scan the folder, check every image once.
     check_arch(config.arch)
-    folder = _prepare_data(config, log)
+    folder = _prepare_data(config, log, ranks)
     # 2. The model, checked against the device's memory before anything is allocated.
     observer.stage("building the model")
-    device = pick_device(config.device)
     set_seed(config.seed)
-    model = _model_that_fits(config, folder.num_classes, device)
-    # 3. The run directory; a resumed run must be the same run.
+    model = _model_that_fits(config, folder.num_classes, device, ranks)
+    # 3. The run directory (rank 0 makes it); a resumed run must be the same run.
     identity = run_identity(config, folder.classes)
-    progress = load_progress(config.resume, identity, config.epochs) if config.resume else Progress(lr=config.lr)
-    run_dir = create_run_dir(Path(config.resume or config.out_dir or default_run_dir(config)), bool(config.resume))
-    learn, flops = _build_learner(config, folder, model, device, log)
-    state = FitState(run_dir, observer, identity, progress.lr, log)
+    progress = on_main(lambda: _progress(config, identity, log), ranks)
+    run_dir = on_main(
+        lambda: create_run_dir(Path(config.resume or config.out_dir or default_run_dir(config)), bool(config.resume)),
+        ranks,
+    )
+    learn, flops = _build_learner(config, folder, model, device, log, ranks)
+    state = FitState(run_dir, observer, identity, progress.lr, log, ranks=ranks)
     # 4. Where the fit starts: a checkpoint, lr_find's suggestion, or the given rate.
     _start_point(learn, config, progress, state, device)
     # 5. The fit.
     _fit(learn, config, state)
     # 6. BatchNorm recalibration at full resolution; the final metrics.
     metrics, bn_flops = _final_metrics(learn, config, state, flops)
-    # 7. The result, written to the run directory.
+    # 7. The result, written to the run directory by rank 0.
     return _finish(learn, config, folder, state, metrics, bn_flops, flops, device)
 
 
-def _prepare_data(config: TrainConfig, log: WarningLog) -> ImageFolder:
+def _check_launch(config: TrainConfig, ranks) -> None:
+    """What a distributed launch needs that one process does not."""
+    from trdcli.distributed import check_accelerate
+
+    if not ranks.distributed:
+        return
+    check_accelerate()
+    if config.batch_size % ranks.world_size:
+        raise ConfigError(
+            f"`batch_size` {config.batch_size} is the global batch and must divide among the "
+            f"{ranks.world_size} processes"
+        )
+    if config.lr_find:
+        raise ConfigError(
+            "`lr` find runs in one process: run it without the launcher, then pass the rate it finds as `lr`"
+        )
+
+
+def _progress(config: TrainConfig, identity, log: WarningLog):
+    """Where the run starts: nowhere yet, or the checkpoint of the run it resumes (at a new rate if given)."""
+    from trdcli.rundir import Progress, load_progress
+
+    if not config.resume:
+        return Progress(lr=config.peak_lr)
+    progress = load_progress(config.resume, identity, config.epochs)
+    if config.lr is not None and config.lr != progress.lr:
+        log.warn(f"resuming at `lr` {config.lr:g} instead of the run's {progress.lr:g}")
+        progress.lr = config.lr
+    return progress
+
+
+def _prepare_data(config: TrainConfig, log: WarningLog, ranks) -> ImageFolder:
     from trdcli import data
+    from trdcli.distributed import on_main
 
     observer = log.observer
     observer.stage("scanning images")
@@ -75,8 +124,9 @@ def _prepare_data(config: TrainConfig, log: WarningLog) -> ImageFolder:
     if not config.check_images:
         return folder
     observer.stage(f"checking {len(folder.train) + len(folder.valid):,} images")
-    # Nothing else runs yet: decode on every core.
-    bad = data.find_bad_images([p for p, _ in folder.train + folder.valid], workers=os.cpu_count() or 1)
+    # Nothing else runs yet: decode on every core, once (rank 0), and tell every rank.
+    paths = [p for p, _ in folder.train + folder.valid]
+    bad = on_main(lambda: data.find_bad_images(paths, workers=os.cpu_count() or 1), ranks)
     if bad and not config.skip_bad_images:
         listed = "; ".join(f"{b.path} ({b.reason})" for b in bad[:3])
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
@@ -96,20 +146,21 @@ def top5(inp, targ):
     return top_k_accuracy(inp, targ, k=5)
 
 
-def _model_that_fits(config: TrainConfig, num_classes: int, device):
+def _model_that_fits(config: TrainConfig, num_classes: int, device, ranks):
     """The freshly built model; a :class:`~trdcli.errors.ConfigError` if one step of it cannot fit in memory."""
     from trdcli.device import available_memory_bytes, device_name
     from trdcli.memory import check_step_fits, estimate_step_memory
     from trdcli.models import build_model
 
     model = build_model(config.arch, num_classes)
-    memory = estimate_step_memory(model, config.size_px, config.batch_size)
+    memory = estimate_step_memory(model, config.size_px, config.batch_size // ranks.world_size)
     check_step_fits(memory, available_memory_bytes(device), device_name(device))
     return model
 
 
-def _build_learner(config: TrainConfig, folder: ImageFolder, model, device, log: WarningLog):
+def _build_learner(config: TrainConfig, folder: ImageFolder, model, device, log: WarningLog, ranks):
     """(Learner with TRDCallback and the fit's other callbacks, the FLOPs table)."""
+    import torch
     from fastai.callback.progress import ProgressCallback
     from fastai.learner import Learner
     from fastai.losses import CrossEntropyLossFlat
@@ -120,13 +171,26 @@ def _build_learner(config: TrainConfig, folder: ImageFolder, model, device, log:
     from trdcli.data import build_dataloaders, default_workers
     from trdcli.models import load_weights
     from trdcli.regularisation import StageRegularisation
+    from trdcli.train_callbacks import DataWaitTimer
 
     if config.weights and (skipped := load_weights(model, config.weights)):
         log.warn(f"the weights file: left out {len(skipped)} tensor(s) whose shapes differ, e.g. {skipped[0]}")
     workers = default_workers() if config.workers is None else config.workers
     dls = build_dataloaders(
-        folder, config.size_px, config.batch_size, workers=workers, device=device, min_scale=config.min_scale
+        folder,
+        config.size_px,
+        config.batch_size,
+        workers=workers,
+        device=device,
+        min_scale=config.min_scale,
+        draft=config.scheduled_loading,
+        direct_crops=config.direct_crops,
+        rank=ranks.rank,
+        world_size=ranks.world_size,
     )
+    if ranks.distributed:
+        # The loaders' shuffles are drawn alike on every rank (above); augmentation differs.
+        torch.manual_seed(config.seed + ranks.rank)
     flops = FlopsTable.for_arch(config.arch, folder.num_classes, cache=default_cache())
     trd = TRDCallback(
         schedule=config.schedule,
@@ -134,8 +198,10 @@ def _build_learner(config: TrainConfig, folder: ImageFolder, model, device, log:
         flops=flops,
         bn=config.bn_mode,
         bn_recalibrate=config.bn_recalibrate,
+        resize_in_loader=config.scheduled_loading,
+        world_size=ranks.world_size,
     )
-    cbs = [trd]
+    cbs = [trd, DataWaitTimer()]
     if config.schedule.has_regularisation:
         cbs.append(StageRegularisation(config.schedule))
     metrics = [accuracy] + ([top5] if folder.num_classes > 5 else [])
@@ -146,6 +212,10 @@ def _build_learner(config: TrainConfig, folder: ImageFolder, model, device, log:
         learn.to_channelslast(use_amp=False)
     if config.mixed_precision if config.mixed_precision is not None else device.type == "cuda":
         learn.to_fp16()
+    if ranks.distributed:
+        from trdcli.sharded_trainer import ShardedTrainer
+
+        learn.add_cb(ShardedTrainer(device))
     return learn, flops
 
 
@@ -166,32 +236,55 @@ def _start_point(learn, config: TrainConfig, progress, state, device) -> None:
 
 
 def _fit(learn, config: TrainConfig, state) -> None:
-    """fit_one_cycle with progress and checkpoints; Ctrl-C and images broken mid-run say what is saved."""
-    from trdcli.train_callbacks import ReportProgress, SaveCheckpoint
+    """fit_one_cycle with progress and checkpoints; Ctrl-C, SIGTERM, a diverged loss and images
+    broken mid-run stop it with a message that says what is saved."""
+    from trdcli.faults import sigterm_interrupts
+    from trdcli.train_callbacks import LossDiverged, ReportProgress, SaveCheckpoint, StopOnNonFiniteLoss
 
     steps_per_epoch = len(learn.dls.train)
     state.observer.fit_started(steps_per_epoch * config.epochs, steps_per_epoch, config.epochs, state.start_epoch)
+    cbs = [StopOnNonFiniteLoss(state.ranks), ReportProgress(state), SaveCheckpoint(state)]
     state.start_clock()
-    try:
-        learn.fit_one_cycle(
-            config.epochs, state.lr, start_epoch=state.start_epoch, cbs=[ReportProgress(state), SaveCheckpoint(state)]
-        )
-    except KeyboardInterrupt:
-        raise TrainingInterrupted(state.run_dir, state.epochs_saved, saved=state.epochs_saved > 0) from None
-    except DataError as exc:  # an image became unreadable after the check (deleted, overwritten)
-        if not state.epochs_saved:
+    with sigterm_interrupts() as signals:
+        try:
+            learn.fit_one_cycle(config.epochs, state.lr, start_epoch=state.start_epoch, cbs=cbs)
+        except KeyboardInterrupt:
+            raise _interrupted(state, signals) from None
+        except LossDiverged as exc:
+            saved = _saved_text(state, "add", " and a lower `lr` to continue from there")
+            raise TrainingDiverged(f"{exc.where}; {saved}") from None
+        except DataError as exc:  # an image became unreadable after the check (deleted, overwritten)
+            if not state.epochs_saved:
+                raise
+            raise DataError(f"{one_line(exc)}; {_saved_text(state, 'fix it and add')}") from exc
+        except RuntimeError:
+            if signals:  # the same SIGTERM killed a DataLoader worker before it reached this process
+                raise _interrupted(state, signals) from None
             raise
-        saved = f"; epochs 1-{state.epochs_saved} are saved: fix it and add `resume` {state.run_dir}"
-        raise DataError(f"{one_line(exc)}{saved}") from exc
-    finally:
-        state.stop_clock()
+        finally:
+            state.stop_clock()
+
+
+def _interrupted(state, signals: list[int]) -> TrainingInterrupted:
+    signal_name = "SIGTERM" if signals else "SIGINT"
+    return TrainingInterrupted(state.run_dir, state.epochs_saved, state.epochs_saved > 0, signal_name)
+
+
+def _saved_text(state, before: str, after: str = "") -> str:
+    if not state.epochs_saved:
+        return "no epoch had finished, so nothing is saved"
+    return f"epochs 1-{state.epochs_saved} are saved: {before} `resume` {state.run_dir}{after}"
 
 
 def _final_metrics(learn, config: TrainConfig, state, flops) -> tuple[dict[str, float], int]:
     """(top-1, top-5 and losses of the finished model, FLOPs spent recalibrating BatchNorm)."""
+    from trdcli.distributed import buffers_from_main, summed
+
     last = state.history[-1]
-    bn_flops = learn.trd.bn_recalibration_images * flops.at(config.size_px).forward_flops
+    (bn_images,) = summed([learn.trd.bn_recalibration_images], state.ranks)  # each rank on its shard
+    bn_flops = bn_images * flops.at(config.size_px).forward_flops
     if bn_flops:
+        buffers_from_main(learn.model, state.ranks)  # rank 0's statistics on every rank, as in model.pth
         # TRDCallback recalibrated when the fit ended, after the last epoch's validation: measure again.
         state.observer.stage(f"validating with BatchNorm recalibrated on {learn.trd.recalibration_batches()} batches")
         valid_loss, *metric_values = learn.validate()
@@ -205,8 +298,15 @@ def _final_metrics(learn, config: TrainConfig, state, flops) -> tuple[dict[str, 
 
 
 def _finish(learn, config, folder, state, metrics, bn_flops, flops, device) -> RunResult:
+    from trdcli.data_wait import summarize
     from trdcli.device import device_name, versions
+    from trdcli.distributed import barrier, gathered
     from trdcli.rundir import save_run
+
+    ranks = state.ranks
+    _check_ranks_agree(learn.trd, ranks)
+    data_wait = summarize(state.history)
+    _warn_if_loader_bound(data_wait, config, learn.dls.train.fake_l.num_workers, state.log)
 
     valid_flops = len(folder.valid) * config.epochs * flops.at(config.size_px).forward_flops
     result = RunResult(
@@ -227,6 +327,40 @@ def _finish(learn, config, folder, state, metrics, bn_flops, flops, device) -> R
         ignored_files=folder.ignored_files,
         warnings=state.log.messages,
         bn_recalibration_flops=bn_flops,
+        data_wait=data_wait,
+        world_size=ranks.world_size,
+        devices=gathered(device_name(device), ranks),
     )
-    save_run(result, learn.model)
+    if ranks.is_main:
+        save_run(result, learn.model)
+    barrier(ranks)  # every rank returns once the run directory is complete
     return result
+
+
+def _check_ranks_agree(trd, ranks) -> None:
+    """Every rank ran the same steps at the same resolutions, and together the images recorded.
+
+    A disagreement is a bug in trd (the schedule and the sharding are meant to make it
+    impossible), so it stops the run with its traceback rather than report wrong compute.
+    """
+    from trdcli.distributed import gathered, summed
+
+    if not ranks.distributed:
+        return
+    steps = [(r.step, r.px) for r in trd.records[trd.resumed_records :]]
+    if any(other != steps for other in gathered(steps, ranks)):
+        raise RuntimeError("the ranks ran different steps or resolutions")
+    (seen,) = summed([trd.images_seen_here], ranks)
+    if seen != trd.images_recorded_here():
+        raise RuntimeError(f"the ranks trained {seen} images, the record says {trd.images_recorded_here()}")
+
+
+def _warn_if_loader_bound(data_wait, config: TrainConfig, workers: int, log: WarningLog) -> None:
+    if data_wait is None or data_wait.wait_frac <= config.max_data_wait_frac:
+        return
+    worst_px = max(data_wait.wait_s_by_px, key=data_wait.wait_frac_at)
+    log.warn(
+        f"the run is loader-bound: it waited for data {100 * data_wait.wait_frac:.0f}% of its training time "
+        f"({100 * data_wait.wait_frac_at(worst_px):.0f}% of the time of its {worst_px} px steps); give it more "
+        f"`workers` (it had {workers}), or move the images to a faster disk"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Any
 from fastai.callback.core import Callback
 
 from trdcli.callback import fit_step
+from trdcli.data_wait import DataWait, epoch_columns, measure_epoch
+from trdcli.distributed import Ranks, any_rank, barrier
 from trdcli.observer import TrainObserver, WarningLog
 from trdcli.rundir import Progress, save_checkpoint
 
@@ -29,6 +32,7 @@ class FitState:
     wall_before_s: float = 0.0  # wall time of the earlier processes of a resumed run
     fit_started_at: float = 0.0  # time.perf_counter() when this process's fit began
     fit_wall_time_s: float | None = None  # the whole run's training time, once the fit has ended
+    ranks: Ranks = field(default_factory=Ranks)
 
     def start_clock(self) -> None:
         self.fit_started_at = time.perf_counter()
@@ -88,6 +92,9 @@ class ReportProgress(Callback):
         trd = self.learn.trd
         pxs = [r.px for r in trd.records if r.epoch == self.learn.epoch and r.fit == trd.current_fit]
         row["steps_by_px"] = {str(px): pxs.count(px) for px in sorted(set(pxs), reverse=True)}
+        timer = getattr(self.learn, "data_wait_timer", None)
+        if timer is not None and timer.last_phase is not None:
+            row.update(epoch_columns(timer.last_phase))
         self.state.history.append(row)
         self.state.observer.epoch_done(row)
         self._t_step = time.perf_counter()
@@ -104,6 +111,11 @@ class SaveCheckpoint(Callback):
     def after_epoch(self):
         if _skipped(self.learn, self.state):
             return
+        if self.state.ranks.is_main:
+            self._save()
+        barrier(self.state.ranks)  # no rank starts the next epoch before the checkpoint is on disk
+
+    def _save(self):
         state = self.state
         progress = Progress(
             epochs_done=self.learn.epoch + 1,
@@ -119,3 +131,74 @@ class SaveCheckpoint(Callback):
             state.log.warn(f"could not save the checkpoint to {state.run_dir}: {exc.strerror or exc}")
             return
         state.epochs_saved = progress.epochs_done
+
+
+class DataWaitTimer(Callback):
+    """Times each training phase and its steps; with a loader that times its batches
+    (``batch_wait_s``, as :class:`~trdcli.sized_loader.SizedBatchesDL` does), how long each
+    step waited for its data. ``learn.data_wait_timer.last_phase`` holds the last phase's figures."""
+
+    order = -20  # before_batch first: the step's time starts when its batch has arrived
+    run_valid = False
+
+    def __init__(self):
+        self.last_phase: DataWait | None = None
+        self._started_s = self._step_started_s = 0.0
+        self._step_s: list[float] = []
+        self._step_px: list[int] = []
+
+    def before_train(self):
+        self.last_phase = None
+        self._step_s, self._step_px = [], []
+        self._started_s = time.perf_counter()
+
+    def before_batch(self):
+        self._step_started_s = time.perf_counter()
+
+    def after_batch(self):
+        self._step_s.append(time.perf_counter() - self._step_started_s)
+        self._step_px.append(int(self.learn.xb[0].shape[-1]))  # after any resize: the size it trained at
+
+    def after_train(self):
+        train_s = time.perf_counter() - self._started_s
+        wait_s = list(getattr(self.learn.dl, "batch_wait_s", []))[: len(self._step_s)]
+        if len(wait_s) == len(self._step_s):
+            self.last_phase = measure_epoch(train_s, self._step_px, wait_s, self._step_s)
+
+
+class LossDiverged(Exception):
+    """The loss of a training step was NaN or infinite (``train()`` says what is saved)."""
+
+    def __init__(self, where: str):
+        super().__init__(where)
+        self.where = where  # fastai rewrites a callback's exception message; this stays as said
+
+
+class StopOnNonFiniteLoss(Callback):
+    """Stop the fit at the first training step whose loss is NaN or infinite, before its backward pass.
+
+    fastai's ``TerminateOnNaNCallback`` cancels the fit silently; this names the step, epoch
+    and resolution, and stops before the step can write NaN into the weights. Reading the
+    loss costs no extra device sync (the progress display reads it every step already); a
+    distributed run adds one all-reduce of a single number per step, so all ranks stop together.
+    """
+
+    order = 5  # after_loss: once the loss exists, before backward
+
+    def __init__(self, ranks: Ranks | None = None):
+        self.ranks = ranks or Ranks()
+
+    def after_loss(self):
+        if not self.learn.training:
+            return
+        loss = float(self.learn.loss.detach())
+        # Every rank stops at the same step, whichever rank's loss went bad: a rank that
+        # stopped alone would leave the others waiting in the next gradient all-reduce.
+        if any_rank(not math.isfinite(loss), self.ranks):
+            step, total_steps = fit_step(self.learn)
+            px = int(self.learn.xb[0].shape[-1])
+            value = loss if not math.isfinite(loss) else "nan or inf on another process"
+            raise LossDiverged(
+                f"the training loss became {value} at step {step + 1:,} of {total_steps:,} "
+                f"(epoch {self.learn.epoch + 1}, {px} px)"
+            )

@@ -1,0 +1,118 @@
+"""What does the loader pay for one training image, at full and at reduced size, old path against new?
+
+One process, so the figures are per loader worker. For every image of a sample, interleaved
+round by round (a slow moment of the machine hits every path alike), the worker's whole job
+for one image (open, random-resized crop, flip, to a uint8 tensor) on:
+
+  old, full     trd's worker code before scheduled loading (``before_item``, kept verbatim
+                below): decode in full, crop to --full with torchvision     (a full step before)
+  old, reduced  the same, then trd's antialiased batch resize to --low, the resize's cost per
+                image measured on batches of 64                              (a reduced step before)
+  new, full     ``trdcli.data.ImageItems`` now: draft decode (JPEG DCT scaling where the crop
+                allows), crop to --full                                     (a full step now)
+  new, reduced  the same crop at --full, downsampled to --low in the worker (a reduced step now)
+  new, direct   draft decode, crop straight to --low in one pass           (--direct-crops)
+
+Prints the median ms per image over --repeats passes and the ratios to the old full path.
+
+    python benchmarks/loader_speed.py /work/data/imagenet-sample --full 224 --low 112 --images 300
+    python benchmarks/loader_speed.py ../shared/data/imagenette2-224/train --full 64 --low 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from trdcli.data import IMAGE_SUFFIXES, ImageItems
+from trdcli.decode import load_rgb
+from trdcli.resize import resize_batch
+
+PATHS = ("old, full", "old, reduced", "new, full", "new, reduced", "new, direct")
+
+
+def sample_images(folder: Path, count: int, seed: int) -> list[Path]:
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise SystemExit(f"no images under {folder}")
+    return random.Random(seed).sample(files, min(count, len(files)))
+
+
+def before_item(path: Path, size_px: int, min_scale: float):
+    """A training item as trd's worker made it before scheduled loading (trdcli/data.py at b0a0bf0)."""
+    from fastai.torch_core import TensorImage
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import v2 as T
+    from torchvision.transforms.v2 import functional as TF
+
+    image = load_rgb(path).copy()  # its load_rgb ended in convert("RGB"), a copy even of an RGB image
+    top, left, height, width = T.RandomResizedCrop.get_params(image, scale=(min_scale, 1.0), ratio=(3 / 4, 4 / 3))
+    bilinear = InterpolationMode.BILINEAR
+    image = TF.resized_crop(image, top, left, height, width, [size_px, size_px], bilinear, antialias=True)
+    if torch.rand(()) < 0.5:
+        image = TF.horizontal_flip(image)
+    return TensorImage(TF.pil_to_tensor(image))
+
+
+def ms_per_image(item, n: int) -> float:
+    torch.manual_seed(0)  # every path draws the same random numbers
+    start = time.perf_counter()
+    for i in range(n):
+        item(i)
+    return 1000 * (time.perf_counter() - start) / n
+
+
+def resize_ms_per_image(full_px: int, low_px: int, repeats: int = 5) -> float:
+    batch = torch.randint(0, 256, (64, 3, full_px, full_px), dtype=torch.uint8).float()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        resize_batch(batch, low_px)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times) / 64
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", type=Path, help="a folder of images (searched recursively)")
+    parser.add_argument("--full", type=int, default=224)
+    parser.add_argument("--low", type=int, default=112)
+    parser.add_argument("--images", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--min-scale", type=float, default=0.35)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # a loader worker runs single-threaded (fastai sets it so)
+
+    paths = sample_images(args.folder, args.images, seed=0)
+    items = [(path, 0) for path in paths]
+    new = ImageItems(items, args.full, train=True, min_scale=args.min_scale, draft=True)
+    direct = ImageItems(items, args.full, train=True, min_scale=args.min_scale, draft=True, direct_crops=True)
+    runs: dict[str, list[float]] = {name: [] for name in PATHS}
+    for _ in range(args.repeats):
+        old_full = ms_per_image(lambda i: before_item(paths[i], args.full, args.min_scale), len(items))
+        runs["old, full"].append(old_full)
+        runs["old, reduced"].append(old_full + resize_ms_per_image(args.full, args.low))
+        runs["new, full"].append(ms_per_image(lambda i: new[i, args.full], len(items)))
+        runs["new, reduced"].append(ms_per_image(lambda i: new[i, args.low], len(items)))
+        runs["new, direct"].append(ms_per_image(lambda i: direct[i, args.low], len(items)))
+    medians = {name: statistics.median(times) for name, times in runs.items()}
+    print(f"{len(items)} images from {args.folder}, {args.full} -> {args.low} px, median of {args.repeats} passes")
+    print(f"{'path':<14} {'ms/image':>9} {'vs old full':>12}")
+    for name in PATHS:
+        print(f"{name:<14} {medians[name]:>9.2f} {medians[name] / medians['old, full']:>11.2f}x")
+    print(f"reduced / full step, per worker: old {medians['old, reduced'] / medians['old, full']:.2f}x, "
+          f"new {medians['new, reduced'] / medians['new, full']:.2f}x, "
+          f"direct {medians['new, direct'] / medians['new, full']:.2f}x")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "runs_ms": runs}))
+
+
+if __name__ == "__main__":
+    main()

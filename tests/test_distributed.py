@@ -1,0 +1,99 @@
+"""One run on two processes: torchrun with 2 gloo ranks on the CPU trains exactly the run one process
+would (same steps, resolutions, images and FLOPs), with one run directory, written by rank 0 alone."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+from helpers import make_image_folder
+
+from trdcli.config import TrainConfig
+from trdcli.distributed import Ranks, launch_ranks
+from trdcli.errors import ConfigError, TrainingInterrupted
+from trdcli.observer import TrainObserver
+from trdcli.schedules import TRDSchedule
+from trdcli.train import train
+
+COMPUTE_KEYS = ("steps", "steps_by_px", "images_by_px", "train_flops", "baseline_train_flops", "compute_fraction")
+
+
+def test_launch_ranks_reads_the_launchers_environment():
+    assert launch_ranks({}) == Ranks(0, 1, 0)
+    assert launch_ranks({"WORLD_SIZE": "8", "RANK": "5", "LOCAL_RANK": "1"}) == Ranks(5, 8, 1)
+    with pytest.raises(ConfigError, match="rank 4 of a world of 2"):
+        launch_ranks({"WORLD_SIZE": "2", "RANK": "4"})
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.distributed
+def test_two_gloo_ranks_train_the_run_one_process_would(tmp_path):
+    data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)  # 24 images: 3 global batches of 8
+    args = ["train", str(data), "--size", "64", "--batch-size", "8", "--epochs", "2", "--workers", "0"]
+    args += ["--low-res", "32", "--until", "1.0", "--prob", "0.5", "--seed", "3", "--json"]
+    single = subprocess.run(
+        [sys.executable, "-m", "trdcli", *args, "--out", str(tmp_path / "one")], capture_output=True, text=True
+    )
+    assert single.returncode == 0, single.stderr
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    launcher += ["--master-port", str(_free_port()), "--redirects", "3", "--log-dir", str(tmp_path / "logs")]
+    two = subprocess.run(
+        [*launcher, "-m", "trdcli", *args, "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=300
+    )
+    assert two.returncode == 0, two.stderr
+    one_run = json.loads((tmp_path / "one" / "run.json").read_text())
+    two_runs = json.loads((tmp_path / "two" / "run.json").read_text())
+    # The same run: 6 steps of 8 images, each at the resolution the schedule gives its global step.
+    planned = TRDSchedule(32, until=1.0, prob=0.5, seed=3).plan_px(6, 64).tolist()
+    assert two_runs["steps_by_px"] == {str(px): planned.count(px) for px in (64, 32) if px in planned}
+    assert {key: two_runs[key] for key in COMPUTE_KEYS} == {key: one_run[key] for key in COMPUTE_KEYS}
+    assert (two_runs["world_size"], one_run["world_size"]) == (2, 1)
+    assert len(two_runs["devices"]) == 2 and all(d.startswith("cpu") for d in two_runs["devices"])
+    # One run directory, complete, no temporary files; rank 1 said nothing at all.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "logs", "one", "two"]
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
+    rank_logs = {p.parent.name + "/" + p.name: p.read_text() for p in (tmp_path / "logs").rglob("*.log")}
+    assert rank_logs, "torchrun wrote no per-rank logs"
+    assert all(text == "" for name, text in rank_logs.items() if name.startswith("1/")), rank_logs
+    assert json.loads(next(t for n, t in rank_logs.items() if n == "0/stdout.log"))["world_size"] == 2
+
+
+class InterruptAt(TrainObserver):
+    def __init__(self, step: int):
+        self.step = step
+
+    def step_done(self, step, epoch, px, loss, images_per_s):
+        if step == self.step:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.distributed
+def test_a_run_started_on_one_process_resumes_on_two_with_the_same_schedule(tmp_path):
+    data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
+    schedule = TRDSchedule(32, until=1.0, prob=0.5, seed=3)
+    config = TrainConfig(
+        data=data, epochs=3, size_px=64, batch_size=8, workers=0, seed=3, out_dir=tmp_path / "run", schedule=schedule
+    )
+    with pytest.raises(TrainingInterrupted):
+        train(config, InterruptAt(step=4))  # 3 steps per epoch: epoch 1 is saved
+    args = ["train", str(data), "--size", "64", "--batch-size", "8", "--epochs", "3", "--workers", "0"]
+    args += ["--low-res", "32", "--until", "1.0", "--prob", "0.5", "--seed", "3", "--resume", str(tmp_path / "run")]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    launcher += ["--master-port", str(_free_port())]
+    resumed = subprocess.run([*launcher, "-m", "trdcli", *args], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    planned = schedule.plan_px(9, 64).tolist()
+    by_epoch = [planned[3 * e : 3 * e + 3] for e in range(3)]
+    expected = [{str(px): epoch.count(px) for px in (64, 32) if px in epoch} for epoch in by_epoch]
+    assert [row["steps_by_px"] for row in run["history"]] == expected
+    assert run["steps"] == 9 and run["images_by_px"] == {str(px): 8 * planned.count(px) for px in (64, 32)}
+    assert run["world_size"] == 2

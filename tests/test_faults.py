@@ -1,0 +1,89 @@
+"""Runs that survive what clusters do to them: SIGTERM stops like Ctrl-C, a diverged loss stops with
+where it happened, and both resume from the last saved epoch on the same schedule."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from fastai.losses import CrossEntropyLossFlat
+from helpers import make_image_folder
+
+from trdcli.config import TrainConfig
+from trdcli.errors import TrainingDiverged
+from trdcli.rundir import PROGRESS_FILE
+from trdcli.schedules import TRDSchedule
+from trdcli.train import train
+
+SCHEDULE = TRDSchedule(32, until=1.0, prob=0.5, seed=2)
+
+
+class DivergesAtStep(CrossEntropyLossFlat):
+    """Cross-entropy that turns NaN at one training step, as an exploding run's loss does."""
+
+    def __init__(self, step: int, **kwargs):
+        super().__init__(**kwargs)
+        self.diverge_at, self.training_calls = step, 0
+
+    def __call__(self, inp, targ, **kwargs):
+        loss = super().__call__(inp, targ, **kwargs)
+        if torch.is_grad_enabled():  # a training step, not validation
+            self.training_calls += 1
+            if self.training_calls == self.diverge_at:
+                return loss * float("nan")
+        return loss
+
+
+def test_a_diverged_loss_stops_with_where_and_keeps_the_checkpoint_to_resume_at_a_lower_rate(tmp_path, monkeypatch):
+    data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)  # 24 images, batch 8: 3 steps/epoch
+    config = TrainConfig(
+        data=data, epochs=3, size_px=64, batch_size=8, workers=0, out_dir=tmp_path / "run", schedule=SCHEDULE
+    )
+    monkeypatch.setattr("fastai.losses.CrossEntropyLossFlat", lambda **kw: DivergesAtStep(5, **kw))
+    with pytest.raises(TrainingDiverged) as info:
+        train(config)
+    planned = SCHEDULE.plan_px(9, 64).tolist()
+    message = str(info.value)
+    assert message.startswith(f"the training loss became nan at step 5 of 9 (epoch 2, {planned[4]} px);")
+    run = tmp_path / "run"
+    assert message.endswith(f"epochs 1-1 are saved: add `resume` {run} and a lower `lr` to continue from there")
+    assert json.loads((tmp_path / "run" / PROGRESS_FILE).read_text())["epochs_done"] == 1
+    monkeypatch.undo()
+    resumed = train(TrainConfig(**{**config.__dict__, "resume": tmp_path / "run", "lr": 1e-3}))
+    assert resumed.step_px == planned
+    assert "resuming at `lr` 0.001 instead of the run's 0.003" in resumed.warnings
+    assert resumed.lr == 1e-3
+
+
+def test_sigterm_saves_the_last_epoch_says_how_to_resume_and_the_resume_keeps_the_schedule(tmp_path):
+    data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
+    run = tmp_path / "run"
+    args = [str(data), "--size", "64", "--batch-size", "8", "--epochs", "30", "--workers", "1", "--low-res", "32"]
+    args += ["--until", "1.0", "--prob", "0.5", "--seed", "2", "--out", str(run)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trdcli", "train", *args], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not (run / PROGRESS_FILE).exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, process.communicate()
+    os.kill(process.pid, signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    saved = json.loads((run / PROGRESS_FILE).read_text())["epochs_done"]
+    assert 1 <= saved < 30
+    one_line = " ".join(stderr.split())
+    assert f"stopped by SIGTERM (preempted); epochs 1-{saved} are saved in {run}" in one_line
+    assert "Traceback" not in stderr
+    config = TrainConfig(
+        data=data, epochs=30, size_px=64, batch_size=8, workers=0, resume=run, schedule=SCHEDULE, seed=2
+    )
+    resumed = train(config)
+    assert resumed.step_px == SCHEDULE.plan_px(90, 64).tolist()
+    assert [row["epoch"] for row in resumed.history] == list(range(30))
