@@ -22,10 +22,21 @@ COMPUTE_KEYS = ("steps", "steps_by_px", "images_by_px", "train_flops", "baseline
 
 
 def test_launch_ranks_reads_the_launchers_environment():
-    assert launch_ranks({}) == Ranks(0, 1, 0)
-    assert launch_ranks({"WORLD_SIZE": "8", "RANK": "5", "LOCAL_RANK": "1"}) == Ranks(5, 8, 1)
+    assert launch_ranks({}) == Ranks(0, 1, 0, 1)
+    env = {"WORLD_SIZE": "8", "RANK": "5", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4"}
+    assert launch_ranks(env) == Ranks(5, 8, 1, 4)
     with pytest.raises(ConfigError, match="rank 4 of a world of 2"):
         launch_ranks({"WORLD_SIZE": "2", "RANK": "4"})
+
+
+def test_ranks_on_one_machine_share_its_cores_for_data_workers(monkeypatch):
+    from trdcli.data import default_workers
+
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    assert default_workers() == 16  # 63, capped
+    assert default_workers(8) == 7  # 8 ranks on 64 cores: 8 each, one for the training loop
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert default_workers() == 1 and default_workers(2) == 0
 
 
 def _free_port() -> int:

@@ -373,12 +373,14 @@ def image_dataloader(
     )
 
 
-def default_workers() -> int:
-    """Data-loading processes: all cores but one for the training loop, at most 16.
+def default_workers(processes_here: int = 1) -> int:
+    """Data-loading processes of one training process: its share of the cores, less one for
+    its training loop, at most 16. ``processes_here``: training processes on this machine
+    (a distributed run's ranks on one node share its cores).
 
     On a GPU a step at half resolution trains 3-4x as many images per second as a full one,
     while its images cost a worker about as much (docs/benchmarks.md: 2.58 against 2.32 ms
     on ImageNet-size photos; 1.58 with direct crops), so reduced steps need several times
     the workers full ones do: the cap is twice the usual 8.
     """
-    return max(0, min((os.cpu_count() or 1) - 1, 16))
+    return max(0, min((os.cpu_count() or 1) // processes_here - 1, 16))

@@ -23,6 +23,7 @@ class Ranks:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1  # processes on this machine, which share its cores
 
     @property
     def is_main(self) -> bool:
@@ -40,11 +41,12 @@ def launch_ranks(env: Mapping[str, str] = os.environ) -> Ranks:
         world_size = int(env.get("WORLD_SIZE", "1"))
         rank = int(env.get("RANK", "0"))
         local_rank = int(env.get("LOCAL_RANK", "0"))
+        local_world_size = int(env.get("LOCAL_WORLD_SIZE", "1"))
     except ValueError as exc:
         raise ConfigError(f"the launcher's WORLD_SIZE, RANK or LOCAL_RANK is not a number ({exc})") from None
-    if world_size < 1 or not 0 <= rank < world_size or local_rank < 0:
+    if world_size < 1 or not 0 <= rank < world_size or not 0 <= local_rank < max(local_world_size, 1):
         raise ConfigError(f"the launcher gave rank {rank} of a world of {world_size}: not a valid place")
-    return Ranks(rank, world_size, local_rank)
+    return Ranks(rank, world_size, local_rank, max(local_world_size, 1))
 
 
 def check_accelerate() -> None:

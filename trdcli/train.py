@@ -175,7 +175,7 @@ def _build_learner(config: TrainConfig, folder: ImageFolder, model, device, log:
 
     if config.weights and (skipped := load_weights(model, config.weights)):
         log.warn(f"the weights file: left out {len(skipped)} tensor(s) whose shapes differ, e.g. {skipped[0]}")
-    workers = default_workers() if config.workers is None else config.workers
+    workers = default_workers(ranks.local_world_size) if config.workers is None else config.workers
     dls = build_dataloaders(
         folder,
         config.size_px,
