@@ -239,7 +239,7 @@ def _fit(learn, config: TrainConfig, state) -> None:
     """fit_one_cycle with progress and checkpoints; Ctrl-C, SIGTERM, a diverged loss and images
     broken mid-run stop it with a message that says what is saved."""
     from trdcli.faults import sigterm_interrupts
-    from trdcli.train_callbacks import LossDiverged, ReportProgress, SaveCheckpoint, StopOnNonFiniteLoss
+    from trdcli.train_callbacks import LossDiverged, ReportProgress, SaveCheckpoint, StopOnNonFiniteLoss, StopOnSigterm
 
     steps_per_epoch = len(learn.dls.train)
     state.observer.fit_started(steps_per_epoch * config.epochs, steps_per_epoch, config.epochs, state.start_epoch)
@@ -247,7 +247,9 @@ def _fit(learn, config: TrainConfig, state) -> None:
     state.start_clock()
     with sigterm_interrupts() as signals:
         try:
-            learn.fit_one_cycle(config.epochs, state.lr, start_epoch=state.start_epoch, cbs=cbs)
+            learn.fit_one_cycle(
+                config.epochs, state.lr, start_epoch=state.start_epoch, cbs=[*cbs, StopOnSigterm(signals, state.ranks)]
+            )
         except KeyboardInterrupt:
             raise _interrupted(state, signals) from None
         except LossDiverged as exc:

@@ -13,6 +13,7 @@ from fastai.callback.core import Callback
 from trdcli.callback import fit_step
 from trdcli.data_wait import DataWait, epoch_columns, measure_epoch
 from trdcli.distributed import Ranks, any_rank, barrier
+from trdcli.faults import Preempted
 from trdcli.observer import TrainObserver, WarningLog
 from trdcli.rundir import Progress, save_checkpoint
 
@@ -202,3 +203,19 @@ class StopOnNonFiniteLoss(Callback):
                 f"the training loss became {value} at step {step + 1:,} of {total_steps:,} "
                 f"(epoch {self.learn.epoch + 1}, {px} px)"
             )
+
+
+class StopOnSigterm(Callback):
+    """Raise :class:`~trdcli.faults.Preempted` after the first step that ends once a SIGTERM has
+    arrived (``signals``, filled by :func:`~trdcli.faults.sigterm_interrupts`); in a
+    distributed run, on every rank at the same step, whichever ranks received it."""
+
+    order = 90  # after_batch, once the step's other callbacks are done with it
+
+    def __init__(self, signals: list[int], ranks: Ranks | None = None):
+        self.signals = signals
+        self.ranks = ranks or Ranks()
+
+    def after_batch(self):
+        if any_rank(bool(self.signals), self.ranks):
+            raise Preempted
