@@ -64,8 +64,9 @@ class TRDCallback(Callback):
 
     Resizing: a training loader with ``plan_next_pass`` (trd's
     :class:`~trdcli.sized_loader.SizedBatchesDL`, from ``trdcli.data.build_dataloaders``) is
-    told each epoch's sizes before the epoch and crops straight to them, decoding JPEGs at
-    reduced scale; the callback checks every batch arrived at its step's size. Any other
+    told each epoch's sizes before the epoch and delivers each batch at its size (the
+    full-size crop reduced in the worker); the callback checks every batch arrived at its
+    step's size. Any other
     loader (your own DataLoaders, or ``resize_in_loader=False``) delivers full size and the
     callback resizes the batch with an antialiased filter (``mode``).
 
@@ -139,7 +140,6 @@ class TRDCallback(Callback):
         # In a distributed run each rank sees its share of a step's global batch, the same
         # number on every rank (the loader shards whole global batches): a record counts all.
         self.world_size = world_size
-        self.images_seen_here = 0  # this process's own images, to check the records against
         self.resumed_records = 0  # records that came from earlier processes (a resumed run)
 
     @property
@@ -188,8 +188,8 @@ class TRDCallback(Callback):
             )
 
     def before_train(self):
-        # A loader that takes sizes gets this epoch's plan now and crops straight to each
-        # step's size; any other loader delivers full size and before_batch resizes.
+        # A loader that takes sizes gets this epoch's plan now and delivers each step at its
+        # size; any other loader delivers full size and before_batch resizes.
         self._planned_px = None
         loader = self.learn.dl
         if not (self._active and self.resize_in_loader and hasattr(loader, "plan_next_pass")):
@@ -255,7 +255,6 @@ class TRDCallback(Callback):
         # after_batch runs only once the step has finished, so an interrupted step is not counted.
         if self._pending is not None:
             self.records.append(self._pending)
-            self.images_seen_here += self._pending.images // self.world_size
             self._pending = None
         use_reduced_batchnorm(self._private_bns, False)
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from trdcli.data_wait import DEFAULT_MAX_DATA_WAIT_FRAC
 from trdcli.errors import ConfigError, require_positive_int
 from trdcli.schedules import ConstantSchedule, ResolutionSchedule
 
@@ -59,7 +60,7 @@ class TrainConfig:
     direct_crops: bool = False
     # Warn that the run is loader-bound when it waited for data longer than this share of its
     # training time (trdcli.data_wait).
-    max_data_wait_frac: float = 0.1
+    max_data_wait_frac: float = DEFAULT_MAX_DATA_WAIT_FRAC
 
     def __post_init__(self):
         for setting in ("epochs", "size_px", "batch_size"):

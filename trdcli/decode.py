@@ -1,12 +1,11 @@
-"""Image files -> 8-bit RGB PIL images, and training crops decoded straight at the size a step trains at.
+"""Image files -> 8-bit RGB PIL images, and training crops delivered at the size a step trains at.
 
-A reduced TRD step needs a 112 px crop, not a 224 px one: decoding the whole photo and
-cropping to 224 px only to throw three quarters of the pixels away costs more than the
-step saves. :func:`load_random_crop` draws the random-resized-crop box first, then asks
-libjpeg for a DCT-scaled decode (Pillow's draft mode: 1/2, 1/4 or 1/8 of the size, for a
-fraction of the work) at the largest reduction that still leaves at least ``out_px``
-pixels across the box, and resamples that box to ``out_px`` with an antialiased filter.
-Other formats are decoded in full, as before.
+:func:`load_random_crop` draws the random-resized-crop box first, then asks libjpeg for a
+DCT-scaled decode (Pillow's draft mode: 1/2, 1/4 or 1/8 of the size, for a fraction of the
+work) at the largest reduction that still leaves enough pixels across the box, and
+resamples the box with an antialiased filter: for a reduced step, to the full size and then
+down to the step's (the same image the training loop used to reduce), or with
+``full_px=None`` straight to the step's size in one pass. Other formats are decoded in full.
 """
 
 from __future__ import annotations

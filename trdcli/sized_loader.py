@@ -4,8 +4,8 @@ A resolution schedule is a pure function of the step, so the size of every batch
 epoch is known before the epoch starts. ``TRDCallback`` hands the loader that plan
 (:meth:`SizedBatchesDL.plan_next_pass`) before each training epoch; the loader pairs every
 index with its batch's size, in the main process and after shuffling, so the pairs reach
-the workers with the indices whatever their number, and the dataset crops straight to the
-size (``dataset[i, px]``). A plan is used by exactly one pass: ``lr_find``, BatchNorm
+the workers with the indices whatever their number, and the dataset delivers each item at
+that size (``dataset[i, px]``). A plan is used by exactly one pass: ``lr_find``, BatchNorm
 recalibration, ``show_batch`` and a pass after an interrupted epoch get full size.
 
 It also times how long its consumer waits for each batch (``batch_wait_s``): the time

@@ -352,7 +352,8 @@ def _check_ranks_agree(trd, ranks) -> None:
     steps = [(r.step, r.px) for r in trd.records[trd.resumed_records :]]
     if any(other != steps for other in gathered(steps, ranks)):
         raise RuntimeError("the ranks ran different steps or resolutions")
-    (seen,) = summed([trd.images_seen_here], ranks)
+    # Each rank's own images: its batches, which it recorded times the world size.
+    (seen,) = summed([trd.images_recorded_here() // trd.world_size], ranks)
     if seen != trd.images_recorded_here():
         raise RuntimeError(f"the ranks trained {seen} images, the record says {trd.images_recorded_here()}")
 
