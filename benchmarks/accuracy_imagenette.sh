@@ -7,7 +7,7 @@
 # (benchmarks/make_subset.py, symlinks under OUT_DIR). The recipe: ResNet-18 from scratch at
 # 112 px (half of imagenette2-224's 224), batch 64, 5 epochs, lr 3e-3, on the CPU; TRD reduces
 # to 56 px. Without SETTINGs: the baseline and trd's default recipe; equal-compute baselines
-# are added by `trd compare`.
+# are added by `trd compare`. EPOCHS=10 trains longer (its own compare directory).
 set -euo pipefail
 src=${1:?usage: accuracy_imagenette.sh IMAGENETTE_DIR OUT_DIR SEEDS [SETTING ...]}
 out=${2:?usage: accuracy_imagenette.sh IMAGENETTE_DIR OUT_DIR SEEDS [SETTING ...]}
@@ -18,5 +18,8 @@ here=$(dirname "$0")
 python "$here/make_subset.py" "$src" "$out/data" --train 300 --val 100
 args=()
 for setting in "$@"; do args+=(--setting "$setting"); done
-trd compare "$out/data" --arch resnet18 --size 112 --batch-size 64 --epochs 5 --lr 3e-3 \
-  --seeds "$seeds" --out "$out/compare-seeds-${seeds//,/-}" "${args[@]}"
+epochs=${EPOCHS:-5}
+name="compare-seeds-${seeds//,/-}"
+[ "$epochs" = 5 ] || name="compare-${epochs}ep-seeds-${seeds//,/-}"
+trd compare "$out/data" --arch resnet18 --size 112 --batch-size 64 --epochs "$epochs" --lr 3e-3 \
+  --seeds "$seeds" --out "$out/$name" "${args[@]}"

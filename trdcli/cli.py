@@ -93,6 +93,7 @@ _SETTINGS_WITH_FLAGS = [
     "resize_mode",
     "bn_recalibrate",
     "bn_mode",
+    "tail_lr",
     "min_scale",
     "scheduled_loading",
     "direct_crops",
@@ -179,6 +180,13 @@ BnRecalibrateOpt = Annotated[
         f"(default: {DEFAULT_BN_RECALIBRATE_BATCHES} when any step was reduced; 0: never)."
     ),
 ]
+TailLrOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="Give the full-resolution tail (the steps from --until on) its own annealing, from this fraction "
+        "of the peak rate (default: one one-cycle over the whole run, nearly zero by the tail)."
+    ),
+]
 MinScaleOpt = Annotated[
     float, typer.Option(help="Smallest area of a training crop, as a fraction of the image (RandomResizedCrop).")
 ]
@@ -239,6 +247,7 @@ def train(
     ] = ResizeMode.bilinear,
     bn_recalibrate: BnRecalibrateOpt = None,
     bn_mode: BnModeOpt = BnMode.shared,
+    tail_lr: TailLrOpt = None,
     min_scale: MinScaleOpt = TrainConfig.min_scale,
     scheduled_loading: Annotated[
         bool,
@@ -296,6 +305,7 @@ def train(
             resize_mode=resize_mode.value,
             bn_recalibrate=bn_recalibrate,
             bn_mode=bn_mode.value,
+            tail_lr_frac=tail_lr,
             min_scale=min_scale,
             scheduled_loading=scheduled_loading,
             direct_crops=direct_crops,
@@ -512,7 +522,8 @@ def compare(
         list[str] | None,
         typer.Option(
             help="A setting to train (repeat): a preset (trd-window), baseline, or [label:]key=value,... with keys "
-            "preset, low_res, until, prob, bn_mode, bn_recalibrate. Default: baseline and trd's default recipe."
+            "preset, low_res, until, prob, bn_mode, bn_recalibrate, tail_lr. "
+            "Default: baseline and trd's default recipe."
         ),
     ] = None,
     seeds: Annotated[str, typer.Option(help="Seeds: a count (3 = 0,1,2) or a list (0,1,2).")] = "3",

@@ -86,12 +86,13 @@ _SETTING_KEYS = {
     "prob": float,
     "bn_mode": str,
     "bn_recalibrate": int,
+    "tail_lr": float,
 }
 
 
 def parse_setting(text: str):
     """``trd-window``, ``baseline``, or ``[label:]key=value,...`` (keys: preset, low_res, until, prob,
-    bn_mode, bn_recalibrate) -> a :class:`~trdcli.compare.Setting`, labelled by its label or its text."""
+    bn_mode, bn_recalibrate, tail_lr) -> a :class:`~trdcli.compare.Setting`, labelled by its label or its text."""
     from trdcli.compare import Setting
     from trdcli.presets import PRESETS
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from trdcli.config import BN_MODES, TrainConfig
 from trdcli.errors import ConfigError
+from trdcli.lr_schedule import OneCycle
 from trdcli.observer import TrainObserver
 from trdcli.presets import build_schedule
 from trdcli.rundir import PROGRESS_FILE, RUN_FILE
@@ -42,6 +43,7 @@ class Setting:
     prob: float | None = None
     bn_mode: str = "shared"
     bn_recalibrate: int | None = None  # None: the default (recalibrate when any step was reduced)
+    tail_lr: float | None = None  # the full-resolution tail's own annealing (TrainConfig.tail_lr_frac)
     epochs: int | None = None  # None: the recipe's; an equal-compute baseline trains fewer
     matches: str | None = None  # for an equal-compute baseline: the setting whose compute it matches
 
@@ -50,7 +52,8 @@ class Setting:
             raise ConfigError(f"`setting` {self.label}: bn_mode must be one of {', '.join(BN_MODES)}")
         if self.bn_recalibrate is not None and self.bn_recalibrate < 0:
             raise ConfigError(f"`setting` {self.label}: bn_recalibrate must be 0 or more batches")
-        self.schedule(0)  # a setting that cannot build its schedule fails now, not hours into a comparison
+        # A setting that cannot build its schedule or learning-rate curve fails now, not hours into a comparison.
+        OneCycle(self.schedule(0).full_tail_start_frac, self.tail_lr)
 
     def schedule(self, seed: int) -> ResolutionSchedule:
         return build_schedule(self.preset, self.low_res, self.until, self.prob, seed)
@@ -63,6 +66,7 @@ class Setting:
             epochs=self.epochs or recipe.epochs,
             bn_mode=self.bn_mode,
             bn_recalibrate=self.bn_recalibrate,
+            tail_lr_frac=self.tail_lr,
             out_dir=run_dir,
             resume=run_dir if (run_dir / PROGRESS_FILE).exists() else None,
         )

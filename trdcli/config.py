@@ -8,6 +8,7 @@ from typing import Any
 
 from trdcli.data_wait import DEFAULT_MAX_DATA_WAIT_FRAC
 from trdcli.errors import ConfigError, require_positive_int
+from trdcli.lr_schedule import OneCycle
 from trdcli.schedules import ConstantSchedule, ResolutionSchedule
 
 # How BatchNorm treats reduced steps (trdcli.bn): one set of layers for all steps, or a private
@@ -34,6 +35,9 @@ class TrainConfig:
     # rate given with `resume` replaces it: how a run that diverged continues more gently).
     lr: float | None = None
     lr_find: bool = False  # run fastai's lr_find at full resolution and use its valley
+    # The full-resolution tail's own annealing, from this fraction of the peak rate
+    # (trdcli.lr_schedule); None: one one-cycle over the whole run.
+    tail_lr_frac: float | None = None
     schedule: ResolutionSchedule = field(default_factory=ConstantSchedule)
     seed: int = 0
     valid_pct: float | None = None
@@ -82,11 +86,17 @@ class TrainConfig:
                 f"`size_px` {self.size_px} is below the {self.schedule.min_px} px the network needs",
             )
         self.schedule.validate(self.size_px)
+        self.lr_cycle  # noqa: B018 (a tail rate without a tail fails here)
 
     @property
     def peak_lr(self) -> float:
         """The peak learning rate of a new run: ``lr``, or the default."""
         return DEFAULT_LR if self.lr is None else self.lr
+
+    @property
+    def lr_cycle(self) -> OneCycle:
+        """The learning-rate curve: fastai's one-cycle, with the tail's own annealing if asked."""
+        return OneCycle(tail_start_frac=self.schedule.full_tail_start_frac, tail_lr_frac=self.tail_lr_frac)
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready: paths as strings, the schedule as its ``describe()``."""

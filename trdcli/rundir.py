@@ -59,12 +59,13 @@ def run_identity(config: TrainConfig, classes: list[str]) -> dict[str, Any]:
         "full_px": config.size_px,
         "schedule": config.schedule.describe(),
         "bn_mode": config.bn_mode,
+        "tail_lr_frac": config.tail_lr_frac,
         "classes": classes,
     }
 
 
 # What runs checkpointed before an identity key existed used: they resume as before.
-_IDENTITY_BEFORE_KEY_EXISTED = {"bn_mode": "shared"}
+_IDENTITY_BEFORE_KEY_EXISTED = {"bn_mode": "shared", "tail_lr_frac": None}
 
 
 @dataclass

@@ -160,6 +160,11 @@ class ResolutionSchedule(ABC):
         return {}
 
     @property
+    def full_tail_start_frac(self) -> float:
+        """Where the run's guaranteed full-resolution tail begins (1.0: it has none)."""
+        return 1.0
+
+    @property
     def has_regularisation(self) -> bool:
         """Whether this schedule sets regularisation strengths at all."""
         return type(self).regularisation is not ResolutionSchedule.regularisation
@@ -248,6 +253,10 @@ class TRDSchedule(ResolutionSchedule):
 
     def validate(self, full_px):
         self.low_px(full_px)
+
+    @property
+    def full_tail_start_frac(self) -> float:
+        return self.until
 
     def is_reduced(self, step: int, total_steps: int) -> bool:
         """Whether ``step`` runs at the reduced resolution."""

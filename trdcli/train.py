@@ -236,10 +236,18 @@ def _start_point(learn, config: TrainConfig, progress, state, device) -> None:
 
 
 def _fit(learn, config: TrainConfig, state) -> None:
-    """fit_one_cycle with progress and checkpoints; Ctrl-C, SIGTERM, a diverged loss and images
-    broken mid-run stop it with a message that says what is saved."""
+    """One-cycle (``fit_one_cycle``, or its curve with the tail's own annealing) with progress and
+    checkpoints; Ctrl-C, SIGTERM, a diverged loss and images broken mid-run stop it with a message
+    that says what is saved."""
     from trdcli.faults import sigterm_interrupts
-    from trdcli.train_callbacks import LossDiverged, ReportProgress, SaveCheckpoint, StopOnNonFiniteLoss, StopOnSigterm
+    from trdcli.train_callbacks import (
+        LossDiverged,
+        ReportProgress,
+        SaveCheckpoint,
+        StopOnNonFiniteLoss,
+        StopOnSigterm,
+        lr_scheduler,
+    )
 
     steps_per_epoch = len(learn.dls.train)
     state.observer.fit_started(steps_per_epoch * config.epochs, steps_per_epoch, config.epochs, state.start_epoch)
@@ -247,9 +255,12 @@ def _fit(learn, config: TrainConfig, state) -> None:
     state.start_clock()
     with sigterm_interrupts() as signals:
         try:
-            learn.fit_one_cycle(
-                config.epochs, state.lr, start_epoch=state.start_epoch, cbs=[*cbs, StopOnSigterm(signals, state.ranks)]
-            )
+            cbs.append(StopOnSigterm(signals, state.ranks))
+            if config.tail_lr_frac is None:
+                learn.fit_one_cycle(config.epochs, state.lr, start_epoch=state.start_epoch, cbs=cbs)
+            else:
+                cbs.insert(0, lr_scheduler(config.lr_cycle, state.lr))
+                learn.fit(config.epochs, state.lr, start_epoch=state.start_epoch, cbs=cbs)
         except KeyboardInterrupt:
             raise _interrupted(state, signals) from None
         except LossDiverged as exc:

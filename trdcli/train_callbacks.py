@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,20 @@ from trdcli.callback import fit_step
 from trdcli.data_wait import DataWait, epoch_columns, measure_epoch
 from trdcli.distributed import Ranks, any_rank, barrier
 from trdcli.faults import Preempted
+from trdcli.lr_schedule import OneCycle
 from trdcli.observer import TrainObserver, WarningLog
 from trdcli.rundir import Progress, save_checkpoint
+
+
+def _times(scale: float, frac_at, pos: float) -> float:
+    return scale * frac_at(pos)
+
+
+def lr_scheduler(cycle: OneCycle, peak_lr: float):
+    """fastai's ``ParamScheduler`` following ``cycle``: what ``fit_one_cycle`` adds, for any OneCycle."""
+    from fastai.callback.schedule import ParamScheduler
+
+    return ParamScheduler({"lr": partial(_times, peak_lr, cycle.lr_frac_at), "mom": cycle.mom_at})
 
 
 @dataclass
