@@ -119,7 +119,7 @@ def test_train_passes_every_option(folder, captured, tmp_path):
     args += ["--lr", "0.01", "--valid-pct", "0.3", "--workers", "0", "--out", str(tmp_path / "r"), "--skip-bad-images"]
     args += ["--device", "cpu", "--resize-mode", "area", "--bn-recalibrate", "4", "--seed", "9", "--no-check-images"]
     args += ["--low-res", "64", "--until", "0.8", "--prob", "0.5", "--weights", str(tmp_path / "w.pth")]
-    args += ["--resume", str(tmp_path / "old"), "--bn-mode", "private", "--min-scale", "0.5"]
+    args += ["--resume", str(tmp_path / "old"), "--bn-mode", "private", "--min-scale", "0.5", "--tail-lr", "0.2"]
     args += ["--no-scheduled-loading", "--direct-crops", "--max-data-wait", "0.25"]
     result = runner.invoke(cli.app, args)
     assert result.exit_code == 0, result.output
@@ -146,6 +146,7 @@ def test_train_passes_every_option(folder, captured, tmp_path):
             resize_mode="area",
             bn_recalibrate=4,
             bn_mode="private",
+            tail_lr_frac=0.2,
             min_scale=0.5,
             scheduled_loading=False,
             direct_crops=True,
