@@ -113,3 +113,21 @@ def test_a_run_records_its_tail_rate_and_resumes_only_with_it(tmp_path):
     saved = json.loads((tmp_path / "run" / "run.json").read_text())
     assert saved["config"]["tail_lr_frac"] == 0.3
     assert result.step_px == [32] * 3 + [64] * 3  # 24 images, 3 steps an epoch: half of 6 reduced
+
+
+def test_a_tail_at_a_stalled_rate_is_warned_about():
+    from trdcli.observer import WarningLog
+    from trdcli.train import _warn_if_tail_stalls
+
+    def warnings(**options):
+        log = WarningLog(TrainObserver())
+        _warn_if_tail_stalls(TrainConfig(data=".", size_px=64, **options), log)
+        return log.messages
+
+    # (1 + cos(pi * 0.65 / 0.75)) / 2 = 4.3% of the peak at 0.9: warned; at 0.8, 16.5%: not.
+    (message,) = warnings(schedule=TRDSchedule(32, until=0.9))
+    assert "starts at 4.3% of the peak" in message and "`tail_lr`" in message
+    assert warnings(schedule=TRDSchedule(32, until=0.8)) == []
+    assert warnings(schedule=TRDSchedule(32, until=0.9), tail_lr_frac=0.3) == []
+    assert warnings(schedule=TRDSchedule(32, until=1.0, prob=0.9)) == []
+    assert warnings() == []

@@ -33,6 +33,8 @@ _EXPORTS = {
     "PRESETS": "trdcli.presets",
     "StageRegularisation": "trdcli.regularisation",
     "recalibrate_batchnorm": "trdcli.bn",
+    "OneCycle": "trdcli.lr_schedule",
+    "lr_scheduler": "trdcli.train_callbacks",
     "load_model": "trdcli.rundir",
     "TRDError": "trdcli.errors",
 }
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
         summarize_compute,
     )
     from trdcli.errors import TRDError
+    from trdcli.lr_schedule import OneCycle
     from trdcli.presets import PRESETS, get_preset
     from trdcli.regularisation import StageRegularisation
     from trdcli.resize import resize_batch
@@ -64,6 +67,7 @@ if TYPE_CHECKING:
         StagedSchedule,
         TRDSchedule,
     )
+    from trdcli.train_callbacks import lr_scheduler
 
 
 def __getattr__(name: str):

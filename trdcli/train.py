@@ -51,6 +51,7 @@ def _train(config: TrainConfig, observer: TrainObserver, ranks, device) -> RunRe
     from trdcli.train_callbacks import FitState
 
     log = WarningLog(observer)
+    _warn_if_tail_stalls(config, log)
     # 1. The data: scan the folder, check every image once.
     check_arch(config.arch)
     folder = _prepare_data(config, log, ranks)
@@ -75,6 +76,23 @@ def _train(config: TrainConfig, observer: TrainObserver, ranks, device) -> RunRe
     metrics, bn_flops = _final_metrics(learn, config, state, flops)
     # 7. The result, written to the run directory by rank 0.
     return _finish(learn, config, folder, state, metrics, bn_flops, flops, device)
+
+
+# Below this share of the peak rate, a full-resolution tail barely moves the weights.
+_STALLED_TAIL_LR_FRAC = 0.1
+
+
+def _warn_if_tail_stalls(config: TrainConfig, log: WarningLog) -> None:
+    tail_start = config.schedule.full_tail_start_frac
+    if tail_start >= 1 or config.tail_lr_frac is not None:
+        return
+    lr_frac = config.lr_cycle.lr_frac_at(tail_start)
+    if lr_frac < _STALLED_TAIL_LR_FRAC:
+        log.warn(
+            f"the full-resolution tail (from {tail_start:g} of the run) starts at {lr_frac:.1%} of the peak "
+            "learning rate under one-cycle, too little to adapt the weights to full resolution: "
+            "set `tail_lr` (0.3 recovered most of the loss on the demo's data, docs/method.md)"
+        )
 
 
 def _check_launch(config: TrainConfig, ranks) -> None:
