@@ -142,6 +142,13 @@ def test_an_assumed_rate_is_never_called_measured():
     assert result.exit_code == 1 and "--utilisation is a share of --gpu-flops: give both" in result.stderr
 
 
+def test_a_share_out_of_range_is_named_as_typed():
+    args = ["estimate-cost", *PAPER, "--until", "0.9", "--gpu-flops", "312e12", "--utilisation", "224=0.2,112=1.5"]
+    result = runner.invoke(cli.app, args)
+    assert result.exit_code == 1
+    assert "--utilisation must be a share in (0, 1], got 1.5 at 112 px" in " ".join(result.stderr.split())
+
+
 def test_a_cached_plan_never_imports_torch(tmp_path):
     import os
     import subprocess

@@ -107,8 +107,11 @@ def throughput_from_gpu_flops(
     """
     if not peak_flops > 0:
         raise ConfigError(f"`gpu_flops` must be positive (FLOP/s, e.g. 312e12), got {peak_flops}")
-    if not utilisation_by_px or not all(0 < u <= 1 for u in utilisation_by_px.values()):
-        raise ConfigError(f"`utilisation` must be in (0, 1], got {utilisation_by_px}")
+    if not utilisation_by_px:
+        raise ConfigError("`utilisation` needs at least one share")
+    for px, share in utilisation_by_px.items():
+        if not 0 < share <= 1:
+            raise ConfigError(f"`utilisation` must be a share in (0, 1], got {share:g} at {px} px")
     known = sorted(utilisation_by_px, key=lambda px: flops_at(px).train_flops)
     xs = [flops_at(px).train_flops for px in known]
     ys = [utilisation_by_px[px] for px in known]
