@@ -57,7 +57,9 @@ def test_settings_from_the_command_line():
         "s", low_res=48, until=1.0, prob=0.9, bn_recalibrate=8, bn_mode="private"
     )
     assert parse_setting("t:low_res=48,until=0.9,tail_lr=0.3") == Setting("t", low_res=48, until=0.9, tail_lr=0.3)
-    assert parse_seeds("3") == (0, 1, 2) and parse_seeds("4,7") == (4, 7)
+    assert parse_seeds("3") == (0, 1, 2) and parse_seeds("4,7") == (4, 7) and parse_seeds("7,") == (7,)
+    with pytest.raises(ConfigError, match=r"a count of at least 1 \(for seed 0 alone: 0,\), got '0'"):
+        parse_seeds("0")
     for bad, message in [
         ("x:low_res=48,tail_lr=0.3", "`tail_lr` needs a full-resolution tail"),  # the default reading has none
         ("nope", "neither a preset"),

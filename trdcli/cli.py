@@ -526,7 +526,7 @@ def compare(
             "Default: baseline and trd's default recipe."
         ),
     ] = None,
-    seeds: Annotated[str, typer.Option(help="Seeds: a count (3 = 0,1,2) or a list (0,1,2).")] = "3",
+    seeds: Annotated[str, typer.Option(help="Seeds: a count (3 = 0,1,2) or a list (0,1,2; one seed: 7,).")] = "3",
     arch: ArchOpt = TrainConfig.arch,
     epochs: EpochsOpt = TrainConfig.epochs,
     size: SizeOpt = TrainConfig.size_px,

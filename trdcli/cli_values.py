@@ -119,14 +119,19 @@ def parse_setting(text: str):
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
-    """``0,1,2`` or ``3`` (that many seeds from 0)."""
+    """``0,1,2``, ``7,`` (seed 7 alone) or ``3`` (that many seeds from 0)."""
+    parts = text.split(",")
+    if len(parts) == 2 and not parts[1].strip():
+        parts = parts[:1]  # "7,": a list of one
     try:
-        values = [int(part) for part in text.split(",")]
+        values = [int(part) for part in parts]
     except ValueError:
-        raise ConfigError(f"`seeds` must be a count (3) or a list (0,1,2), got {text!r}") from None
-    if len(values) == 1 and "," not in text:
+        raise ConfigError(f"`seeds` must be a count (3) or a list (0,1,2; one seed: 7,), got {text!r}") from None
+    if "," not in text:
         if values[0] < 1:
-            raise ConfigError(f"`seeds` must be at least 1, got {text!r}")
+            raise ConfigError(
+                f"`seeds` must be a count of at least 1 (for seed {values[0]} alone: {values[0]},), got {text!r}"
+            )
         return tuple(range(values[0]))
     return tuple(values)
 
