@@ -16,6 +16,7 @@ from trdcli.compare import (
     CompareConfig,
     Setting,
     equal_compute_epochs,
+    planned_fraction,
     run_compare,
     summary_rows,
     with_equal_compute_baselines,
@@ -43,11 +44,17 @@ def test_equal_compute_baseline_of_a_window_by_hand(tmp_path):
     config = CompareConfig(recipe, (Setting("baseline"), Setting("w", low_res=32, until=0.5)), seeds=(0,))
     settings = with_equal_compute_baselines(config, train_images=80, num_classes=3)
     flops = FlopsTable.for_arch("resnet18", 3)
-    # 10 steps per epoch, 100 steps: the first 50 at 32 px, the rest at 64 px.
-    fraction = (50 * flops.at(32).train_flops + 50 * flops.at(64).train_flops) / (100 * flops.at(64).train_flops)
+    # 10 steps per epoch of 8 images, 100 steps: the first 50 at 32 px, the rest at 64 px; then
+    # BatchNorm recalibrated (the default after reduced steps) on 8 batches of 8 images, forward only.
+    recal = 8 * 8 * flops.at(64).forward_flops
+    baseline = 100 * 8 * flops.at(64).train_flops
+    fraction = (50 * 8 * flops.at(32).train_flops + 50 * 8 * flops.at(64).train_flops + recal) / baseline
     expected_epochs = int(fraction * 10 + 0.5)
-    assert 5 <= expected_epochs <= 7  # (1 + ~0.27) / 2 of 10 epochs
+    assert 6 <= expected_epochs <= 7  # (1 + ~0.25) / 2 of 10 epochs, plus ~3% for recalibration
     assert settings[2] == Setting(f"baseline-{expected_epochs}ep", epochs=expected_epochs, matches="w")
+    assert planned_fraction(config.settings[1], recipe, 80, 3, seed=0) == pytest.approx(fraction)
+    no_recal = Setting("w", low_res=32, until=0.5, bn_recalibrate=0)
+    assert planned_fraction(no_recal, recipe, 80, 3, seed=0) == pytest.approx(fraction - recal / baseline)
 
 
 def test_settings_from_the_command_line():
@@ -101,7 +108,13 @@ def test_the_table_is_what_the_runs_recorded_and_a_rerun_trains_nothing(folder, 
         # Compute against the recipe's 2-epoch baseline: 24 images / batch 8 = 3 steps an epoch.
         reference = 2 * 3 * 8 * runs[0]["train_flops_per_image"]["64"]
         assert payload["reference_train_flops"] == reference
-        assert row["compute_fraction"] == statistics.mean(r["train_flops"] / reference for r in runs)
+        assert row["train_compute_fraction"] == statistics.mean(r["train_flops"] / reference for r in runs)
+        # The spread recalibrates on its 3 batches (of the default 8) of 8 images, forward only, at 64 px.
+        recal_flops = 3 * 8 * runs[0]["forward_flops_per_image"]["64"] if row["setting"] == "spread" else 0
+        assert [r["bn_recalibration_flops"] for r in runs] == [recal_flops] * 2
+        assert row["compute_fraction"] == pytest.approx(
+            statistics.mean((r["train_flops"] + recal_flops) / reference for r in runs)
+        )
         assert [r["seed"] for r in runs] == [0, 1] and {r["epochs"] for r in runs} == {row["epochs"]}
     assert payload["settings"][2]["compute_fraction"] == 0.5  # 1 of 2 epochs at full resolution
     assert (out / "compare.json").is_file() and (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
@@ -111,6 +124,7 @@ def test_the_table_is_what_the_runs_recorded_and_a_rerun_trains_nothing(folder, 
     assert {p: p.stat().st_mtime_ns for p in out.rglob("run.json")} == stamps  # nothing retrained
     baseline = payload["settings"][0]
     assert f"{100 * baseline['top1_mean']:.1f}% ± {100 * baseline['top1_std']:.1f}%" in table.stdout
+    assert "compute: training steps and BatchNorm recalibration" in table.stdout
 
 
 class InterruptOnce(TrainObserver):

@@ -5,6 +5,10 @@ one compare directory (``<out>/<setting>/seed<k>``), so a rerun of the same comp
 the runs that finished and resumes the one that was interrupted. The summary is read back
 from each run's ``run.json``: what the table shows is what the runs recorded.
 
+A setting's compute is what its runs spent: training steps, and the forward passes of BatchNorm
+recalibration when it recalibrates, against the recipe's baseline (``train_compute_fraction``
+alone is the training steps, ``run.json``'s ``compute_fraction``).
+
 The **equal-compute baseline** of a setting is the full-resolution baseline trained for the
 number of epochs whose compute is closest to the setting's (``fraction * epochs`` rounded, ties
 up, at least 1): the fair rival of a schedule that saves compute is the baseline given the same.
@@ -20,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from trdcli.config import BN_MODES, TrainConfig
+from trdcli.config import BN_MODES, DEFAULT_BN_RECALIBRATE_BATCHES, TrainConfig
 from trdcli.errors import ConfigError
 from trdcli.lr_schedule import OneCycle
 from trdcli.observer import TrainObserver
@@ -123,12 +127,23 @@ def run_dir_name(label: str) -> str:
 
 
 def planned_fraction(setting: Setting, recipe: TrainConfig, train_images: int, num_classes: int, seed: int) -> float:
-    """The setting's compute as a fraction of the recipe's baseline, planned by the code a run records with."""
+    """The setting's compute (training, and BatchNorm recalibration if it recalibrates) as a fraction of the
+    recipe's baseline, planned by the code a run records with."""
     from trdcli.cost import FlopsTable, RunShape, default_cache, plan_compute
 
     shape = RunShape(train_images, recipe.batch_size, setting.epochs or recipe.epochs, recipe.size_px)
     flops = FlopsTable.for_arch(recipe.arch, num_classes, cache=default_cache())
-    return plan_compute(setting.schedule(seed), shape, flops.at).compute_fraction
+    planned = plan_compute(setting.schedule(seed), shape, flops.at)
+    batches = setting.bn_recalibrate
+    if batches is None:  # TRDCallback's default: recalibrate after a fit that reduced any step
+        batches = DEFAULT_BN_RECALIBRATE_BATCHES if set(planned.steps_by_px) != {recipe.size_px} else 0
+    recal_flops = min(batches, shape.steps_per_epoch) * recipe.batch_size * flops.at(recipe.size_px).forward_flops
+    return (planned.train_flops + recal_flops) / planned.baseline_train_flops
+
+
+def run_compute_fraction(run: dict[str, Any], reference_train_flops: int) -> float:
+    """What a run spent, training and recalibrating BatchNorm, against the recipe's baseline."""
+    return (run["train_flops"] + run.get("bn_recalibration_flops", 0)) / reference_train_flops
 
 
 def equal_compute_epochs(fraction: float, epochs: int) -> int:
@@ -202,7 +217,10 @@ def summary_rows(compared: CompareResult) -> list[dict[str, Any]]:
             "epochs": result.runs[0]["epochs"],
             "seeds": [run["seed"] for run in result.runs],
             "compute_fraction": statistics.mean(
-                run["train_flops"] / compared.reference_train_flops for run in result.runs
+                run_compute_fraction(r, compared.reference_train_flops) for r in result.runs
+            ),
+            "train_compute_fraction": statistics.mean(
+                r["train_flops"] / compared.reference_train_flops for r in result.runs
             ),
         }
         for key, values in (
@@ -227,7 +245,8 @@ def compare_json(compared: CompareResult) -> dict[str, Any]:
             {
                 "setting": r.setting.label,
                 **{k: run[k] for k in ("seed", "run_dir", "metrics", "wall_time_s")},
-                "compute_fraction": run["train_flops"] / compared.reference_train_flops,
+                "compute_fraction": run_compute_fraction(run, compared.reference_train_flops),
+                "train_compute_fraction": run["train_flops"] / compared.reference_train_flops,
             }
             for r in compared.settings
             for run in r.runs

@@ -295,7 +295,9 @@ def _mean_std(row: dict[str, Any], key: str, fmt) -> str:
 
 def compare_table(rows: list[dict[str, Any]], title: str) -> Table:
     """`trd compare`: a row per setting, mean ± sample std over seeds; compute against the recipe's baseline."""
-    table = Table(title=title, title_justify="left")
+    recalibrated = any(r["compute_fraction"] != r["train_compute_fraction"] for r in rows)
+    caption = "compute: training steps and BatchNorm recalibration" if recalibrated else None
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
     table.add_column("setting", overflow="fold")
     for column in ("epochs", "seeds", "top-1", "top-5", "compute", "Δ top-1 vs baseline", "wall time"):
         table.add_column(column, justify="right", no_wrap=column != "Δ top-1 vs baseline")
