@@ -42,10 +42,8 @@ def main() -> None:
     for seed in args.seeds:
         data = make_shapes_dataset(root / f"data-{seed}", seed=seed)
         base = demo_config(data, root / "runs", args.epochs, seed, size_px=64)
-        for name in results:
-            config = replace(
-                base, schedule=SETTINGS[name](seed), out_dir=root / "runs" / f"{seed}-{len(results[name])}"
-            )
+        for index, name in enumerate(results):
+            config = replace(base, schedule=SETTINGS[name](seed), out_dir=root / "runs" / f"seed{seed}-{index}")
             run = train(config)
             results[name].append(run)
             print(

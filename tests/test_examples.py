@@ -46,3 +46,18 @@ def test_notebook_api_on_an_image_folder(tmp_path):
     assert f"steps per resolution: {steps}" in out
     assert "compute saved:" in out
     assert "BatchNorm recalibrated on 24 images" in out  # 8 batches asked, the 3 there are
+
+
+def test_the_demo_depth_sweep_runs_every_setting_it_names():
+    # One epoch of two settings: the benchmark's own loop (it once gave every setting one run directory).
+    script = EXAMPLES.parent / "benchmarks" / "demo_low_res_sweep.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--epochs", "1", "--only", "baseline", "32 px, until 0.9"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    runs = [line for line in result.stdout.splitlines() if line.startswith("seed 0 ")]
+    assert [line.split("top-1")[0].split(None, 2)[2].strip() for line in runs] == ["baseline", "32 px, until 0.9"]
+    # 480 images in batches of 32: 15 steps, of which 14 start before 0.9 of the run; a 32 px
+    # step of ResNet-18 costs a quarter of a 64 px one: 14/15 * 3/4 = 70.0% saved.
+    assert "saved   0.0%" in runs[0] and "saved  70.0%" in runs[1]
