@@ -16,7 +16,7 @@ from trdcli.schedules import ConstantSchedule, ResolutionSchedule
 BN_MODES = ("shared", "private")
 # After a fit that reduced any step, BatchNorm statistics are re-estimated on this many
 # full-resolution batches unless told otherwise: on the demo's data it recovered TRD's loss
-# (window 84.1% -> spread + recalibration 99.1%, against the baseline's 99.4%; docs/method.md).
+# (window 88.1% -> spread + recalibration 98.4%, against the baseline's 100%; docs/method.md).
 DEFAULT_BN_RECALIBRATE_BATCHES = 8
 # fastai book's from-scratch one-cycle rate for Imagenette (ch. 7).
 DEFAULT_LR = 3e-3
