@@ -21,7 +21,8 @@ if [ $# -eq 0 ]; then
     "tail+recal:low_res=48,until=0.95,prob=0.947,bn_recalibrate=8"
 fi
 python -c "from pathlib import Path; from trdcli.demo import make_shapes_dataset; make_shapes_dataset(Path('$out/data'))"
+seeds_name=${seeds%,}  # "0," is seed 0 alone
 args=()
 for setting in "$@"; do args+=(--setting "$setting"); done
 trd compare "$out/data" --arch resnet18 --size 64 --batch-size 32 --epochs 8 --lr 3e-3 --min-scale 0.6 \
-  --device cpu --seeds "$seeds" --out "$out/compare-seeds-${seeds//,/-}" "${args[@]}"
+  --device cpu --seeds "$seeds" --out "$out/compare-seeds-${seeds_name//,/-}" "${args[@]}"

@@ -19,7 +19,8 @@ python "$here/make_subset.py" "$src" "$out/data" --train 300 --val 100
 args=()
 for setting in "$@"; do args+=(--setting "$setting"); done
 epochs=${EPOCHS:-5}
-name="compare-seeds-${seeds//,/-}"
-[ "$epochs" = 5 ] || name="compare-${epochs}ep-seeds-${seeds//,/-}"
+seeds_name=${seeds%,}  # "0," is seed 0 alone
+name="compare-seeds-${seeds_name//,/-}"
+[ "$epochs" = 5 ] || name="compare-${epochs}ep-seeds-${seeds_name//,/-}"
 trd compare "$out/data" --arch resnet18 --size 112 --batch-size 64 --epochs "$epochs" --lr 3e-3 \
   --seeds "$seeds" --out "$out/$name" "${args[@]}"
