@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from trdcli.observer import TrainObserver
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenette2-224"
 
 
@@ -83,3 +85,14 @@ def make_jpeg_folder(root: Path, classes=("a", "b", "c"), n_train=8, n_valid=2, 
                 photo_like(width, height, seed + count).save(folder / f"{cls}_{i}.jpg", quality=90)
                 count += 1
     return root
+
+
+class InterruptAfter(TrainObserver):
+    """A TrainObserver that presses Ctrl-C after step ``step``: an interrupted run, for resume tests."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def step_done(self, step, epoch, px, loss, images_per_s):
+        if step == self.step:
+            raise KeyboardInterrupt

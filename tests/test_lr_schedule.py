@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from helpers import make_image_folder, tensor_dls, tiny_cnn
+from helpers import InterruptAfter, make_image_folder, tensor_dls, tiny_cnn
 
 from trdcli.config import TrainConfig
 from trdcli.errors import ConfigError, RunDirError, TrainingInterrupted
@@ -85,15 +85,6 @@ def test_a_fit_follows_the_curve_and_the_tail_is_at_full_resolution():
     falling = (1 + math.cos(math.pi * (8 / 9 - 0.25) / 0.75)) / 2
     assert lrs[8] == pytest.approx(0.01 * (1e-5 + falling * (1 - 1e-5)))
     assert lrs[8] < lrs[9]
-
-
-class InterruptAfter(TrainObserver):
-    def __init__(self, step):
-        self.step = step
-
-    def step_done(self, step, epoch, px, loss, images_per_s):
-        if step == self.step:
-            raise KeyboardInterrupt
 
 
 def test_a_run_records_its_tail_rate_and_resumes_only_with_it(tmp_path):

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from helpers import SHARED_DATA, make_image_folder
+from helpers import SHARED_DATA, InterruptAfter, make_image_folder
 from test_data import write_bad_images, write_odd_images
 from typer.testing import CliRunner
 
@@ -146,15 +146,6 @@ def test_summary_table_names_what_the_user_needs(odd_folder, tmp_path):
     assert "wall time" in result.stdout and "steps at each resolution" in result.stdout
     assert "skipped images" in result.stdout and "run directory" in result.stdout
     assert "warning: skipped 2 unreadable image(s)" in result.stderr
-
-
-class InterruptAfter(TrainObserver):
-    def __init__(self, step):
-        self.step = step
-
-    def step_done(self, step, epoch, px, loss, images_per_s):
-        if step == self.step:
-            raise KeyboardInterrupt
 
 
 def test_interrupt_then_resume_continues_the_same_schedule(tmp_path):
