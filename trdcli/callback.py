@@ -25,7 +25,7 @@ from trdcli.bn import (
     use_private_batchnorm,
     use_reduced_batchnorm,
 )
-from trdcli.config import DEFAULT_BN_RECALIBRATE_BATCHES
+from trdcli.config import recalibration_batches
 from trdcli.cost import ComputeSummary, FlopsTable, ImageFlops, summarize_compute
 from trdcli.errors import ConfigError, DataError, is_int
 from trdcli.presets import trd_reading
@@ -281,10 +281,8 @@ class TRDCallback(Callback):
 
     def recalibration_batches(self) -> int:
         """Batches to recalibrate on after this fit: as given, or by default only if a step was reduced."""
-        if self.bn_recalibrate is not None:
-            return self.bn_recalibrate
         reduced = any(r.px != r.full_px for r in self.records if r.fit == self._fit)
-        return DEFAULT_BN_RECALIBRATE_BATCHES if reduced else 0
+        return recalibration_batches(self.bn_recalibrate, reduced)
 
     # -- what ran ------------------------------------------------------------------------
 

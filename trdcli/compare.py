@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from trdcli.config import BN_MODES, DEFAULT_BN_RECALIBRATE_BATCHES, TrainConfig
+from trdcli.config import BN_MODES, TrainConfig, recalibration_batches
 from trdcli.errors import ConfigError
 from trdcli.lr_schedule import OneCycle
 from trdcli.observer import TrainObserver
@@ -134,9 +134,7 @@ def planned_fraction(setting: Setting, recipe: TrainConfig, train_images: int, n
     shape = RunShape(train_images, recipe.batch_size, setting.epochs or recipe.epochs, recipe.size_px)
     flops = FlopsTable.for_arch(recipe.arch, num_classes, cache=default_cache())
     planned = plan_compute(setting.schedule(seed), shape, flops.at)
-    batches = setting.bn_recalibrate
-    if batches is None:  # TRDCallback's default: recalibrate after a fit that reduced any step
-        batches = DEFAULT_BN_RECALIBRATE_BATCHES if set(planned.steps_by_px) != {recipe.size_px} else 0
+    batches = recalibration_batches(setting.bn_recalibrate, set(planned.steps_by_px) != {recipe.size_px})
     recal_flops = min(batches, shape.steps_per_epoch) * recipe.batch_size * flops.at(recipe.size_px).forward_flops
     return (planned.train_flops + recal_flops) / planned.baseline_train_flops
 

@@ -18,6 +18,15 @@ BN_MODES = ("shared", "private")
 # full-resolution batches unless told otherwise: on the demo's data it recovered TRD's loss
 # (window 88.1% -> spread + recalibration 98.4%, against the baseline's 100%; docs/method.md).
 DEFAULT_BN_RECALIBRATE_BATCHES = 8
+
+
+def recalibration_batches(bn_recalibrate: int | None, any_step_reduced: bool) -> int:
+    """Batches to recalibrate BatchNorm on after a fit: as given, or by default only if a step was reduced."""
+    if bn_recalibrate is not None:
+        return bn_recalibrate
+    return DEFAULT_BN_RECALIBRATE_BATCHES if any_step_reduced else 0
+
+
 # fastai book's from-scratch one-cycle rate for Imagenette (ch. 7).
 DEFAULT_LR = 3e-3
 
