@@ -189,7 +189,7 @@ def test_json_output_is_only_json(folder, captured):
         (["--until", "0.5"], "--until need --low-res \\(or a --preset\\)"),
         (
             ["--preset", "composer", "--until", "0.5"],
-            "--until cannot override preset composer \\(options it takes: none\\)",
+            "--until cannot override preset composer \\(options it takes: --initial-scale\\)",
         ),
         (["--arch", "resnet51"], "unknown --arch 'resnet51'; did you mean resnet50"),
         (["--arch", "vit_b_16"], "needs a fixed input size"),

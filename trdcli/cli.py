@@ -81,6 +81,8 @@ _SETTINGS_WITH_FLAGS = [
     "low_res",
     "until",
     "prob",
+    "prob_end",
+    "initial_scale",
     "preset",
     "seed",
     "valid_pct",
@@ -115,6 +117,7 @@ _SETTINGS_WITH_FLAGS = [
     "price_per_hour",
     "devices",
     "budget",
+    "family",
 ]
 FLAGS = {name: _FLAG_NAMES.get(name, "--" + name.replace("_", "-")) for name in _SETTINGS_WITH_FLAGS}
 
@@ -165,6 +168,13 @@ ProbOpt = Annotated[
     float | None,
     typer.Option(help=f"Chance that a step inside the window is reduced (default {DEFAULT_PROB:g}; 1 with --until)."),
 ]
+ProbEndOpt = Annotated[
+    float | None,
+    typer.Option(help="The chance where the window ends: it falls (or rises) linearly from --prob to this."),
+]
+InitialScaleOpt = Annotated[
+    float | None, typer.Option(help="With --preset composer: the first scale of the ramp (Composer's 0.5).")
+]
 PresetOpt = Annotated[
     PresetName | None, typer.Option(help="A named schedule (see `trd presets`); explicit options override it.")
 ]
@@ -196,10 +206,11 @@ BnModeOpt = Annotated[
 ]
 
 
-def _schedule(preset, low_res, until, prob, seed):
+def _schedule(preset, low_res, until, prob, seed, prob_end, initial_scale):
     from trdcli.presets import build_schedule
 
-    return build_schedule(preset.value if preset else None, low_res, until, prob, seed)
+    name = preset.value if preset else None
+    return build_schedule(name, low_res, until, prob, seed, prob_end=prob_end, initial_scale=initial_scale)
 
 
 @app.command()
@@ -224,6 +235,8 @@ def train(
     low_res: LowResOpt = None,
     until: UntilOpt = None,
     prob: ProbOpt = None,
+    prob_end: ProbEndOpt = None,
+    initial_scale: InitialScaleOpt = None,
     preset: PresetOpt = None,
     seed: SeedOpt = 0,
     valid_pct: Annotated[
@@ -292,7 +305,7 @@ def train(
             batch_size=batch_size,
             lr=peak_lr,
             lr_find=lr is not None and peak_lr is None,
-            schedule=_schedule(preset, low_res, until, prob, seed),
+            schedule=_schedule(preset, low_res, until, prob, seed, prob_end, initial_scale),
             seed=seed,
             valid_pct=valid_pct,
             workers=workers,
@@ -424,6 +437,8 @@ def estimate_cost(
     low_res: LowResOpt = None,
     until: UntilOpt = None,
     prob: ProbOpt = None,
+    prob_end: ProbEndOpt = None,
+    initial_scale: InitialScaleOpt = None,
     preset: PresetOpt = None,
     seed: SeedOpt = 0,
     measure: Annotated[
@@ -464,7 +479,7 @@ def estimate_cost(
             size_px=size,
             epochs=epochs,
             batch_size=batch_size,
-            schedule=_schedule(preset, low_res, until, prob, seed),
+            schedule=_schedule(preset, low_res, until, prob, seed, prob_end, initial_scale),
             seed=seed,
             data=data,
             dataset=dataset.value if dataset else None,
@@ -522,7 +537,7 @@ def compare(
         list[str] | None,
         typer.Option(
             help="A setting to train (repeat): a preset (trd-window), baseline, or [label:]key=value,... with keys "
-            "preset, low_res, until, prob, bn_mode, bn_recalibrate, tail_lr. "
+            "preset, low_res, until, prob, prob_end, initial_scale, bn_mode, bn_recalibrate, tail_lr. "
             "Default: baseline and trd's default recipe."
         ),
     ] = None,
@@ -547,12 +562,27 @@ def compare(
     equal_compute: Annotated[
         bool, typer.Option(help="Add each reducing setting's equal-compute baseline (fewer epochs at full size).")
     ] = True,
+    budget: Annotated[
+        list[float] | None,
+        typer.Option(
+            help="A fraction of the baseline's compute, 0 < F < 1 (repeat): every schedule family is solved to "
+            "spend it and trained, beside the full baseline and any --setting."
+        ),
+    ] = None,
+    family: Annotated[
+        list[str] | None,
+        typer.Option(help="With --budget: only these families (repeat; default all, `trd compare --help` lists them)."),
+    ] = None,
     json_out: JsonOpt = False,
 ):
-    """Train settings x seeds with one recipe; compare accuracy, compute and time against equal-compute baselines."""
+    """Train settings x seeds with one recipe; compare accuracy, compute and time against equal-compute baselines.
+
+    With --budget F, every schedule family (trd, window, falling, composer, ffcv, fastbook, fixed,
+    fewer-epochs) at the setting that spends F of the baseline's compute, side by side.
+    """
     from trdcli import report
     from trdcli.cli_values import parse_seeds, parse_setting
-    from trdcli.compare import CompareConfig, compare_json, default_settings, run_compare, summary_rows
+    from trdcli.compare import CompareConfig, budget_summary, compare_json, default_settings, run_compare, summary_rows
     from trdcli.errors import TrainingInterrupted
     from trdcli.progress import RichTrainObserver
 
@@ -562,8 +592,11 @@ def compare(
             workers=workers, device=device, min_scale=min_scale,
         )  # fmt: skip
         out = out or Path("runs") / f"compare-{data.resolve().name}-{arch}-{size}px-{epochs}ep"
-        settings = tuple(parse_setting(s) for s in setting) if setting else default_settings(size)
-        config = CompareConfig(recipe, settings, parse_seeds(seeds), out, equal_compute)
+        settings = tuple(parse_setting(s) for s in setting) if setting else default_settings(size, bool(budget))
+        config = CompareConfig(
+            recipe, settings, parse_seeds(seeds), out, equal_compute, tuple(budget or ()),
+            tuple(family) if family else None,
+        )  # fmt: skip
         try:
             with RichTrainObserver(stderr) as observer:
                 compared = run_compare(config, observer)
@@ -574,7 +607,12 @@ def compare(
     if json_out:
         _print_json(compare_json(compared))
     else:
-        stdout.print(report.compare_table(summary_rows(compared), f"trd compare: {arch} on {data}, {epochs} epochs"))
+        title = f"trd compare: {arch} on {data}, {epochs} epochs"
+        rows = summary_rows(compared)
+        stdout.print(report.compare_table(rows, title))
+        if compared.budget_rows:
+            baseline = next((r for r in rows if r["setting"] == "baseline"), None)
+            stdout.print(report.budget_compare_table(budget_summary(compared), baseline, f"{title}, at equal compute"))
         stdout.print(f"runs, compare.json and compare.png in {out}", highlight=False)
     if compared.write_error:
         raise fail(compared.write_error)

@@ -84,6 +84,8 @@ _SETTING_KEYS = {
     "low_res": int,
     "until": float,
     "prob": float,
+    "prob_end": float,
+    "initial_scale": float,
     "bn_mode": str,
     "bn_recalibrate": int,
     "tail_lr": float,
@@ -92,7 +94,8 @@ _SETTING_KEYS = {
 
 def parse_setting(text: str):
     """``trd-window``, ``baseline``, or ``[label:]key=value,...`` (keys: preset, low_res, until, prob,
-    bn_mode, bn_recalibrate, tail_lr) -> a :class:`~trdcli.compare.Setting`, labelled by its label or its text."""
+    prob_end, initial_scale, bn_mode, bn_recalibrate, tail_lr) -> a :class:`~trdcli.compare.Setting`, labelled
+    by its label or its text."""
     from trdcli.compare import Setting
     from trdcli.presets import PRESETS
 

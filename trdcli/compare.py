@@ -24,60 +24,23 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from trdcli.config import BN_MODES, TrainConfig, recalibration_batches
+from trdcli.budget import check_budgets, check_families, solve_budgets
+from trdcli.config import TrainConfig
 from trdcli.errors import ConfigError
-from trdcli.lr_schedule import OneCycle
 from trdcli.observer import TrainObserver
-from trdcli.presets import build_schedule
-from trdcli.rundir import PROGRESS_FILE, RUN_FILE
-from trdcli.schedules import ConstantSchedule, ResolutionSchedule
+from trdcli.rundir import RUN_FILE
+from trdcli.schedules import ConstantSchedule
+from trdcli.setting import Setting, planned_fraction
 
 COMPARE_FILE = "compare.json"
 PLOT_FILE = "compare.png"
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One way to train, compared with the others under the same recipe."""
-
-    label: str
-    preset: str | None = None
-    low_res: int | None = None
-    until: float | None = None
-    prob: float | None = None
-    bn_mode: str = "shared"
-    bn_recalibrate: int | None = None  # None: the default (recalibrate when any step was reduced)
-    tail_lr: float | None = None  # the full-resolution tail's own annealing (TrainConfig.tail_lr_frac)
-    epochs: int | None = None  # None: the recipe's; an equal-compute baseline trains fewer
-    matches: str | None = None  # for an equal-compute baseline: the setting whose compute it matches
-
-    def __post_init__(self):
-        if self.bn_mode not in BN_MODES:
-            raise ConfigError(f"`setting` {self.label}: bn_mode must be one of {', '.join(BN_MODES)}")
-        if self.bn_recalibrate is not None and self.bn_recalibrate < 0:
-            raise ConfigError(f"`setting` {self.label}: bn_recalibrate must be 0 or more batches")
-        # A setting that cannot build its schedule or learning-rate curve fails now, not hours into a comparison.
-        OneCycle(self.schedule(0).full_tail_start_frac, self.tail_lr)
-
-    def schedule(self, seed: int) -> ResolutionSchedule:
-        return build_schedule(self.preset, self.low_res, self.until, self.prob, seed)
-
-    def config(self, recipe: TrainConfig, seed: int, run_dir: Path) -> TrainConfig:
-        return replace(
-            recipe,
-            schedule=self.schedule(seed),
-            seed=seed,
-            epochs=self.epochs or recipe.epochs,
-            bn_mode=self.bn_mode,
-            bn_recalibrate=self.bn_recalibrate,
-            tail_lr_frac=self.tail_lr,
-            out_dir=run_dir,
-            resume=run_dir if (run_dir / PROGRESS_FILE).exists() else None,
-        )
-
-
-def default_settings(size_px: int) -> tuple[Setting, ...]:
-    """The baseline and trd's default TRD recipe at half the full resolution."""
+def default_settings(size_px: int, budgets: bool = False) -> tuple[Setting, ...]:
+    """The baseline and trd's default TRD recipe at half the full resolution; with budgets, the baseline
+    alone (the families at each budget include trd's default)."""
+    if budgets:
+        return (Setting("baseline"),)
     return (Setting("baseline"), Setting("trd", low_res=size_px // 2))
 
 
@@ -88,10 +51,20 @@ class CompareConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     out_dir: Path = Path("runs/compare")
     equal_compute: bool = True  # add each reducing setting's equal-compute baseline
+    # Fractions of the baseline's compute at which every family in `families` (trdcli.budget) is solved
+    # and trained; None families: all of them.
+    budgets: tuple[float, ...] = ()
+    families: tuple[str, ...] | None = None
 
     def __post_init__(self):
+        from trdcli.budget import check_families
+
         if not self.settings:
             raise ConfigError("give at least one `setting`")
+        check_budgets(self.budgets)
+        if self.families is not None and not self.budgets:
+            raise ConfigError("`family` picks the families a `budget` solves: give a `budget` with it")
+        check_families(self.families)
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"`seeds` must be distinct, got {list(self.seeds)}")
         labels = [s.label for s in self.settings]
@@ -118,25 +91,13 @@ class CompareResult:
     config: CompareConfig
     settings: list[SettingResult]
     reference_train_flops: int  # the recipe's full-resolution baseline, every run's compute is measured against it
+    budget_rows: list = field(default_factory=list)  # trdcli.budget.BudgetRow, one per family and budget
     write_error: str | None = None  # set when compare.json or compare.png could not be written
 
 
 def run_dir_name(label: str) -> str:
     """A folder name for a setting's label: letters, digits, ``.``, ``_``, ``=`` and ``-``."""
     return re.sub(r"[^A-Za-z0-9._=-]+", "_", label).strip("_") or "setting"
-
-
-def planned_fraction(setting: Setting, recipe: TrainConfig, train_images: int, num_classes: int, seed: int) -> float:
-    """The setting's compute (training, and BatchNorm recalibration if it recalibrates) as a fraction of the
-    recipe's baseline, planned by the code a run records with."""
-    from trdcli.cost import FlopsTable, RunShape, default_cache, plan_compute
-
-    shape = RunShape(train_images, recipe.batch_size, setting.epochs or recipe.epochs, recipe.size_px)
-    flops = FlopsTable.for_arch(recipe.arch, num_classes, cache=default_cache())
-    planned = plan_compute(setting.schedule(seed), shape, flops.at)
-    batches = recalibration_batches(setting.bn_recalibrate, set(planned.steps_by_px) != {recipe.size_px})
-    recal_flops = min(batches, shape.steps_per_epoch) * recipe.batch_size * flops.at(recipe.size_px).forward_flops
-    return (planned.train_flops + recal_flops) / planned.baseline_train_flops
 
 
 def run_compute_fraction(run: dict[str, Any], reference_train_flops: int) -> float:
@@ -170,32 +131,75 @@ def with_equal_compute_baselines(config: CompareConfig, train_images: int, num_c
     return out
 
 
+def planned_settings(config: CompareConfig, train_images: int, num_classes: int) -> tuple[list[Setting], list]:
+    """Every setting the comparison trains, and the budget rows: the given settings with their equal-compute
+    baselines, then, with budgets, the full baseline (if not given) and each family's solved setting."""
+    settings = with_equal_compute_baselines(config, train_images, num_classes)
+    if not config.budgets:
+        return settings, []
+    families = check_families(config.families)
+    rows = solve_budgets(config.budgets, families, config.recipe, train_images, num_classes)
+    if not any(_is_full_baseline(s) for s in settings):
+        settings.insert(0, Setting("baseline"))
+    labels = {s.label for s in settings}
+    for row in rows:
+        if row.setting is not None and row.setting.label not in labels:
+            settings.append(row.setting)
+            labels.add(row.setting.label)
+    return settings, rows
+
+
+def _is_full_baseline(setting: Setting) -> bool:
+    return setting.epochs is None and isinstance(setting.schedule(0), ConstantSchedule)
+
+
 def run_compare(config: CompareConfig, observer: TrainObserver | None = None) -> CompareResult:
     """Train every setting x seed (skipping finished runs, resuming interrupted ones); summarise from run.json."""
     from trdcli.data import scan_image_folder
-    from trdcli.train import train
 
     observer = observer or TrainObserver()
     observer.stage("planning the comparison")
     folder = scan_image_folder(config.recipe.data, config.recipe.valid_pct, config.recipe.seed)
-    settings = with_equal_compute_baselines(config, len(folder.train), folder.num_classes)
+    settings, budget_rows = planned_settings(config, len(folder.train), folder.num_classes)
     results = [SettingResult(s) for s in settings]
-    recipe, first = config.recipe, True
+    first = True
     for result in results:
         for seed in config.seeds:
             run_dir = config.out_dir / run_dir_name(result.setting.label) / f"seed{seed}"
-            if not (run_dir / RUN_FILE).exists():
-                observer.run_label(f"{result.setting.label} seed {seed}")
-                # Every image is decoded once, in the first run; the others train on the same folder.
-                train(result.setting.config(replace(recipe, check_images=recipe.check_images and first), seed, run_dir),
-                      observer)  # fmt: skip
-                first = False
+            first = _train_unless_finished(config.recipe, result.setting, seed, run_dir, observer, first) and first
             result.runs.append({**json.loads((run_dir / RUN_FILE).read_text()), "run_dir": str(run_dir)})
     observer.run_label("")
     reference = _reference_train_flops(results, config.recipe.epochs)
-    compared = CompareResult(config, results, reference)
+    compared = CompareResult(config, results, reference, budget_rows)
     _save(compared)
     return compared
+
+
+def _train_unless_finished(
+    recipe: TrainConfig, setting: Setting, seed: int, run_dir: Path, observer: TrainObserver, first: bool
+) -> bool:
+    """Train the run unless ``run_dir`` holds it finished; True when nothing was trained."""
+    from trdcli.train import train
+
+    if (run_dir / RUN_FILE).exists():
+        _check_finished_run(run_dir, setting, seed, setting.epochs or recipe.epochs)
+        return True
+    observer.run_label(f"{setting.label} seed {seed}")
+    # Every image is decoded once, in the first run; the others train on the same folder.
+    train(setting.config(replace(recipe, check_images=recipe.check_images and first), seed, run_dir), observer)
+    return False
+
+
+def _check_finished_run(run_dir: Path, setting: Setting, seed: int, epochs: int) -> None:
+    # A finished run is reused only if it is this setting's: a directory left by another comparison (other
+    # options under the same --out) would otherwise be summarised as this one.
+    run = json.loads((run_dir / RUN_FILE).read_text())
+    expected = json.loads(json.dumps(setting.schedule(seed).describe()))
+    if run.get("schedule") != expected or run.get("epochs") != epochs:
+        raise ConfigError(
+            f"{run_dir} holds a finished run of another setting (schedule {run.get('schedule', {}).get('name')}, "
+            f"{run.get('epochs')} epochs) than `setting` {setting.label}: give another `out` for this comparison"
+        )
 
 
 def _reference_train_flops(results: list[SettingResult], epochs: int) -> int:
@@ -233,11 +237,36 @@ def summary_rows(compared: CompareResult) -> list[dict[str, Any]]:
     return rows
 
 
+def budget_summary(compared: CompareResult) -> list[dict[str, Any]]:
+    """One row per family and budget: the solved setting's parameters and its summary row (measured means
+    over seeds), or why the family has none at that budget."""
+    by_label = {row["setting"]: row for row in summary_rows(compared)}
+    out = []
+    for row in compared.budget_rows:
+        entry: dict[str, Any] = {
+            "budget_frac": row.budget_frac,
+            "family": row.family,
+            "parameter": row.parameter,
+            "planned_compute_fraction": row.planned_fraction,
+            "reached": row.setting is not None,
+            "note": row.note,
+        }
+        if row.setting is not None:
+            seed = compared.config.seeds[0]
+            # Each seed draws its own steps; the parameters are the family's, the same for every seed.
+            entry["schedule"] = {k: v for k, v in row.setting.schedule(seed).describe().items() if k != "seed"}
+            entry["epochs"] = row.setting.epochs or compared.config.recipe.epochs
+            entry["result"] = by_label[row.setting.label]
+        out.append(entry)
+    return out
+
+
 def compare_json(compared: CompareResult) -> dict[str, Any]:
     return {
         "recipe": compared.config.recipe.describe(),
         "seeds": list(compared.config.seeds),
         "reference_train_flops": compared.reference_train_flops,
+        "budgets": budget_summary(compared),
         "settings": summary_rows(compared),
         "runs": [
             {

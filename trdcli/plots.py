@@ -57,9 +57,13 @@ def save_schedule_plot(result: RunResult, path: Path) -> None:
 
 
 def save_compare_plot(payload: dict, path: Path) -> None:
-    """Top-1 against compute (fraction of the recipe's baseline): a dot per run, mean ± std per setting."""
+    """Top-1 against compute (fraction of the recipe's baseline): a dot per run, mean ± std per setting;
+    with budgets, one line per family through its budgets (the Pareto view), other settings as points."""
     with _figure(path, (7, 4.5)) as ax:
+        in_budget = _plot_budget_families(ax, payload.get("budgets", []))
         for row in payload["settings"]:
+            if row["setting"] in in_budget:
+                continue
             runs = [r for r in payload["runs"] if r["setting"] == row["setting"]]
             xs = [r["compute_fraction"] for r in runs]
             ys = [100 * r["metrics"]["top1"] for r in runs]
@@ -78,6 +82,24 @@ def save_compare_plot(payload: dict, path: Path) -> None:
         ax.set_xlim(0, 1.05)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+
+
+def _plot_budget_families(ax, budgets: list[dict]) -> set[str]:
+    """A line per family over the budgets it reached, mean ± std of top-1 at the compute it spent; the
+    labels of the settings drawn."""
+    drawn: set[str] = set()
+    families = dict.fromkeys(b["family"] for b in budgets)
+    for family in families:
+        points = sorted(
+            (b["result"]["compute_fraction"], 100 * b["result"]["top1_mean"], 100 * b["result"]["top1_std"])
+            for b in budgets
+            if b["family"] == family and b["reached"]
+        )
+        drawn |= {b["result"]["setting"] for b in budgets if b["family"] == family and b["reached"]}
+        if points:
+            xs, ys, errs = zip(*points, strict=True)
+            ax.errorbar(xs, ys, yerr=errs, fmt="-o", capsize=3, markersize=4, label=family)
+    return drawn
 
 
 def save_eval_plot(sweep: list[dict], train_px: int, title: str, path: Path) -> None:

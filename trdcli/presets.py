@@ -39,7 +39,7 @@ def trd_reading(until: float | None, prob: float | None) -> tuple[float, float]:
 
 
 # The TRD options a preset built on TRDSchedule lets the command line override.
-_TRD_OPTIONS = ("low_res", "until", "prob")
+_TRD_OPTIONS = ("low_res", "until", "prob", "prob_end")
 
 
 @dataclass(frozen=True)
@@ -55,9 +55,9 @@ class Preset:
 
 
 def _trd(name: str, low_scale: float, until: float, prob: float) -> Callable[..., ResolutionSchedule]:
-    def build(low_res: int | None = None, until: float = until, prob: float = prob, seed: int = 0):
+    def build(low_res: int | None = None, until: float = until, prob: float = prob, seed: int = 0, prob_end=None):
         scale = None if low_res is not None else low_scale
-        return TRDSchedule(low_res, until=until, prob=prob, seed=seed, low_scale=scale, name=name)
+        return TRDSchedule(low_res, until=until, prob=prob, seed=seed, low_scale=scale, prob_end=prob_end, name=name)
 
     return build
 
@@ -109,6 +109,7 @@ PRESETS: dict[str, Preset] = {
             "Composer ProgressiveResizing defaults: 0.5 scale to 50%, linear ramp to full at 80%, multiples of 4",
             "mosaicml/composer, composer/algorithms/progressive_resizing/progressive_resizing.py",
             _fixed(ComposerSchedule),
+            ("initial_scale",),
         ),
         Preset(
             "ffcv",
@@ -171,15 +172,22 @@ def build_schedule(
     until: float | None = None,
     prob: float | None = None,
     seed: int = 0,
+    *,
+    prob_end: float | None = None,
+    initial_scale: float | None = None,
 ) -> ResolutionSchedule:
     """The schedule a command line asks for: a preset with overrides, plain TRD, or the baseline.
 
     Options left as ``None`` were not given. Without a preset, ``low_res`` makes a TRD schedule
-    (``until`` defaults to 0.9, ``prob`` to 1.0) and no ``low_res`` means the full-resolution
-    baseline, for which ``until`` and ``prob`` make no sense.
+    read by :func:`trd_reading` (``prob_end`` makes its chance fall linearly to that value at the
+    window's end), and no ``low_res`` means the full-resolution baseline, for which the TRD
+    options make no sense. ``initial_scale`` is the ``composer`` preset's.
     """
-    given = {k: v for k, v in {"low_res": low_res, "until": until, "prob": prob}.items() if v is not None}
+    options = {"low_res": low_res, "until": until, "prob": prob, "prob_end": prob_end, "initial_scale": initial_scale}
+    given = {k: v for k, v in options.items() if v is not None}
     if preset is None:
+        if "initial_scale" in given:
+            raise ConfigError("`initial_scale` is the composer preset's: give `preset` composer with it")
         if low_res is None:
             if given:
                 raise ConfigError(
@@ -188,7 +196,7 @@ def build_schedule(
                 )
             return ConstantSchedule()
         until, prob = trd_reading(until, prob)
-        return TRDSchedule(low_res, until=until, prob=prob, seed=seed)
+        return TRDSchedule(low_res, until=until, prob=prob, seed=seed, prob_end=prob_end)
     entry = _preset(preset)
     refused = [k for k in given if k not in entry.options]
     if refused:

@@ -320,6 +320,37 @@ def compare_table(rows: list[dict[str, Any]], title: str) -> Table:
     return table
 
 
+def budget_compare_table(rows: list[dict[str, Any]], baseline: dict[str, Any] | None, title: str) -> Table:
+    """`trd compare --budget`: each family at each budget, its solved setting, accuracy and what it really spent."""
+    table = Table(title=title, title_justify="left", caption=_BUDGET_CAPTION, caption_justify="left")
+    for column in ("budget", "family", "solved setting"):
+        table.add_column(column, overflow="fold")
+    for column in ("seeds", "top-1", "top-5", "compute", "Δ top-1 vs baseline", "wall time"):
+        table.add_column(column, justify="right", no_wrap=column != "Δ top-1 vs baseline")
+    for row in rows:
+        budget = fmt_pct(row["budget_frac"])
+        if not row["reached"]:
+            unreached = Text(f"cannot reach it: {row['parameter']} spends {fmt_pct(row['planned_compute_fraction'])}")
+            table.add_row(budget, row["family"], unreached, *["-"] * 6, style="yellow")
+            continue
+        result = row["result"]
+        delta = "-" if baseline is None else f"{100 * (result['top1_mean'] - baseline['top1_mean']):+.1f} pts"
+        setting = row["parameter"] + (" (nearest below)" if row["note"] else "")
+        table.add_row(
+            budget, row["family"], setting, str(len(result["seeds"])), _mean_std(result, "top1", fmt_pct),
+            _mean_std(result, "top5", fmt_pct), fmt_pct(result["compute_fraction"]), delta,
+            _mean_std(result, "wall_time_s", fmt_duration),
+        )  # fmt: skip
+    return table
+
+
+_BUDGET_CAPTION = (
+    "compute: what the runs spent, training and BatchNorm recalibration, against the full baseline; each "
+    "family's setting solved by trd's cost model to spend at most the budget (nearest below: the next "
+    "setting up spends more)"
+)
+
+
 def eval_tables(result) -> list:
     """`trd eval`: the test-resolution sweep, the probes, and cue-conflict shape bias where measured."""
     out = [_sweep_table(result)]

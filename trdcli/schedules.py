@@ -211,10 +211,16 @@ class TRDSchedule(ResolutionSchedule):
     with probability ``prob``; every step from ``until`` on runs at full resolution. The draw
     for a step is a pure function of ``(seed, step)``.
 
+    With ``prob_end``, the chance is no longer constant: it falls (or rises) linearly with
+    progress, from ``prob`` at the first step to ``prob_end`` where the window ends, so random
+    reduced steps can be concentrated early in the run, where progressive resizing puts its
+    small images, while each step is still drawn at random in time.
+
     Args:
         low_res: reduced resolution in px. Give it, or ``low_scale``.
         until: end of the decrement window as a fraction of the run, in (0, 1].
         prob: chance that a step inside the window is reduced, in [0, 1].
+        prob_end: the chance where the window ends, in [0, 1]; None: ``prob`` throughout.
         seed: seed of the per-step draws; only matters when ``0 < prob < 1``.
         low_scale: reduced resolution as a fraction of the full one, in (0, 1), for
             presets that must work at any ``full_px``.
@@ -230,6 +236,7 @@ class TRDSchedule(ResolutionSchedule):
         seed: int = 0,
         *,
         low_scale: float | None = None,
+        prob_end: float | None = None,
         min_px: int = MIN_PX,
         name: str = "trd",
     ):
@@ -238,11 +245,14 @@ class TRDSchedule(ResolutionSchedule):
             raise ConfigError(f"`until` must be in (0, 1], got {until!r}")
         if not _is_real(prob) or not 0 <= prob <= 1:
             raise ConfigError(f"`prob` must be in [0, 1], got {prob!r}")
+        if prob_end is not None and (not _is_real(prob_end) or not 0 <= prob_end <= 1):
+            raise ConfigError(f"`prob_end` must be in [0, 1], got {prob_end!r}")
         if not is_int(seed):
             raise ConfigError(f"`seed` must be an integer, got {seed!r}")
         self.low_res, self.low_scale = low_res, low_scale
         self.until = float(until)
         self.prob = float(prob)
+        self.prob_end = None if prob_end is None else float(prob_end)
         self.seed = int(seed)
         self.min_px = int(min_px)
         self.name = name
@@ -258,11 +268,33 @@ class TRDSchedule(ResolutionSchedule):
     def full_tail_start_frac(self) -> float:
         return self.until
 
+    @property
+    def is_random(self) -> bool:
+        """Whether some step's resolution depends on the seed's draw."""
+        return not (self.prob in (0.0, 1.0) and self.prob_end in (None, self.prob))
+
+    def reduction_chance(self, steps: np.ndarray, total_steps: int) -> np.ndarray:
+        """The chance that each of ``steps`` is reduced: 0 from ``until`` on, ``prob`` (or the line from
+        ``prob`` to ``prob_end``) before. The expected compute of a run is a sum over these chances."""
+        progress = np.asarray(steps, dtype=np.int64) / total_steps
+        if self.prob_end is None:
+            chance = np.full(progress.shape, self.prob)
+        else:
+            chance = self.prob + (self.prob_end - self.prob) * (progress / self.until)
+        # The same float64 comparison as progress_frac(step) < until, so the plan and
+        # resolution_px agree on the boundary step exactly.
+        return np.where(progress < self.until, chance, 0.0)
+
+    def _reduced(self, steps: np.ndarray, total_steps: int) -> np.ndarray:
+        chance = self.reduction_chance(steps, total_steps)
+        if not self.is_random:
+            return chance == 1.0
+        return step_uniforms(self.seed, steps) < chance
+
     def is_reduced(self, step: int, total_steps: int) -> bool:
         """Whether ``step`` runs at the reduced resolution."""
-        if progress_frac(step, total_steps) >= self.until:
-            return False
-        return self.prob == 1.0 or bool(step_uniforms(self.seed, step)[0] < self.prob)
+        _check_step(step, total_steps)
+        return bool(self._reduced(np.array([step]), total_steps)[0])
 
     def resolution_px(self, step, total_steps, full_px, steps_per_epoch=None):
         low = self.low_px(full_px)
@@ -271,21 +303,14 @@ class TRDSchedule(ResolutionSchedule):
     def plan_px(self, total_steps, full_px, steps_per_epoch=None):
         low = self.low_px(full_px)
         _check_step(0, total_steps)
-        steps = np.arange(total_steps, dtype=np.int64)
-        # The same float64 comparison as progress_frac(step) < until, so the plan and
-        # resolution_px agree on the boundary step exactly.
-        reduced = (steps / total_steps) < self.until
-        if self.prob < 1.0:
-            reduced &= step_uniforms(self.seed, steps) < self.prob
+        reduced = self._reduced(np.arange(total_steps, dtype=np.int64), total_steps)
         return np.where(reduced, low, full_px).astype(np.int64)
 
     def params(self):
-        return {
-            **_low_params(self.low_res, self.low_scale),
-            "until_frac": self.until,
-            "prob": self.prob,
-            "seed": self.seed,
-        }
+        out = {**_low_params(self.low_res, self.low_scale), "until_frac": self.until, "prob": self.prob}
+        if self.prob_end is not None:  # only then: run.json of a constant chance is as it always was
+            out["prob_end"] = self.prob_end
+        return {**out, "seed": self.seed}
 
 
 class ComposerSchedule(ResolutionSchedule):
