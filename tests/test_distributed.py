@@ -108,3 +108,33 @@ def test_a_run_started_on_one_process_resumes_on_two_with_the_same_schedule(tmp_
     assert [row["steps_by_px"] for row in run["history"]] == expected
     assert run["steps"] == 9 and run["images_by_px"] == {str(px): 8 * planned.count(px) for px in (64, 32)}
     assert run["world_size"] == 2
+
+
+@pytest.mark.distributed
+def test_private_batchnorm_trains_under_the_launcher(tmp_path):
+    # Each step leaves one BatchNorm copy without gradients; DDP stopped at step 2 on both ranks before.
+    data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
+    args = ["train", str(data), "--size", "64", "--batch-size", "8", "--epochs", "2", "--workers", "0"]
+    args += ["--low-res", "32", "--until", "1.0", "--prob", "0.5", "--seed", "3", "--bn-mode", "private"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    launcher += ["--master-port", str(_free_port())]
+    two = subprocess.run(
+        [*launcher, "-m", "trdcli", *args, "--json", "--out", str(tmp_path / "two")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    run = json.loads((tmp_path / "two" / "run.json").read_text())
+    planned = TRDSchedule(32, until=1.0, prob=0.5, seed=3).plan_px(6, 64).tolist()
+    assert 0 < planned.count(32) < 6  # both copies of BatchNorm trained
+    assert run["steps_by_px"] == {str(px): planned.count(px) for px in (64, 32)} and run["world_size"] == 2
+    assert run["config"]["bn_mode"] == "private"
+
+
+def test_an_explicit_gpu_under_the_launcher_is_refused(monkeypatch):
+    from trdcli.device import pick_device
+
+    # cuda:1 used to put local ranks 0 and 1 on the same GPU (the remap skipped rank 0).
+    with pytest.raises(ConfigError, match="each process uses cuda:<its local rank>"):
+        pick_device("cuda:1", local_rank=0, distributed=True)
+    with pytest.raises(ConfigError, match="each process uses cuda:<its local rank>"):
+        pick_device("cuda:0", local_rank=1, distributed=True)

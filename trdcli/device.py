@@ -8,15 +8,22 @@ import platform
 from trdcli.errors import ConfigError
 
 
-def pick_device(requested: str | None, local_rank: int = 0):
+def pick_device(requested: str | None, local_rank: int = 0, distributed: bool = False):
     """``requested`` as a ``torch.device``, or the best available: cuda, then mps, then cpu.
 
-    In a distributed run, CUDA means this process's own GPU, ``cuda:<local_rank>``.
+    In a distributed run, CUDA means this process's own GPU, ``cuda:<local_rank>``; a GPU named by
+    index is refused there (it would put several processes on one GPU): the launcher's processes
+    are mapped onto the GPUs that ``CUDA_VISIBLE_DEVICES`` shows.
     """
     import torch
 
+    if distributed and requested and requested.strip().lower().startswith("cuda:"):
+        raise ConfigError(
+            f"`device` {requested} under a launcher: each process uses cuda:<its local rank>; give `device` cuda "
+            "and choose the GPUs with CUDA_VISIBLE_DEVICES"
+        )
     device = _named_device(requested)
-    if device.type == "cuda" and local_rank:
+    if device.type == "cuda" and distributed:
         device = torch.device("cuda", local_rank)
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)

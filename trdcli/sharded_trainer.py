@@ -7,6 +7,7 @@ dependency (``pip install "trdcli[distributed]"``).
 
 from __future__ import annotations
 
+from accelerate import DistributedDataParallelKwargs
 from fastai.distributed import DistributedTrainer
 
 
@@ -20,8 +21,12 @@ class ShardedTrainer(DistributedTrainer):
     same computation; rank 0 reports them.
     """
 
-    def __init__(self, device):
-        super().__init__(sync_bn=device.type == "cuda", cpu=device.type != "cuda")
+    def __init__(self, device, unused_parameters: bool = False):
+        # Private BatchNorm (trdcli.bn) leaves one copy of each layer without gradients at every step:
+        # DDP must then look for parameters the step did not use, or it stops at the next step waiting
+        # for their reduction ("Expected to have finished reduction in the prior iteration").
+        handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if unused_parameters else None
+        super().__init__(sync_bn=device.type == "cuda", cpu=device.type != "cuda", kwargs_handlers=handlers)
 
     def _wrap_dl(self, dl):
         return dl

@@ -34,7 +34,7 @@ def train(config: TrainConfig, observer: TrainObserver | None = None) -> RunResu
 
     ranks = distributed.launch_ranks()
     _check_launch(config, ranks)
-    device = pick_device(config.device, ranks.local_rank)
+    device = pick_device(config.device, ranks.local_rank, ranks.distributed)
     distributed.start(ranks, device)
     try:
         return _train(config, observer or TrainObserver(), ranks, device)
@@ -233,7 +233,7 @@ def _build_learner(config: TrainConfig, folder: ImageFolder, model, device, log:
     if ranks.distributed:
         from trdcli.sharded_trainer import ShardedTrainer
 
-        learn.add_cb(ShardedTrainer(device))
+        learn.add_cb(ShardedTrainer(device, unused_parameters=config.bn_mode == "private"))
     return learn, flops
 
 
