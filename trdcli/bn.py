@@ -112,7 +112,11 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable, max_batches: int)
         for m in layers:
             m.reset_running_stats()
             m.momentum = None  # cumulative mean over the recalibration batches
-        model.train()
+        # Only BatchNorm runs as in training: dropout and stochastic depth stay as evaluation has them,
+        # so the statistics are those of the network that is evaluated.
+        model.eval()
+        for m in layers:
+            m.train()
         with torch.no_grad():
             for i, batch in enumerate(batches):
                 if i >= max_batches:

@@ -277,6 +277,11 @@ class FlopsTable:
     __call__ = at
 
 
+# A plan holds a few arrays of one entry per step: 50M steps is about 2 GB of them, and 100 times
+# ImageNet's 90 epochs at batch 256. Past it, a plan is refused rather than exhausting memory.
+MAX_PLANNED_STEPS = 50_000_000
+
+
 @dataclass(frozen=True)
 class RunShape:
     """The shape of a training run: what fixes its number of optimizer steps."""
@@ -294,6 +299,11 @@ class RunShape:
             raise ConfigError(
                 f"batch size {self.batch_size} is larger than the {self.train_images} training images: "
                 "no full batch to train on"
+            )
+        if self.total_steps > MAX_PLANNED_STEPS:
+            raise ConfigError(
+                f"a run of {self.total_steps:,} optimizer steps ({self.epochs} `epochs` of {self.steps_per_epoch}) "
+                f"is more than the {MAX_PLANNED_STEPS:,} steps trd plans one by one"
             )
 
     @property

@@ -1,0 +1,43 @@
+"""Runs that cannot crash, lie or be lost: the failure modes found by trying trd as a new user would,
+each with a test that failed before its fix (issue 18). The multi-process ones live in test_distributed."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from trdcli import cli
+
+runner = CliRunner()
+
+
+def test_a_plan_too_long_to_hold_is_one_line_not_a_memory_error():
+    # 1000 images of batch 64 for 1e9 epochs: 1.5e10 steps, a numpy MemoryError traceback before.
+    args = ["estimate-cost", "--arch", "resnet18", "--images", "1000", "--epochs", "1000000000"]
+    result = runner.invoke(cli.app, args)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert lines[-1] == (
+        "error: a run of 15,000,000,000 optimizer steps (1000000000 --epochs of 15) is more than the 50,000,000 "
+        "steps trd plans one by one"
+    )
+
+
+def test_recalibration_measures_the_network_evaluation_runs():
+    import torch
+    from torch import nn
+
+    from trdcli.bn import recalibrate_batchnorm
+
+    # Dropout before BatchNorm: in training mode it would rescale and zero half the inputs, and the
+    # variance BatchNorm learned would be about twice the one evaluation feeds it.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Dropout(0.5), nn.BatchNorm2d(3))
+    batches = [(torch.randn(8, 3, 4, 4) * 2 + 1,) for _ in range(3)]
+    assert recalibrate_batchnorm(model, batches, max_batches=3) == 24
+    # momentum None: the running statistics are the mean over batches of each batch's (unbiased) statistics.
+    means = torch.stack([b[0].mean(dim=(0, 2, 3)) for b in batches]).mean(0)
+    variances = torch.stack([b[0].transpose(0, 1).reshape(3, -1).var(dim=1) for b in batches]).mean(0)
+    bn = model[1]
+    torch.testing.assert_close(bn.running_mean, means)
+    torch.testing.assert_close(bn.running_var, variances)
+    assert model.training and model[0].training  # the model's own mode is restored
