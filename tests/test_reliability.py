@@ -41,3 +41,16 @@ def test_recalibration_measures_the_network_evaluation_runs():
     torch.testing.assert_close(bn.running_mean, means)
     torch.testing.assert_close(bn.running_var, variances)
     assert model.training and model[0].training  # the model's own mode is restored
+
+
+def test_the_memory_check_counts_half_precision_activations_under_autocast():
+    import torch.nn as nn
+
+    from trdcli.memory import estimate_step_memory
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.ReLU())
+    mixed = estimate_step_memory(model, px=4, batch_size=10, mixed_precision=True)
+    # The conv's input (3 x 4 x 4) and the ReLU's output (8 x 4 x 4) per image at 2 bytes each (float32:
+    # 4, which refused runs that fit); weights, gradients and Adam's moments stay float32.
+    assert mixed.activation_bytes == 10 * (3 * 16 + 8 * 16) * 2
+    assert mixed.parameter_bytes == 4 * (8 * 3 * 3 * 3) * 4

@@ -33,8 +33,15 @@ class StepMemory:
         return self.parameter_bytes + self.activation_bytes
 
 
-def estimate_step_memory(model, px: int, batch_size: int, in_channels: int = 3) -> StepMemory:
-    """Memory of one float32 training step of ``model`` (untouched: a meta copy runs)."""
+def estimate_step_memory(
+    model, px: int, batch_size: int, in_channels: int = 3, mixed_precision: bool = False
+) -> StepMemory:
+    """Memory of one training step of ``model`` (untouched: a meta copy runs).
+
+    ``mixed_precision``: the step runs under float16 autocast, which saves float16 copies of what it
+    computes in float32 here, so each saved float32 value counts 2 bytes; the weights, their gradients and
+    Adam's state stay float32, as fastai's ``to_fp16`` keeps them.
+    """
     import torch
 
     from trdcli.cost import meta_copy
@@ -46,7 +53,8 @@ def estimate_step_memory(model, px: int, batch_size: int, in_channels: int = 3) 
     def pack(tensor):
         # A tensor saved by several operations is held once.
         if id(tensor) not in weights:
-            seen[id(tensor)] = tensor.numel() * tensor.element_size()
+            halved = mixed_precision and tensor.dtype == torch.float32
+            seen[id(tensor)] = tensor.numel() * (2 if halved else tensor.element_size())
         return tensor
 
     images = torch.empty(_MEASURE_BATCH, in_channels, px, px, device="meta")

@@ -164,6 +164,11 @@ def top5(inp, targ):
     return top_k_accuracy(inp, targ, k=5)
 
 
+def _mixed_precision(config: TrainConfig, device) -> bool:
+    """Whether the run trains under float16 autocast: as asked, or on CUDA by default."""
+    return config.mixed_precision if config.mixed_precision is not None else device.type == "cuda"
+
+
 def _model_that_fits(config: TrainConfig, num_classes: int, device, ranks):
     """The freshly built model; a :class:`~trdcli.errors.ConfigError` if one step of it cannot fit in memory."""
     from trdcli.device import available_memory_bytes, device_name
@@ -171,7 +176,8 @@ def _model_that_fits(config: TrainConfig, num_classes: int, device, ranks):
     from trdcli.models import build_model
 
     model = build_model(config.arch, num_classes)
-    memory = estimate_step_memory(model, config.size_px, config.batch_size // ranks.world_size)
+    batch = config.batch_size // ranks.world_size
+    memory = estimate_step_memory(model, config.size_px, batch, mixed_precision=_mixed_precision(config, device))
     check_step_fits(memory, available_memory_bytes(device), device_name(device))
     return model
 
@@ -228,7 +234,7 @@ def _build_learner(config: TrainConfig, folder: ImageFolder, model, device, log:
     learn.logger = lambda *args: None
     if config.channels_last if config.channels_last is not None else device.type == "cuda":
         learn.to_channelslast(use_amp=False)
-    if config.mixed_precision if config.mixed_precision is not None else device.type == "cuda":
+    if _mixed_precision(config, device):
         learn.to_fp16()
     if ranks.distributed:
         from trdcli.sharded_trainer import ShardedTrainer
