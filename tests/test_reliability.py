@@ -54,3 +54,66 @@ def test_the_memory_check_counts_half_precision_activations_under_autocast():
     # 4, which refused runs that fit); weights, gradients and Adam's moments stay float32.
     assert mixed.activation_bytes == 10 * (3 * 16 + 8 * 16) * 2
     assert mixed.parameter_bytes == 4 * (8 * 3 * 3 * 3) * 4
+
+
+def _mixup_weights(seed: int) -> list:
+    import torch
+    from fastai.callback.core import Callback
+    from fastai.learner import Learner
+    from fastai.losses import CrossEntropyLossFlat
+    from helpers import tensor_dls, tiny_cnn
+
+    from trdcli.callback import TRDCallback
+    from trdcli.regularisation import StageRegularisation
+    from trdcli.schedules import StagedSchedule
+
+    schedule = StagedSchedule(stages=1, mixup_alpha=(0.4, 0.4), dropout=(0.0, 0.0))
+    regularise, seen = StageRegularisation(schedule, seed), []
+
+    class Record(Callback):
+        order = 0
+
+        def before_batch(self):
+            if self.training:
+                seen.append(regularise.lam.clone())
+
+    torch.manual_seed(0)
+    learn = Learner(
+        tensor_dls(n_train=16, bs=8, px=64), tiny_cnn(), loss_func=CrossEntropyLossFlat(),
+        cbs=[TRDCallback(schedule=schedule), regularise, Record()],
+    )  # fmt: skip
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(1)
+    return seen
+
+
+def test_every_seed_draws_its_own_mixup():
+    import torch
+
+    # StagedSchedule has no seed: every run mixed with seed 0's weights whatever its --seed.
+    first, again, other = _mixup_weights(0), _mixup_weights(0), _mixup_weights(1)
+    assert len(first) == 2 and all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not any(torch.equal(a, b) for a, b in zip(first, other, strict=True))
+
+
+def test_a_resumed_loader_shuffles_its_epoch_as_the_uninterrupted_one_did(tmp_path):
+    import torch
+    from helpers import make_image_folder
+
+    from trdcli.data import image_dataloader, scan_image_folder
+
+    folder = scan_image_folder(make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48))
+
+    def loader():
+        torch.manual_seed(0)  # a resumed run seeds as a new one does: fastai's own shuffle restarted
+        return image_dataloader(folder.train, 32, 4, True, workers=0, device=torch.device("cpu"))
+
+    uninterrupted = loader()
+    orders = []
+    for epoch in (0, 1):
+        uninterrupted.seed_next_pass(3, epoch)
+        orders.append(list(uninterrupted.get_idxs()))
+    resumed = loader()
+    resumed.seed_next_pass(3, 1)
+    assert list(resumed.get_idxs()) == orders[1] != orders[0]
+    assert sorted(orders[1]) == sorted(orders[0]) == list(range(24))  # every image of the 24, once a pass

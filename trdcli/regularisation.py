@@ -23,7 +23,7 @@ class StageRegularisation(MixHandler):
     """Dropout and mixup strengths per step, as ``schedule.regularisation`` gives them.
 
     Runs after :class:`~trdcli.callback.TRDCallback` (order -5), so mixup blends the batch at
-    the resolution it trains at. Mixing draws are a pure function of ``(seed, step)``, like
+    the resolution it trains at. Mixing draws are a pure function of the run's ``(seed, step)``, like
     the schedule's, so a rerun or a resumed run mixes the same way. Dropout rates are
     restored when the fit ends or is cancelled.
     """
@@ -31,10 +31,10 @@ class StageRegularisation(MixHandler):
     order = -4
     applies_regularisation = True  # what TRDCallback looks for before warning that nothing applies them
 
-    def __init__(self, schedule: ResolutionSchedule):
+    def __init__(self, schedule: ResolutionSchedule, seed: int = 0):
         super().__init__(alpha=1.0)  # the Beta distribution is drawn per step from the schedule's alpha
         self.schedule = schedule
-        self.seed = int(getattr(schedule, "seed", 0))
+        self.seed = int(seed)  # the run's: staged schedules have no draws, hence no seed, of their own
         self._dropout_p: dict[nn.Module, float] = {}
         self._active = True
 

@@ -8,6 +8,10 @@ the workers with the indices whatever their number, and the dataset delivers eac
 that size (``dataset[i, px]``). A plan is used by exactly one pass: ``lr_find``, BatchNorm
 recalibration, ``show_batch`` and a pass after an interrupted epoch get full size.
 
+Its shuffle can be a pure function of ``(seed, epoch)`` (:meth:`SizedBatchesDL.seed_next_pass`,
+as ``DistributedSampler.set_epoch`` does for torch): a resumed run then sees, in the epoch it
+resumes at, the order the uninterrupted run would have, not the first epoch's again.
+
 It also times how long its consumer waits for each batch (``batch_wait_s``): the time
 spent inside ``next()``, which is what the training loop loses to data loading.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 from fastai.data.core import TfmdDL
 
 
@@ -52,6 +57,7 @@ class SizedBatchesDL(TfmdDL):
     def __init__(self, dataset=None, rank: int = 0, world_size: int = 1, **kwargs):
         super().__init__(dataset, **kwargs)
         self._next_px: list[int] | None = None
+        self._next_seed: tuple[int, int] | None = None  # (seed, epoch) of the next pass's shuffle
         self.batch_wait_s: list[float] = []  # of the current or last pass, one per batch delivered
         # In a distributed run each rank's loader holds its own share of every global batch:
         # ``bs`` is the per-rank batch. fastai's DistributedDL does not wrap it.
@@ -74,6 +80,18 @@ class SizedBatchesDL(TfmdDL):
         if len(batch_px) != len(self):
             raise ValueError(f"a plan for {len(batch_px)} batches given to a loader of {len(self)} batches")
         self._next_px = [int(px) for px in batch_px]
+
+    def seed_next_pass(self, seed: int, epoch: int) -> None:
+        """Shuffle the next pass by ``(seed, epoch)`` alone: the same order in any process, in a fresh
+        loader after a resume, and on every rank."""
+        self._next_seed = (int(seed), int(epoch))
+
+    def shuffle_fn(self, idxs):
+        seeded, self._next_seed = self._next_seed, None
+        if seeded is None:
+            return super().shuffle_fn(idxs)
+        order = np.random.default_rng(seeded).permutation(len(idxs))
+        return [idxs[i] for i in order]
 
     def get_idxs(self):
         # Runs in the main process when a pass starts, before fastai starts its workers.

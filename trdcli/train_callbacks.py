@@ -147,6 +147,18 @@ class SaveCheckpoint(Callback):
         state.epochs_saved = progress.epochs_done
 
 
+class SeededShuffle(Callback):
+    """Each training epoch's shuffle a pure function of the run's seed and the epoch's index, so a
+    resumed run goes on with the order the uninterrupted one would have had."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def before_train(self):
+        if hasattr(self.learn.dl, "seed_next_pass"):
+            self.learn.dl.seed_next_pass(self.seed, self.learn.epoch)
+
+
 class DataWaitTimer(Callback):
     """Times each training phase and its steps; with a loader that times its batches
     (``batch_wait_s``, as :class:`~trdcli.sized_loader.SizedBatchesDL` does), how long each
