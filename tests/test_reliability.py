@@ -117,3 +117,40 @@ def test_a_resumed_loader_shuffles_its_epoch_as_the_uninterrupted_one_did(tmp_pa
     resumed.seed_next_pass(3, 1)
     assert list(resumed.get_idxs()) == orders[1] != orders[0]
     assert sorted(orders[1]) == sorted(orders[0]) == list(range(24))  # every image of the 24, once a pass
+
+
+def _tiny_run(tmp_path, name: str, **overrides):
+    from helpers import make_image_folder
+
+    from trdcli.config import TrainConfig
+    from trdcli.schedules import TRDSchedule
+
+    data = tmp_path / "data"
+    if not data.exists():
+        make_image_folder(data, n_train=8, n_valid=2, px=48)
+    fields = dict(
+        data=data, arch="resnet18", epochs=2, size_px=64, batch_size=8, workers=0, out_dir=tmp_path / name,
+        schedule=TRDSchedule(32, until=1.0, prob=0.5, seed=2),
+    )  # fmt: skip
+    return TrainConfig(**{**fields, **overrides})
+
+
+def test_a_run_stopped_after_its_last_checkpoint_is_finished_by_resume(tmp_path):
+    import json
+    from dataclasses import replace
+
+    from trdcli.train import train
+
+    config = _tiny_run(tmp_path, "run")
+    train(config)
+    finished = json.loads((tmp_path / "run" / "run.json").read_text())
+    # What a kill during recalibration, the final validation or the save leaves: the checkpoint of the
+    # last epoch and no run files. `--resume` said the run had finished, and nothing could finish it.
+    for name in ("run.json", "model.pth"):
+        (tmp_path / "run" / name).unlink()
+    result = train(replace(config, resume=tmp_path / "run"))
+    again = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert (tmp_path / "run" / "model.pth").is_file() and [r["epoch"] for r in result.history] == [0, 1]
+    # Recalibration draws its pass from the run's seed, so it measures what the first process would have.
+    for key in ("metrics", "steps_by_px", "train_flops", "bn_recalibration_flops", "compute_fraction"):
+        assert again[key] == finished[key], key

@@ -93,7 +93,9 @@ def load_progress(run_dir: Path, identity: dict[str, Any], epochs: int) -> Progr
         saved = progress.run.get(key, _IDENTITY_BEFORE_KEY_EXISTED.get(key))
         if saved != value:
             raise RunDirError(f"`resume` {run_dir}: the run used {key}={saved!r}, this command has {value!r}")
-    if progress.epochs_done >= epochs:
+    # Every epoch trained but no run.json: stopped during recalibration, the final validation or the
+    # save. Resuming finishes those from the checkpoint; a run with its run.json has nothing left.
+    if progress.epochs_done > epochs or (progress.epochs_done == epochs and (run_dir / RUN_FILE).is_file()):
         raise RunDirError(f"`resume` {run_dir}: that run already finished all {epochs} epochs")
     return progress
 

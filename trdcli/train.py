@@ -195,7 +195,7 @@ def _build_learner(config: TrainConfig, folder: ImageFolder, model, device, log:
     from trdcli.data import build_dataloaders, default_workers
     from trdcli.models import load_weights
     from trdcli.regularisation import StageRegularisation
-    from trdcli.train_callbacks import DataWaitTimer, SeededShuffle
+    from trdcli.train_callbacks import DataWaitTimer, SeededPasses
 
     if config.weights and (skipped := load_weights(model, config.weights)):
         log.warn(f"the weights file: left out {len(skipped)} tensor(s) whose shapes differ, e.g. {skipped[0]}")
@@ -225,7 +225,7 @@ def _build_learner(config: TrainConfig, folder: ImageFolder, model, device, log:
         resize_in_loader=config.scheduled_loading,
         world_size=ranks.world_size,
     )
-    cbs = [trd, DataWaitTimer(), SeededShuffle(config.seed)]
+    cbs = [trd, DataWaitTimer(), SeededPasses(config.seed, ranks.rank)]
     if config.schedule.has_regularisation:
         cbs.append(StageRegularisation(config.schedule, config.seed))
     metrics = [accuracy] + ([top5] if folder.num_classes > 5 else [])

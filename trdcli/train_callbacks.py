@@ -147,16 +147,32 @@ class SaveCheckpoint(Callback):
         state.epochs_saved = progress.epochs_done
 
 
-class SeededShuffle(Callback):
-    """Each training epoch's shuffle a pure function of the run's seed and the epoch's index, so a
-    resumed run goes on with the order the uninterrupted one would have had."""
+class SeededPasses(Callback):
+    """Each pass over the training data (every epoch, then BatchNorm recalibration) shuffled and
+    augmented from the run's seed and the pass's index alone: a resumed run's epoch is shuffled as
+    the uninterrupted run's was, not as the first epoch, and a run finished from its last
+    checkpoint recalibrates on the batches the first process would have drawn."""
 
-    def __init__(self, seed: int):
-        self.seed = seed
+    order = -10  # after_fit before TRDCallback's, which recalibrates on one more pass
+
+    def __init__(self, seed: int, rank: int = 0):
+        self.seed, self.rank = seed, rank
 
     def before_train(self):
-        if hasattr(self.learn.dl, "seed_next_pass"):
-            self.learn.dl.seed_next_pass(self.seed, self.learn.epoch)
+        self._seed_pass(self.learn.epoch)
+
+    def after_fit(self):
+        self._seed_pass(self.learn.n_epoch)
+
+    def _seed_pass(self, index: int) -> None:
+        import numpy as np
+        import torch
+
+        if hasattr(self.learn.dls.train, "seed_next_pass"):
+            self.learn.dls.train.seed_next_pass(self.seed, index)  # the same order on every rank
+        # Crops and flips (drawn from torch's generator, in the workers from a seed it gives them)
+        # differ between ranks, as each trains on other images.
+        torch.manual_seed(int(np.random.SeedSequence([self.seed, index, self.rank]).generate_state(1)[0]))
 
 
 class DataWaitTimer(Callback):
