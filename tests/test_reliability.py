@@ -154,3 +154,35 @@ def test_a_run_stopped_after_its_last_checkpoint_is_finished_by_resume(tmp_path)
     # Recalibration draws its pass from the run's seed, so it measures what the first process would have.
     for key in ("metrics", "steps_by_px", "train_flops", "bn_recalibration_flops", "compute_fraction"):
         assert again[key] == finished[key], key
+
+
+def test_the_divergence_rule_by_hand():
+    from trdcli.divergence import DivergenceWatch
+
+    watch = DivergenceWatch(num_classes=10)
+    fired = [watch.update(loss) for loss in [2.0] * 10 + [1000.0] * 40]
+    # The first 1000 lifts the debiased average to ~100 at once, far above 4 x 2.0 and ln(10) = 2.30:
+    # the 20th step above in a row is step index 29.
+    assert fired.index(True) == 29 and not any(fired[:29])
+    # A run that learned (0.05) and rises sixfold when its full-resolution tail starts: below chance, no alarm.
+    late = DivergenceWatch(num_classes=10)
+    assert not any(late.update(loss) for loss in [2.3] * 5 + [0.05] * 300 + [0.3] * 300)
+    # Early instability that settles within 19 steps is not divergence either.
+    wobbly = DivergenceWatch(num_classes=10)
+    assert not any(wobbly.update(loss) for loss in [2.3] * 5 + [50.0] * 3 + [2.0] * 200)
+
+
+def test_a_diverging_run_stops_with_its_learning_rate_named(tmp_path):
+    import pytest
+
+    from trdcli.errors import TrainingDiverged
+    from trdcli.schedules import ConstantSchedule
+    from trdcli.train import train
+
+    # lr 9 on a small folder: the loss went to 2,703 then 6,374, top-1 at chance, and exit 0 before.
+    config = _tiny_run(tmp_path, "run", lr=9.0, batch_size=4, epochs=5, schedule=ConstantSchedule())
+    with pytest.raises(TrainingDiverged) as info:
+        train(config)
+    message = str(info.value)
+    assert "the training loss diverged" in message and "peak `lr` 9" in message and "a lower `lr`" in message
+    assert (tmp_path / "run" / "checkpoint.json").is_file() and not (tmp_path / "run" / "run.json").exists()

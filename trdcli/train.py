@@ -275,7 +275,7 @@ def _fit(learn, config: TrainConfig, state) -> None:
 
     steps_per_epoch = len(learn.dls.train)
     state.observer.fit_started(steps_per_epoch * config.epochs, steps_per_epoch, config.epochs, state.start_epoch)
-    cbs = [StopOnNonFiniteLoss(state.ranks), ReportProgress(state), SaveCheckpoint(state)]
+    cbs = [StopOnNonFiniteLoss(state.ranks, state.lr), ReportProgress(state), SaveCheckpoint(state)]
     state.start_clock()
     with sigterm_interrupts() as signals:
         try:

@@ -14,6 +14,7 @@ from fastai.callback.core import Callback
 from trdcli.callback import fit_step
 from trdcli.data_wait import DataWait, epoch_columns, measure_epoch
 from trdcli.distributed import Ranks, any_rank, barrier
+from trdcli.divergence import DivergenceWatch
 from trdcli.faults import Preempted
 from trdcli.lr_schedule import OneCycle
 from trdcli.observer import TrainObserver, WarningLog
@@ -209,7 +210,7 @@ class DataWaitTimer(Callback):
 
 
 class LossDiverged(Exception):
-    """The loss of a training step was NaN or infinite (``train()`` says what is saved)."""
+    """The loss of a training step was NaN or infinite, or the run diverged (``train()`` says what is saved)."""
 
     def __init__(self, where: str):
         super().__init__(where)
@@ -217,7 +218,9 @@ class LossDiverged(Exception):
 
 
 class StopOnNonFiniteLoss(Callback):
-    """Stop the fit at the first training step whose loss is NaN or infinite, before its backward pass.
+    """Stop the fit at the first training step whose loss is NaN or infinite, before its backward pass,
+    or that finds the run diverged (:mod:`trdcli.divergence`: the smoothed loss far above its lowest and
+    above chance for 20 steps).
 
     fastai's ``TerminateOnNaNCallback`` cancels the fit silently; this names the step, epoch
     and resolution, and stops before the step can write NaN into the weights. Reading the
@@ -227,23 +230,36 @@ class StopOnNonFiniteLoss(Callback):
 
     order = 5  # after_loss: once the loss exists, before backward
 
-    def __init__(self, ranks: Ranks | None = None):
+    def __init__(self, ranks: Ranks | None = None, peak_lr: float | None = None):
         self.ranks = ranks or Ranks()
+        self.peak_lr = peak_lr
+        self.watch: DivergenceWatch | None = None
+
+    def before_fit(self):
+        self.watch = DivergenceWatch(max(int(getattr(self.learn.dls, "c", 2) or 2), 2))
 
     def after_loss(self):
         if not self.learn.training:
             return
         loss = float(self.learn.loss.detach())
+        finite = math.isfinite(loss)
+        diverged = finite and self.watch is not None and self.watch.update(loss)
         # Every rank stops at the same step, whichever rank's loss went bad: a rank that
         # stopped alone would leave the others waiting in the next gradient all-reduce.
-        if any_rank(not math.isfinite(loss), self.ranks):
-            step, total_steps = fit_step(self.learn)
-            px = int(self.learn.xb[0].shape[-1])
-            value = loss if not math.isfinite(loss) else "nan or inf on another process"
-            raise LossDiverged(
-                f"the training loss became {value} at step {step + 1:,} of {total_steps:,} "
-                f"(epoch {self.learn.epoch + 1}, {px} px)"
-            )
+        if any_rank(not finite or diverged, self.ranks):
+            if not finite:
+                what = f"the training loss became {loss}"
+            elif diverged:
+                what = self.watch.describe()
+            else:
+                what = "the training loss became nan or inf, or diverged, on another process"
+            raise LossDiverged(f"{what} at {self._where()}")
+
+    def _where(self) -> str:
+        step, total_steps = fit_step(self.learn)
+        px = int(self.learn.xb[0].shape[-1])
+        rate = f", peak `lr` {self.peak_lr:g}" if self.peak_lr is not None else ""
+        return f"step {step + 1:,} of {total_steps:,} (epoch {self.learn.epoch + 1}, {px} px{rate})"
 
 
 class StopOnSigterm(Callback):
