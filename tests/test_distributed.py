@@ -138,3 +138,23 @@ def test_an_explicit_gpu_under_the_launcher_is_refused(monkeypatch):
         pick_device("cuda:1", local_rank=0, distributed=True)
     with pytest.raises(ConfigError, match="each process uses cuda:<its local rank>"):
         pick_device("cuda:0", local_rank=1, distributed=True)
+
+
+@pytest.mark.distributed
+def test_two_ranks_split_the_image_check_and_skip_the_same_images(tmp_path):
+    data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
+    broken = sorted((data / "train").rglob("*.png"))[:3]
+    for path in broken:
+        path.write_bytes(b"not an image")
+    args = ["train", str(data), "--size", "64", "--batch-size", "6", "--epochs", "1", "--workers", "0"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    launcher += ["--master-port", str(_free_port())]
+    two = subprocess.run(
+        [*launcher, "-m", "trdcli", *args, "--skip-bad-images", "--json", "--out", str(tmp_path / "two")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    run = json.loads((tmp_path / "two" / "run.json").read_text())
+    # Each rank decoded half the images; both dropped all three broken ones: 21 training images, 3 steps of 6.
+    assert run["steps"] == 3 and run["world_size"] == 2
+    assert sorted(s["path"] for s in run["skipped_images"]) == sorted(str(p) for p in broken)

@@ -128,7 +128,6 @@ def _progress(config: TrainConfig, identity, log: WarningLog):
 
 def _prepare_data(config: TrainConfig, log: WarningLog, ranks) -> ImageFolder:
     from trdcli import data
-    from trdcli.distributed import on_main
 
     observer = log.observer
     observer.stage("scanning images")
@@ -142,9 +141,7 @@ def _prepare_data(config: TrainConfig, log: WarningLog, ranks) -> ImageFolder:
     if not config.check_images:
         return folder
     observer.stage(f"checking {len(folder.train) + len(folder.valid):,} images")
-    # Nothing else runs yet: decode on every core, once (rank 0), and tell every rank.
-    paths = [p for p, _ in folder.train + folder.valid]
-    bad = on_main(lambda: data.find_bad_images(paths, workers=os.cpu_count() or 1), ranks)
+    bad = _bad_images([p for p, _ in folder.train + folder.valid], ranks)
     if bad and not config.skip_bad_images:
         listed = "; ".join(f"{b.path} ({b.reason})" for b in bad[:3])
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
@@ -155,6 +152,21 @@ def _prepare_data(config: TrainConfig, log: WarningLog, ranks) -> ImageFolder:
         folder = data.drop_bad_images(folder, bad)
         log.warn(f"skipped {len(bad)} unreadable image(s), e.g. {bad[0].path}")
     return folder
+
+
+def _bad_images(paths: list[Path], ranks) -> list:
+    """Every image decoded once, each rank its share on its share of the cores, and every rank told all.
+
+    Split, not on rank 0 alone: the other ranks would wait in a collective under the process group's
+    timeout (10 minutes with NCCL) while rank 0 decoded ImageNet.
+    """
+    from trdcli import data
+    from trdcli.distributed import gathered
+
+    cores = max(1, (os.cpu_count() or 1) // ranks.local_world_size)
+    found = gathered(data.find_bad_images(paths[ranks.rank :: ranks.world_size], workers=cores), ranks)
+    order = {path: i for i, path in enumerate(paths)}
+    return sorted((bad for share in found for bad in share), key=lambda bad: order[bad.path])
 
 
 def top5(inp, targ):
