@@ -203,3 +203,35 @@ def test_every_solved_setting_can_be_asked_for_by_hand():
         build_schedule(low_res=32, initial_scale=0.3)
     with pytest.raises(ConfigError, match=r"`prob_end` must be in \[0, 1\], got 1.5"):
         build_schedule(low_res=32, prob_end=1.5)
+
+
+class _Captured(Exception):
+    pass
+
+
+def test_compare_passes_every_option(folder, tmp_path, monkeypatch):
+    import trdcli.compare
+
+    seen = []
+
+    def capture(config, observer=None):
+        seen.append(config)
+        raise _Captured
+
+    monkeypatch.setattr(trdcli.compare, "run_compare", capture)
+    args = ["compare", str(folder), "--arch", "resnet34", "--epochs", "3", "--size", "128", "--batch-size", "16"]
+    args += ["--lr", "0.01", "--valid-pct", "0.3", "--workers", "0", "--device", "cpu", "--min-scale", "0.5"]
+    args += ["--seeds", "4,7", "--out", str(tmp_path / "c"), "--no-equal-compute", "--setting", "trd-window"]
+    args += ["--budget", "0.4", "--budget", "0.6", "--family", "trd", "--family", "ffcv"]
+    result = runner.invoke(cli.app, args)
+    assert isinstance(result.exception, _Captured), result.output
+    recipe = TrainConfig(
+        data=folder, arch="resnet34", epochs=3, size_px=128, batch_size=16, lr=0.01, valid_pct=0.3, workers=0,
+        device="cpu", min_scale=0.5,
+    )  # fmt: skip
+    window = (Setting("trd-window", preset="trd-window"),)
+    expected = CompareConfig(recipe, window, (4, 7), tmp_path / "c", False, (0.4, 0.6), ("trd", "ffcv"))
+    assert seen == [expected]
+    # With budgets and no --setting, the families bring trd's default: the baseline is the one setting given.
+    runner.invoke(cli.app, ["compare", str(folder), "--budget", "0.5"])
+    assert seen[-1].settings == (Setting("baseline"),) and seen[-1].budgets == (0.5,) and seen[-1].families is None
