@@ -59,14 +59,16 @@ def test_fit_sees_exactly_the_planned_resolutions_and_records_the_planned_comput
         learn.fit_one_cycle(4, 1e-2)
     shape = RunShape(train_images=48, batch_size=8, epochs=4, full_px=64)
     planned = plan_px(schedule, shape).tolist()
-    # After the fit, BatchNorm recalibration runs the model forward (in training mode) on up
-    # to 8 full-resolution batches: the 6 of an epoch here, whenever a step was reduced.
+    # After the fit, BatchNorm recalibration runs the model forward on up to 8 full-resolution
+    # batches (the 6 of an epoch here, whenever a step was reduced), with the model in evaluation
+    # mode but for its BatchNorm layers: the hook on the whole model sees them as not training.
     recalibration = [64] * 6 if any(px != 64 for px in planned) else []
-    assert sizes.train == planned + recalibration
+    assert sizes.train == planned
     assert [r.px for r in trd.records] == planned
     assert trd.bn_recalibration_images == 8 * len(recalibration)
     assert set(sizes.valid) == {64}
-    assert len(sizes.valid) == 4 * 2  # two validation batches per epoch, all at full size
+    # Two validation batches per epoch, all at full size, then the recalibration batches.
+    assert len(sizes.valid) == 4 * 2 + len(recalibration)
 
     flops = FlopsTable.for_model(learn.model, num_classes=3)
     plan = plan_compute(schedule, shape, flops.at)
@@ -109,9 +111,11 @@ def test_fine_tune_schedules_each_fit_on_its_own():
     with learn.no_bar(), learn.no_logging():
         learn.fine_tune(2, freeze_epochs=1)
     # Fit 0: 1 epoch of 6 steps, the first half reduced; fit 1: 2 epochs of 6 steps, likewise.
-    # Each fit ends with BatchNorm recalibration: 6 more forward passes at 64 px.
+    # Each fit ends with BatchNorm recalibration: 6 more forward passes at 64 px, which the hook sees
+    # as evaluation (only BatchNorm runs in training mode there), after each fit's validation batches.
     recalibration = [64] * 6
-    assert sizes.train == [32] * 3 + [64] * 3 + recalibration + [32] * 6 + [64] * 6 + recalibration
+    assert sizes.train == [32] * 3 + [64] * 3 + [32] * 6 + [64] * 6
+    assert sizes.valid == [64] * 2 + recalibration + [64] * 4 + recalibration
     assert [r.fit for r in trd.records] == [0] * 6 + [1] * 12
     assert trd.summary(fit=1).steps_by_px == {64: 6, 32: 6}
 
