@@ -3,6 +3,7 @@ each with a test that failed before its fix (issue 18). The multi-process ones l
 
 from __future__ import annotations
 
+from fastai.callback.core import Callback
 from typer.testing import CliRunner
 
 from trdcli import cli
@@ -186,3 +187,39 @@ def test_a_diverging_run_stops_with_its_learning_rate_named(tmp_path):
     message = str(info.value)
     assert "the training loss diverged" in message and "peak `lr` 9" in message and "a lower `lr`" in message
     assert (tmp_path / "run" / "checkpoint.json").is_file() and not (tmp_path / "run" / "run.json").exists()
+
+
+def test_ranks_that_hold_another_plan_stop_before_the_epoch(monkeypatch):
+    import pytest
+    from fastai.learner import Learner
+    from fastai.losses import CrossEntropyLossFlat
+    from helpers import tensor_dls, tiny_cnn
+
+    import trdcli.train_callbacks as callbacks
+    from trdcli.callback import TRDCallback
+    from trdcli.distributed import Ranks
+
+    # The other rank's answer, as all_gather_object would bring it: its schedule has another seed.
+    def gathered(plan, ranks):
+        epoch, n_epoch, steps, schedule = plan
+        return [plan, (epoch, n_epoch, steps, {**schedule, "seed": schedule["seed"] + 1})]
+
+    monkeypatch.setattr(callbacks, "gathered", gathered)
+    learn = Learner(
+        tensor_dls(n_train=16, bs=8, px=64), tiny_cnn(), loss_func=CrossEntropyLossFlat(),
+        cbs=[TRDCallback(low_res=32, prob=0.5), callbacks.RanksAgreeOnPlan(Ranks(0, 2))],
+    )  # fmt: skip
+    counter = StepCounter()
+    learn.add_cb(counter)
+    plan_differs = pytest.raises(RuntimeError, match=r"ranks \[1\] hold another plan for epoch 1 than rank 0")
+    with plan_differs, learn.no_bar(), learn.no_logging():
+        learn.fit(1)
+    assert counter.steps == 0  # not one step trained on a plan the ranks do not share
+
+
+class StepCounter(Callback):
+    def __init__(self):
+        self.steps = 0
+
+    def after_batch(self):
+        self.steps += 1

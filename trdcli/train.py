@@ -207,7 +207,7 @@ def _build_learner(config: TrainConfig, folder: ImageFolder, model, device, log:
     from trdcli.data import build_dataloaders, default_workers
     from trdcli.models import load_weights
     from trdcli.regularisation import StageRegularisation
-    from trdcli.train_callbacks import DataWaitTimer, SeededPasses
+    from trdcli.train_callbacks import DataWaitTimer, RanksAgreeOnPlan, SeededPasses
 
     if config.weights and (skipped := load_weights(model, config.weights)):
         log.warn(f"the weights file: left out {len(skipped)} tensor(s) whose shapes differ, e.g. {skipped[0]}")
@@ -237,7 +237,7 @@ def _build_learner(config: TrainConfig, folder: ImageFolder, model, device, log:
         resize_in_loader=config.scheduled_loading,
         world_size=ranks.world_size,
     )
-    cbs = [trd, DataWaitTimer(), SeededPasses(config.seed, ranks.rank)]
+    cbs = [trd, DataWaitTimer(), SeededPasses(config.seed, ranks.rank), RanksAgreeOnPlan(ranks)]
     if config.schedule.has_regularisation:
         cbs.append(StageRegularisation(config.schedule, config.seed))
     metrics = [accuracy] + ([top5] if folder.num_classes > 5 else [])

@@ -13,7 +13,7 @@ from fastai.callback.core import Callback
 
 from trdcli.callback import fit_step
 from trdcli.data_wait import DataWait, epoch_columns, measure_epoch
-from trdcli.distributed import Ranks, any_rank, barrier
+from trdcli.distributed import Ranks, any_rank, barrier, gathered
 from trdcli.divergence import DivergenceWatch
 from trdcli.faults import Preempted
 from trdcli.lr_schedule import OneCycle
@@ -174,6 +174,31 @@ class SeededPasses(Callback):
         # Crops and flips (drawn from torch's generator, in the workers from a seed it gives them)
         # differ between ranks, as each trains on other images.
         torch.manual_seed(int(np.random.SeedSequence([self.seed, index, self.rank]).generate_state(1)[0]))
+
+
+class RanksAgreeOnPlan(Callback):
+    """Before each training epoch, every rank checks that it holds the same plan as the others.
+
+    An epoch's resolutions are a pure function of the schedule, the step and the run's length,
+    so ranks that agree on those agree on every step's size. A rank that disagreed (another
+    schedule, seed or number of steps) would train other sizes, or wait forever in a gradient
+    all-reduce the others never reach: found here, before the epoch, rather than after the fit.
+    """
+
+    order = -6  # before TRDCallback hands the loader its plan
+
+    def __init__(self, ranks: Ranks):
+        self.ranks = ranks
+
+    def before_train(self):
+        if not self.ranks.distributed:
+            return
+        learn = self.learn
+        plan = (learn.epoch, learn.n_epoch, len(learn.dl), learn.trd.schedule.describe())
+        plans = gathered(plan, self.ranks)
+        if any(other != plans[0] for other in plans):
+            differ = [rank for rank, other in enumerate(plans) if other != plans[0]]
+            raise RuntimeError(f"ranks {differ} hold another plan for epoch {learn.epoch + 1} than rank 0: {plans}")
 
 
 class DataWaitTimer(Callback):
