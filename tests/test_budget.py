@@ -163,6 +163,7 @@ def test_compare_budget_end_to_end_and_a_rerun_trains_nothing(folder, tmp_path, 
     assert table.exit_code == 0, table.output
     assert {p: p.stat().st_mtime_ns for p in out.rglob("run.json")} == stamps  # resumed: nothing retrained
     assert "at equal compute" in table.stdout and f"prob {payload['budgets'][0]['schedule']['prob']:g}" in table.stdout
+    assert "full size, every epoch" in table.stdout  # the budget table carries the baseline it is measured against
 
 
 def test_a_finished_run_of_another_setting_is_not_summarised_as_this_one(folder, tmp_path):

@@ -327,6 +327,8 @@ def budget_compare_table(rows: list[dict[str, Any]], baseline: dict[str, Any] | 
         table.add_column(column, overflow="fold")
     for column in ("seeds", "top-1", "top-5", "compute", "Δ top-1 vs baseline", "wall time"):
         table.add_column(column, justify="right", no_wrap=column != "Δ top-1 vs baseline")
+    if baseline is not None:
+        table.add_row("-", "baseline", "full size, every epoch", *_result_cells(baseline), "-", _wall(baseline))
     for row in rows:
         budget = fmt_pct(row["budget_frac"])
         if not row["reached"]:
@@ -336,12 +338,20 @@ def budget_compare_table(rows: list[dict[str, Any]], baseline: dict[str, Any] | 
         result = row["result"]
         delta = "-" if baseline is None else f"{100 * (result['top1_mean'] - baseline['top1_mean']):+.1f} pts"
         setting = row["parameter"] + (" (nearest below)" if row["note"] else "")
-        table.add_row(
-            budget, row["family"], setting, str(len(result["seeds"])), _mean_std(result, "top1", fmt_pct),
-            _mean_std(result, "top5", fmt_pct), fmt_pct(result["compute_fraction"]), delta,
-            _mean_std(result, "wall_time_s", fmt_duration),
-        )  # fmt: skip
+        table.add_row(budget, row["family"], setting, *_result_cells(result), delta, _wall(result))
     return table
+
+
+def _result_cells(result: dict[str, Any]) -> list[str]:
+    """Seeds, top-1, top-5 and compute of a summary row."""
+    return [
+        str(len(result["seeds"])), _mean_std(result, "top1", fmt_pct), _mean_std(result, "top5", fmt_pct),
+        fmt_pct(result["compute_fraction"]),
+    ]  # fmt: skip
+
+
+def _wall(result: dict[str, Any]) -> str:
+    return _mean_std(result, "wall_time_s", fmt_duration)
 
 
 _BUDGET_CAPTION = (
