@@ -57,8 +57,6 @@ class CompareConfig:
     families: tuple[str, ...] | None = None
 
     def __post_init__(self):
-        from trdcli.budget import check_families
-
         if not self.settings:
             raise ConfigError("give at least one `setting`")
         check_budgets(self.budgets)
@@ -139,9 +137,12 @@ def planned_settings(config: CompareConfig, train_images: int, num_classes: int)
         return settings, []
     families = check_families(config.families)
     rows = solve_budgets(config.budgets, families, config.recipe, train_images, num_classes)
-    if not any(_is_full_baseline(s) for s in settings):
-        settings.insert(0, Setting("baseline"))
     labels = {s.label for s in settings}
+    if not any(_is_full_baseline(s) for s in settings):
+        if "baseline" in labels:  # every budget row is measured against the full baseline, labelled so
+            raise ConfigError("with a `budget`, the `setting` labelled baseline must be the full baseline")
+        settings.insert(0, Setting("baseline"))
+        labels.add("baseline")
     for row in rows:
         if row.setting is not None and row.setting.label not in labels:
             settings.append(row.setting)
