@@ -236,3 +236,14 @@ def test_compare_passes_every_option(folder, tmp_path, monkeypatch):
     # With budgets and no --setting, the families bring trd's default: the baseline is the one setting given.
     runner.invoke(cli.app, ["compare", str(folder), "--budget", "0.5"])
     assert seen[-1].settings == (Setting("baseline"),) and seen[-1].budgets == (0.5,) and seen[-1].families is None
+
+
+def test_the_solved_parameters_are_flags_of_train_and_estimate_cost():
+    base = ["estimate-cost", "--arch", "resnet18", "--images", "1000", "--json"]
+    composer = runner.invoke(cli.app, [*base, "--preset", "composer", "--initial-scale", "0.3"])
+    assert composer.exit_code == 0, composer.output
+    assert json.loads(composer.stdout)["schedule"]["initial_scale"] == 0.3
+    falling = runner.invoke(cli.app, [*base, "--low-res", "112", "--prob", "1", "--prob-end", "0.2"])
+    assert json.loads(falling.stdout)["schedule"] | {"seed": 0} == TRDSchedule(
+        112, until=1.0, prob=1.0, prob_end=0.2
+    ).describe()
