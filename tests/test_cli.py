@@ -16,9 +16,8 @@ from trdcli import cli
 from trdcli.config import TrainConfig
 from trdcli.cost import ComputeSummary, ImageFlops
 from trdcli.errors import TrainingInterrupted
-from trdcli.presets import get_preset
 from trdcli.results import RunResult
-from trdcli.schedules import ConstantSchedule, TRDSchedule
+from trdcli.schedules import ComposerSchedule, ConstantSchedule, FFCVSchedule, TRDSchedule
 
 runner = CliRunner()
 
@@ -99,11 +98,17 @@ def test_help_is_fast_because_torch_is_not_imported():
             ["--low-res", "96", "--until", "0.5", "--prob", "0.7", "--seed", "3"],
             TRDSchedule(96, until=0.5, prob=0.7, seed=3),
         ),
-        (["--preset", "trd-spread"], get_preset("trd-spread")),
-        (["--preset", "trd-window", "--low-res", "96"], get_preset("trd-window", low_res=96)),
-        (["--preset", "trd-alternate", "--prob", "0.3", "--seed", "5"], get_preset("trd-alternate", prob=0.3, seed=5)),
-        (["--preset", "composer"], get_preset("composer")),
-        (["--preset", "ffcv", "--low-res", "160"], get_preset("ffcv", low_res=160)),
+        # The presets as their documented parameters say (docs/presets.md), not as get_preset builds them.
+        (["--preset", "trd-spread"], TRDSchedule(low_scale=0.5, until=1.0, prob=0.9, name="trd-spread")),
+        (["--preset", "trd-window", "--low-res", "96"], TRDSchedule(96, until=0.9, prob=1.0, name="trd-window")),
+        (
+            ["--preset", "trd-alternate", "--prob", "0.3", "--seed", "5"],
+            TRDSchedule(low_scale=0.5, until=0.9, prob=0.3, seed=5, name="trd-alternate"),
+        ),
+        (["--preset", "composer"], ComposerSchedule(0.5, 0.5, 0.2, 4)),
+        (["--preset", "composer", "--initial-scale", "0.3"], ComposerSchedule(0.3, 0.5, 0.2, 4)),
+        (["--preset", "ffcv", "--low-res", "160"], FFCVSchedule(160, 65 / 88, 76 / 88, 32)),
+        (["--low-res", "112", "--prob", "1", "--prob-end", "0.2"], TRDSchedule(112, until=1.0, prob=1.0, prob_end=0.2)),
     ],
 )
 def test_train_builds_the_schedule_the_flags_ask_for(folder, captured, args, expected):
