@@ -50,7 +50,9 @@ def test_a_diverged_loss_stops_with_where_and_keeps_the_checkpoint_to_resume_at_
         train(config)
     planned = SCHEDULE.plan_px(9, 64).tolist()
     message = str(info.value)
-    assert message.startswith(f"the training loss became nan at step 5 of 9 (epoch 2, {planned[4]} px);")
+    # The peak rate is named: the first thing to lower (the default 3e-3 here).
+    where = f"step 5 of 9 (epoch 2, {planned[4]} px, peak `lr` 0.003)"
+    assert message.startswith(f"the training loss became nan at {where};")
     run = tmp_path / "run"
     assert message.endswith(f"epochs 1-1 are saved: add `resume` {run} and a lower `lr` to continue from there")
     assert json.loads((tmp_path / "run" / PROGRESS_FILE).read_text())["epochs_done"] == 1
