@@ -612,7 +612,8 @@ def compare(
         stdout.print(report.compare_table(rows, title))
         if compared.budget_rows:
             baseline = next((r for r in rows if r["setting"] == "baseline"), None)
-            stdout.print(report.budget_compare_table(budget_summary(compared), baseline, f"{title}, at equal compute"))
+            budgets = budget_summary(compared, rows)
+            stdout.print(report.budget_compare_table(budgets, baseline, f"{title}, at equal compute"))
         stdout.print(f"runs, compare.json and compare.png in {out}", highlight=False)
     if compared.write_error:
         raise fail(compared.write_error)

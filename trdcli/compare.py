@@ -157,18 +157,25 @@ def _is_full_baseline(setting: Setting) -> bool:
 def run_compare(config: CompareConfig, observer: TrainObserver | None = None) -> CompareResult:
     """Train every setting x seed (skipping finished runs, resuming interrupted ones); summarise from run.json."""
     from trdcli.data import scan_image_folder
+    from trdcli.train import train
 
     observer = observer or TrainObserver()
     observer.stage("planning the comparison")
     folder = scan_image_folder(config.recipe.data, config.recipe.valid_pct, config.recipe.seed)
     settings, budget_rows = planned_settings(config, len(folder.train), folder.num_classes)
     results = [SettingResult(s) for s in settings]
-    first = True
+    recipe, first = config.recipe, True
     for result in results:
         for seed in config.seeds:
             run_dir = config.out_dir / run_dir_name(result.setting.label) / f"seed{seed}"
-            first = _train_unless_finished(config.recipe, result.setting, seed, run_dir, observer, first) and first
-            result.runs.append({**json.loads((run_dir / RUN_FILE).read_text()), "run_dir": str(run_dir)})
+            if not (run_dir / RUN_FILE).exists():
+                observer.run_label(f"{result.setting.label} seed {seed}")
+                # Every image is decoded once, in the first run; the others train on the same folder.
+                train(result.setting.config(replace(recipe, check_images=recipe.check_images and first), seed, run_dir),
+                      observer)  # fmt: skip
+                first = False
+            run = _finished_run(run_dir, result.setting, seed, result.setting.epochs or recipe.epochs)
+            result.runs.append({**run, "run_dir": str(run_dir)})
     observer.run_label("")
     reference = _reference_train_flops(results, config.recipe.epochs)
     compared = CompareResult(config, results, reference, budget_rows)
@@ -176,24 +183,9 @@ def run_compare(config: CompareConfig, observer: TrainObserver | None = None) ->
     return compared
 
 
-def _train_unless_finished(
-    recipe: TrainConfig, setting: Setting, seed: int, run_dir: Path, observer: TrainObserver, first: bool
-) -> bool:
-    """Train the run unless ``run_dir`` holds it finished; True when nothing was trained."""
-    from trdcli.train import train
-
-    if (run_dir / RUN_FILE).exists():
-        _check_finished_run(run_dir, setting, seed, setting.epochs or recipe.epochs)
-        return True
-    observer.run_label(f"{setting.label} seed {seed}")
-    # Every image is decoded once, in the first run; the others train on the same folder.
-    train(setting.config(replace(recipe, check_images=recipe.check_images and first), seed, run_dir), observer)
-    return False
-
-
-def _check_finished_run(run_dir: Path, setting: Setting, seed: int, epochs: int) -> None:
-    # A finished run is reused only if it is this setting's: a directory left by another comparison (other
-    # options under the same --out) would otherwise be summarised as this one.
+def _finished_run(run_dir: Path, setting: Setting, seed: int, epochs: int) -> dict[str, Any]:
+    """The run.json in ``run_dir``, if it is this setting's run: a directory left by another comparison
+    (other options under the same --out) would otherwise be summarised as this one."""
     run = json.loads((run_dir / RUN_FILE).read_text())
     expected = json.loads(json.dumps(setting.schedule(seed).describe()))
     if run.get("schedule") != expected or run.get("epochs") != epochs:
@@ -201,6 +193,7 @@ def _check_finished_run(run_dir: Path, setting: Setting, seed: int, epochs: int)
             f"{run_dir} holds a finished run of another setting (schedule {run.get('schedule', {}).get('name')}, "
             f"{run.get('epochs')} epochs) than `setting` {setting.label}: give another `out` for this comparison"
         )
+    return run
 
 
 def _reference_train_flops(results: list[SettingResult], epochs: int) -> int:
@@ -238,10 +231,10 @@ def summary_rows(compared: CompareResult) -> list[dict[str, Any]]:
     return rows
 
 
-def budget_summary(compared: CompareResult) -> list[dict[str, Any]]:
-    """One row per family and budget: the solved setting's parameters and its summary row (measured means
-    over seeds), or why the family has none at that budget."""
-    by_label = {row["setting"]: row for row in summary_rows(compared)}
+def budget_summary(compared: CompareResult, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per family and budget: the solved setting's parameters and its row of ``rows`` (the
+    :func:`summary_rows`: measured means over seeds), or why the family has none at that budget."""
+    by_label = {row["setting"]: row for row in rows}
     out = []
     for row in compared.budget_rows:
         entry: dict[str, Any] = {
@@ -263,12 +256,13 @@ def budget_summary(compared: CompareResult) -> list[dict[str, Any]]:
 
 
 def compare_json(compared: CompareResult) -> dict[str, Any]:
+    rows = summary_rows(compared)
     return {
         "recipe": compared.config.recipe.describe(),
         "seeds": list(compared.config.seeds),
         "reference_train_flops": compared.reference_train_flops,
-        "budgets": budget_summary(compared),
-        "settings": summary_rows(compared),
+        "budgets": budget_summary(compared, rows),
+        "settings": rows,
         "runs": [
             {
                 "setting": r.setting.label,

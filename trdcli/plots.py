@@ -90,12 +90,9 @@ def _plot_budget_families(ax, budgets: list[dict]) -> set[str]:
     drawn: set[str] = set()
     families = dict.fromkeys(b["family"] for b in budgets)
     for family in families:
-        points = sorted(
-            (b["result"]["compute_fraction"], 100 * b["result"]["top1_mean"], 100 * b["result"]["top1_std"])
-            for b in budgets
-            if b["family"] == family and b["reached"]
-        )
-        drawn |= {b["result"]["setting"] for b in budgets if b["family"] == family and b["reached"]}
+        results = [b["result"] for b in budgets if b["family"] == family and b["reached"]]
+        points = sorted((r["compute_fraction"], 100 * r["top1_mean"], 100 * r["top1_std"]) for r in results)
+        drawn |= {r["setting"] for r in results}
         if points:
             xs, ys, errs = zip(*points, strict=True)
             ax.errorbar(xs, ys, yerr=errs, fmt="-o", capsize=3, markersize=4, label=family)

@@ -258,17 +258,16 @@ class StopOnNonFiniteLoss(Callback):
     def __init__(self, ranks: Ranks | None = None, peak_lr: float | None = None):
         self.ranks = ranks or Ranks()
         self.peak_lr = peak_lr
-        self.watch: DivergenceWatch | None = None
 
     def before_fit(self):
-        self.watch = DivergenceWatch(max(int(getattr(self.learn.dls, "c", 2) or 2), 2))
+        self.watch = DivergenceWatch(max(int(self.learn.dls.c), 2))  # a fresh watch for every fit
 
     def after_loss(self):
         if not self.learn.training:
             return
         loss = float(self.learn.loss.detach())
         finite = math.isfinite(loss)
-        diverged = finite and self.watch is not None and self.watch.update(loss)
+        diverged = finite and self.watch.update(loss)
         # Every rank stops at the same step, whichever rank's loss went bad: a rank that
         # stopped alone would leave the others waiting in the next gradient all-reduce.
         if any_rank(not finite or diverged, self.ranks):
