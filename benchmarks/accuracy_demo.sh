@@ -20,7 +20,7 @@ if [ $# -eq 0 ]; then
     "spread+private:low_res=48,until=1.0,prob=0.9,bn_mode=private" \
     "tail+recal:low_res=48,until=0.95,prob=0.947,bn_recalibrate=8"
 fi
-python -c "from pathlib import Path; from trdcli.demo import make_shapes_dataset; make_shapes_dataset(Path('$out/data'))"
+python -c "from pathlib import Path; from trdcli.cli.demo import make_shapes_dataset; make_shapes_dataset(Path('$out/data'))"
 seeds_name=${seeds%,}  # "0," is seed 0 alone
 args=()
 for setting in "$@"; do args+=(--setting "$setting"); done

@@ -16,9 +16,9 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from trdcli.demo import demo_config, make_shapes_dataset
-from trdcli.schedules import ConstantSchedule, TRDSchedule
-from trdcli.train import train
+from trdcli.cli.demo import demo_config, make_shapes_dataset
+from trdcli.core.schedules import ConstantSchedule, TRDSchedule
+from trdcli.run.train import train
 
 SETTINGS = {
     "baseline": lambda seed: ConstantSchedule(),

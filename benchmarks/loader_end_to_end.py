@@ -36,11 +36,12 @@ from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
 from loader_speed import sample_images
 
-from trdcli.callback import TRDCallback
-from trdcli.data import ImageFolder, build_dataloaders
-from trdcli.models import build_model
-from trdcli.schedules import ConstantSchedule, TRDSchedule
-from trdcli.train_callbacks import DataWaitTimer
+from trdcli.callbacks.trd import TRDCallback
+from trdcli.core.schedules import ConstantSchedule, TRDSchedule
+from trdcli.data.folders import ImageFolder
+from trdcli.data.loaders import build_dataloaders
+from trdcli.run.callbacks import DataWaitTimer
+from trdcli.run.models import build_model
 
 SETTINGS = ("baseline", "trd, old", "trd, new", "trd, direct")
 
@@ -104,7 +105,7 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--json", type=Path, default=None, help="also write every timing here")
     args = parser.parse_args()
-    from trdcli.data import default_workers
+    from trdcli.data.loaders import default_workers
 
     args.workers = default_workers() if args.workers is None else args.workers
     device = torch.device(args.device)

@@ -8,7 +8,7 @@ for one image (open, random-resized crop, flip, to a uint8 tensor) on:
                 below): decode in full, crop to --full with torchvision     (a full step before)
   old, reduced  the same, then trd's antialiased batch resize to --low, the resize's cost per
                 image measured on batches of 64                              (a reduced step before)
-  new, full     ``trdcli.data.ImageItems`` now: draft decode (JPEG DCT scaling where the crop
+  new, full     ``trdcli.data.loaders.ImageItems`` now: draft decode (JPEG DCT scaling where the crop
                 allows), crop to --full                                     (a full step now)
   new, reduced  the same crop at --full, downsampled to --low in the worker (a reduced step now)
   new, direct   draft decode, crop straight to --low in one pass           (--direct-crops)
@@ -30,9 +30,10 @@ from pathlib import Path
 
 import torch
 
-from trdcli.data import IMAGE_SUFFIXES, ImageItems
-from trdcli.decode import load_rgb
-from trdcli.resize import resize_batch
+from trdcli.core.resize import resize_batch
+from trdcli.data.decode import load_rgb
+from trdcli.data.folders import IMAGE_SUFFIXES
+from trdcli.data.loaders import ImageItems
 
 PATHS = ("old, full", "old, reduced", "new, full", "new, reduced", "new, direct")
 
@@ -45,7 +46,7 @@ def sample_images(folder: Path, count: int, seed: int) -> list[Path]:
 
 
 def before_item(path: Path, size_px: int, min_scale: float):
-    """A training item as trd's worker made it before scheduled loading (trdcli/data.py at b0a0bf0)."""
+    """A training item as trd's worker made it before scheduled loading (trdcli/data/folders.py at b0a0bf0)."""
     from fastai.torch_core import TensorImage
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import v2 as T

@@ -2,7 +2,7 @@
 
     python benchmarks/make_photos.py /tmp/photos --images 6144 --width 500 --height 375
 
-``trdcli.photos.photo_like`` images at quality 90: decoding them costs what a real photo of the
+``trdcli.data.photos.photo_like`` images at quality 90: decoding them costs what a real photo of the
 same size costs. Use real photos where you have them (EliSchwartz/imagenet-sample-images,
 imagenette); this is the fallback for a machine without.
 """
@@ -14,7 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
 
-from trdcli.photos import photo_like
+from trdcli.data.photos import photo_like
 
 
 def write_one(seed: int, out: Path, width: int, height: int) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from trdcli.data import VALID_FOLDER_NAMES, scan_image_folder
+from trdcli.data.folders import VALID_FOLDER_NAMES, scan_image_folder
 
 
 def main() -> None:

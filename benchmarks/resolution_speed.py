@@ -22,9 +22,9 @@ import time
 
 import torch
 
-from trdcli.cost import FlopsTable
-from trdcli.models import build_model
-from trdcli.resize import resize_batch
+from trdcli.core.resize import resize_batch
+from trdcli.run.flops_cache import arch_flops
+from trdcli.run.models import build_model
 
 
 def time_call(fn, sync) -> float:
@@ -73,7 +73,7 @@ def main() -> None:
             step_s[px].append(time_call(lambda px=px: train_steps(px), sync) / (args.steps * args.batch))
             resize_s[px].append(time_call(lambda px=px: resize_batch(full_batch, px), sync) / args.batch)
 
-    flops = FlopsTable.for_arch(args.arch, 1000)
+    flops = arch_flops(args.arch, 1000)
     full_step = statistics.median(step_s[args.full])
     print(f"# {args.arch}, batch {args.batch}, {args.repeats} repeats x {args.steps} steps, medians")
     print(
@@ -92,7 +92,8 @@ def main() -> None:
         )
 
     if args.data:
-        from trdcli.data import build_dataloaders, scan_image_folder
+        from trdcli.data.folders import scan_image_folder
+        from trdcli.data.loaders import build_dataloaders
 
         folder = scan_image_folder(args.data)
         dls = build_dataloaders(folder, args.full, args.batch, workers=args.workers, device="cpu")

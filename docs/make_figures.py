@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from trdcli.presets import PRESETS  # noqa: E402
+from trdcli.core.presets import PRESETS  # noqa: E402
 
 FULL_PX, EPOCHS, STEPS_PER_EPOCH = 224, 90, 100
 OUT = Path(__file__).parent / "img"

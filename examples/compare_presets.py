@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from trdcli import PRESETS, FlopsTable, RunShape, get_preset, plan_compute
+from trdcli import PRESETS, RunShape, arch_flops, get_preset, plan_compute
 
 
 def main() -> None:
@@ -20,7 +20,7 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=1000)
     args = parser.parse_args()
 
-    flops = FlopsTable.for_arch(args.arch, args.classes)
+    flops = arch_flops(args.arch, args.classes)
     shape = RunShape(args.images, args.batch_size, args.epochs, args.size)
     print(f"{'preset':16} {'compute':>8}  steps by px")
     for name in PRESETS:

@@ -15,8 +15,8 @@ from fastai.data.core import DataLoaders
 from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
 
-from trdcli import FlopsTable, ResolutionSchedule, RunShape, TRDCallback, plan_compute
-from trdcli.models import build_model
+from trdcli import ResolutionSchedule, RunShape, TRDCallback, arch_flops, plan_compute
+from trdcli.run.models import build_model
 
 
 class CosineRamp(ResolutionSchedule):
@@ -35,7 +35,7 @@ class CosineRamp(ResolutionSchedule):
 
 def main() -> None:
     schedule = CosineRamp()
-    flops = FlopsTable.for_arch("resnet50", 1000)
+    flops = arch_flops("resnet50", 1000)
     imagenet = RunShape(train_images=1_281_167, batch_size=256, epochs=90, full_px=224)
     fraction = plan_compute(schedule, imagenet, flops.at).compute_fraction
     print(f"ResNet-50, ImageNet, 90 epochs: {fraction:.1%} of the baseline")

@@ -46,7 +46,7 @@ def main() -> None:
     print("steps per resolution:", summary.steps_by_px)
     print(f"training FLOPs: {summary.train_flops:.3e} (baseline {summary.baseline_train_flops:.3e})")
     print(f"compute saved: {summary.compute_saved_frac:.1%}")
-    print(f"BatchNorm recalibrated on {learn.trd.bn_recalibration_images} images")
+    print(f"BatchNorm recalibrated on {learn.recalibrate_bn.images} images")
     print(f"top-1 after recalibration: {learn.validate()[1]:.1%}")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trdcli.observer import TrainObserver
+from trdcli.run.observer import TrainObserver
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenette2-224"
 
@@ -68,7 +68,7 @@ def make_image_folder(root: Path, classes=("circle", "square", "triangle"), n_tr
 
 def photo_like(width: int, height: int, seed: int = 0):
     """An RGB image with a photo's spectrum: smooth shading, object edges and fine grain, not white noise."""
-    from trdcli.photos import photo_like as generate
+    from trdcli.data.photos import photo_like as generate
 
     return generate(width, height, seed)
 

@@ -1,4 +1,4 @@
-"""The layout holds: data flows one way, the core never names a CLI flag, functions fit on a screen.
+"""The layout holds: a folder per layer, data flows one way, the core never names a CLI flag, functions fit.
 
 Read from the source with ``ast`` (nothing is imported), so a new import cycle or a flag
 leaking into the core fails here, not in review. The same check from a shell::
@@ -10,15 +10,35 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "trdcli"
-MODULES = {path.stem: ast.parse(path.read_text(), str(path)) for path in sorted(PACKAGE.glob("*.py"))}
-# The command-line layer: it alone speaks in flags and renders for a terminal.
-CLI_LAYER = {"cli", "cli_values", "report", "progress", "__main__"}
+# Modules by dotted name under trdcli ("core.schedules"); the package's own files are "__init__" and "__main__".
+MODULES = {
+    ".".join(path.relative_to(PACKAGE).with_suffix("").parts): ast.parse(path.read_text(), str(path))
+    for path in sorted(PACKAGE.rglob("*.py"))
+}
+# The layers, one folder each, in the order data flows: a layer imports only layers to its right.
+LAYERS = ("cli", "plan", "evaluate", "run", "callbacks", "data", "core")
 MAX_FUNCTION_LINES = 60
+# Third-party packages each layer may import; the standard library is always allowed.
+CORE_THIRD_PARTY = {"torch", "numpy"}
+CLI_ONLY = {"typer", "rich"}
+
+
+def layer(module: str) -> str:
+    """The folder a module lives in ("core"), or "" for the package's own __init__ and __main__."""
+    return module.split(".")[0] if "." in module else ""
+
+
+def _resolve(name: str) -> str | None:
+    """The module of MODULES that a dotted name under trdcli names (a module, or a name in a package's __init__)."""
+    while name and name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name or None
 
 
 def trdcli_imports(tree: ast.Module) -> set[str]:
@@ -26,15 +46,35 @@ def trdcli_imports(tree: ast.Module) -> set[str]:
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("trdcli."):
-            found.add(node.module.split(".")[1])
+            base = node.module.removeprefix("trdcli.")
+            for alias in node.names:
+                found.add(_resolve(f"{base}.{alias.name}") or base)
         elif isinstance(node, ast.ImportFrom) and node.module == "trdcli":
             found.update(alias.name for alias in node.names if alias.name in MODULES)
         elif isinstance(node, ast.Import):
-            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("trdcli."))
+            found.update(_resolve(a.name.removeprefix("trdcli.")) for a in node.names if a.name.startswith("trdcli."))
+    found.discard(None)
     return found
 
 
+def third_party_imports(tree: ast.Module) -> set[str]:
+    """Top-level packages a module imports that are neither trdcli nor the standard library."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+    return {n for n in names if n not in sys.stdlib_module_names and n not in {"trdcli", "__future__"}}
+
+
 GRAPH = {name: trdcli_imports(tree) for name, tree in MODULES.items()}
+LAYER_GRAPH: dict[str, set[str]] = {}
+for _name, _deps in GRAPH.items():
+    if layer(_name):
+        LAYER_GRAPH.setdefault(layer(_name), set()).update(
+            layer(d) for d in _deps if layer(d) not in ("", layer(_name))
+        )
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -66,16 +106,43 @@ def test_the_module_import_graph_has_no_cycle():
     assert find_cycle(GRAPH) is None, " -> ".join(find_cycle(GRAPH))
 
 
-def test_nothing_below_the_cli_imports_the_cli_layer():
-    for name, imported in GRAPH.items():
-        if name not in CLI_LAYER:
-            assert not imported & CLI_LAYER, f"{name} imports {imported & CLI_LAYER}"
+def test_every_module_lives_in_a_layer_folder():
+    assert set(MODULES) - {"__init__", "__main__"} == {m for m in MODULES if layer(m) in LAYERS}
+    assert {layer(m) for m in MODULES if layer(m)} == set(LAYERS)
 
 
-def test_the_core_never_imports_fastai_training_wiring_or_the_cli():
-    pure = {"schedules", "resize", "cost", "errors", "probes", "cue_conflict", "decode", "data_wait", "photos"}
-    for name in pure:
-        assert GRAPH[name] <= pure | {"fileio", "models"}, (name, GRAPH[name])
+def test_no_cycle_between_layers():
+    assert find_cycle(LAYER_GRAPH) is None, " -> ".join(find_cycle(LAYER_GRAPH))
+
+
+def test_each_layer_imports_only_the_layers_below_it():
+    for name, deps in GRAPH.items():
+        if not layer(name):
+            continue
+        below = set(LAYERS[LAYERS.index(layer(name)) :])
+        wrong = {dep for dep in deps if layer(dep) and layer(dep) not in below}
+        assert not wrong, f"{name} imports {sorted(wrong)}, a layer above it"
+
+
+def test_the_core_imports_only_the_core_torch_and_numpy():
+    for name, tree in MODULES.items():
+        if layer(name) == "core":
+            assert {layer(dep) for dep in GRAPH[name]} <= {"core"}, (name, GRAPH[name])
+            assert third_party_imports(tree) <= CORE_THIRD_PARTY, (name, third_party_imports(tree))
+
+
+def test_only_the_cli_imports_typer_and_rich():
+    for name, tree in MODULES.items():
+        if layer(name) != "cli":
+            assert not third_party_imports(tree) & CLI_ONLY, (name, third_party_imports(tree) & CLI_ONLY)
+
+
+def test_the_layer_rules_catch_a_violation():
+    # The checks above are only as good as the import reader: it must see a core module reaching up.
+    tree = ast.parse("def f():\n    from trdcli.run.models import build_model\n    import typer\n")
+    assert trdcli_imports(tree) == {"run.models"}
+    assert third_party_imports(tree) == {"typer"}
+    assert _resolve("core.schedules.TRDSchedule") == "core.schedules"
 
 
 def _docstrings(tree: ast.Module) -> set[int]:
@@ -91,7 +158,7 @@ def _docstrings(tree: ast.Module) -> set[int]:
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]+")
 
 
-@pytest.mark.parametrize("name", sorted(set(MODULES) - CLI_LAYER))
+@pytest.mark.parametrize("name", sorted(m for m in MODULES if layer(m) != "cli" and m != "__main__"))
 def test_the_core_speaks_of_values_not_flags(name):
     tree = MODULES[name]
     skip = _docstrings(tree)
@@ -101,7 +168,7 @@ def test_the_core_speaks_of_values_not_flags(name):
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip
         if FLAG.search(node.value)
     ]
-    assert not flags, f"trdcli/{name}.py names CLI flags: {flags}"
+    assert not flags, f"trdcli/{name.replace('.', '/')}.py names CLI flags: {flags}"
 
 
 def test_functions_fit_on_a_screen():

@@ -11,15 +11,15 @@ from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
 from helpers import tensor_dls, tiny_cnn
 
-from trdcli.bn import (
+from trdcli.callbacks.batchnorm import (
     PrivateBatchNorm,
     full_resolution_model,
     private_batchnorms,
     recalibrate_batchnorm,
     use_private_batchnorm,
 )
-from trdcli.callback import TRDCallback
-from trdcli.cost import FlopsTable
+from trdcli.callbacks.trd import TRDCallback
+from trdcli.run.flops_cache import arch_flops
 
 
 def test_recalibrated_statistics_are_the_mean_over_the_batches():
@@ -114,7 +114,7 @@ def test_evaluation_and_the_saved_weights_use_the_full_resolution_copy():
 
 def test_recalibration_at_the_end_of_fit_touches_only_the_full_copies():
     learn, _ = _private_learner(bn_recalibrate=2)
-    assert learn.trd.bn_recalibration_images == 16
+    assert learn.recalibrate_bn.images == 16
     bn = learn.model[1]
     assert bn.full.momentum == 0.1 and bn.full.num_batches_tracked == 2  # reset, then 2 batches
     assert bn.reduced.num_batches_tracked > 2  # left as training made it
@@ -136,10 +136,10 @@ def test_bad_bn_arguments(kwargs, message):
 def test_a_real_private_run_recalibrates_counts_it_and_saves_plain_weights(tmp_path):
     from helpers import make_image_folder
 
-    from trdcli.config import TrainConfig
-    from trdcli.rundir import load_model
-    from trdcli.schedules import TRDSchedule
-    from trdcli.train import train
+    from trdcli.core.schedules import TRDSchedule
+    from trdcli.run.config import TrainConfig
+    from trdcli.run.rundir import load_model
+    from trdcli.run.train import train
 
     data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
     config = TrainConfig(
@@ -156,22 +156,22 @@ def test_a_real_private_run_recalibrates_counts_it_and_saves_plain_weights(tmp_p
     result = train(config)
     assert not any(isinstance(m, PrivateBatchNorm) for m in load_model(tmp_path / "r").modules())
     # 2 batches of 8 images forward at 64 px: the recalibration's compute, counted and saved.
-    assert result.bn_recalibration_flops == 16 * FlopsTable.for_arch("resnet18", 3).at(64).forward_flops
+    assert result.bn_recalibration_flops == 16 * arch_flops("resnet18", 3).at(64).forward_flops
     saved = json.loads((tmp_path / "r" / "run.json").read_text())
     assert saved["bn_recalibration_flops"] == result.bn_recalibration_flops
     assert saved["config"]["bn_mode"] == "private"
 
 
 def test_the_default_recipe_recalibrates_only_after_reduced_steps():
-    from trdcli.presets import get_preset
-    from trdcli.schedules import TRDSchedule
+    from trdcli.core.presets import get_preset
+    from trdcli.core.schedules import TRDSchedule
 
     trd = TRDCallback(low_res=32)
     assert trd.schedule == TRDSchedule(32, until=1.0, prob=0.9, seed=0)  # the spread reading, by default
     learn = Learner(tensor_dls(n_train=96, bs=8, px=64), tiny_cnn(), loss_func=CrossEntropyLossFlat(), cbs=[trd])
     with learn.no_bar(), learn.no_logging():
         learn.fit(1)
-    assert learn.trd.bn_recalibration_images == 8 * 8  # 8 batches of 8, by default
+    assert learn.recalibrate_bn.images == 8 * 8  # 8 batches of 8, by default
     baseline = Learner(
         tensor_dls(n_train=96, bs=8, px=64),
         tiny_cnn(),
@@ -180,7 +180,7 @@ def test_the_default_recipe_recalibrates_only_after_reduced_steps():
     )
     with baseline.no_bar(), baseline.no_logging():
         baseline.fit(1)
-    assert baseline.trd.bn_recalibration_images == 0  # nothing was reduced: nothing to correct
+    assert baseline.recalibrate_bn.images == 0  # nothing was reduced: nothing to correct
     off = Learner(
         tensor_dls(n_train=96, bs=8, px=64),
         tiny_cnn(),
@@ -189,4 +189,4 @@ def test_the_default_recipe_recalibrates_only_after_reduced_steps():
     )
     with off.no_bar(), off.no_logging():
         off.fit(1)
-    assert off.trd.bn_recalibration_images == 0
+    assert off.recalibrate_bn.images == 0

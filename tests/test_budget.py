@@ -11,13 +11,13 @@ import pytest
 from helpers import make_image_folder
 from typer.testing import CliRunner
 
-from trdcli import cli
-from trdcli.budget import FAMILIES, check_budgets, solve_budgets, solve_family
-from trdcli.compare import CompareConfig, Setting, planned_fraction
-from trdcli.config import TrainConfig
-from trdcli.cost import FlopsTable
-from trdcli.errors import ConfigError
-from trdcli.schedules import TRDSchedule
+from trdcli.cli import app as cli
+from trdcli.core.errors import ConfigError
+from trdcli.core.schedules import TRDSchedule
+from trdcli.plan.budget import FAMILIES, check_budgets, solve_budgets, solve_family
+from trdcli.plan.compare import CompareConfig, Setting, planned_fraction
+from trdcli.run.config import TrainConfig
+from trdcli.run.flops_cache import arch_flops
 
 runner = CliRunner()
 # 80 images of batch 8: 10 steps an epoch, 100 steps over 10 epochs; recalibration: 8 batches of 8.
@@ -27,7 +27,7 @@ RECIPE = TrainConfig(data=Path("."), arch="resnet18", epochs=10, size_px=64, bat
 
 @pytest.fixture(scope="module")
 def flops():
-    return FlopsTable.for_arch("resnet18", CLASSES)
+    return arch_flops("resnet18", CLASSES)
 
 
 def _by_hand(flops, reduced_share: float, low_px: int, epochs: int = 10, recalibrates: bool = True) -> float:
@@ -193,8 +193,8 @@ def test_bad_budget_options_are_one_line_before_training(folder, tmp_path, extra
 
 
 def test_every_solved_setting_can_be_asked_for_by_hand():
-    from trdcli.cli_values import parse_setting
-    from trdcli.presets import build_schedule
+    from trdcli.cli.values import parse_setting
+    from trdcli.core.presets import build_schedule
 
     assert parse_setting("c:preset=composer,initial_scale=0.3") == Setting("c", preset="composer", initial_scale=0.3)
     falling = parse_setting("f:low_res=32,until=1.0,prob=1.0,prob_end=0.2")
@@ -211,7 +211,7 @@ class _Captured(Exception):
 
 
 def test_compare_passes_every_option(folder, tmp_path, monkeypatch):
-    import trdcli.compare
+    import trdcli.plan.compare
 
     seen = []
 
@@ -219,7 +219,7 @@ def test_compare_passes_every_option(folder, tmp_path, monkeypatch):
         seen.append(config)
         raise _Captured
 
-    monkeypatch.setattr(trdcli.compare, "run_compare", capture)
+    monkeypatch.setattr(trdcli.plan.compare, "run_compare", capture)
     args = ["compare", str(folder), "--arch", "resnet34", "--epochs", "3", "--size", "128", "--batch-size", "16"]
     args += ["--lr", "0.01", "--valid-pct", "0.3", "--workers", "0", "--device", "cpu", "--min-scale", "0.5"]
     args += ["--seeds", "4,7", "--out", str(tmp_path / "c"), "--no-equal-compute", "--setting", "trd-window"]
@@ -244,6 +244,7 @@ def test_the_solved_parameters_are_flags_of_train_and_estimate_cost():
     assert composer.exit_code == 0, composer.output
     assert json.loads(composer.stdout)["schedule"]["initial_scale"] == 0.3
     falling = runner.invoke(cli.app, [*base, "--low-res", "112", "--prob", "1", "--prob-end", "0.2"])
-    assert json.loads(falling.stdout)["schedule"] | {"seed": 0} == TRDSchedule(
-        112, until=1.0, prob=1.0, prob_end=0.2
-    ).describe()
+    assert (
+        json.loads(falling.stdout)["schedule"] | {"seed": 0}
+        == TRDSchedule(112, until=1.0, prob=1.0, prob_end=0.2).describe()
+    )

@@ -10,9 +10,9 @@ from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
 from helpers import tensor_dls, tiny_cnn
 
-from trdcli.callback import TRDCallback
-from trdcli.cost import FlopsTable, RunShape, plan_compute, plan_px
-from trdcli.schedules import ComposerSchedule, TRDSchedule
+from trdcli.callbacks.trd import TRDCallback
+from trdcli.core.cost import FlopsTable, RunShape, plan_compute, plan_px
+from trdcli.core.schedules import ComposerSchedule, TRDSchedule
 
 
 class InputSizes(Callback):
@@ -65,7 +65,7 @@ def test_fit_sees_exactly_the_planned_resolutions_and_records_the_planned_comput
     recalibration = [64] * 6 if any(px != 64 for px in planned) else []
     assert sizes.train == planned
     assert [r.px for r in trd.records] == planned
-    assert trd.bn_recalibration_images == 8 * len(recalibration)
+    assert learn.recalibrate_bn.images == 8 * len(recalibration)
     assert set(sizes.valid) == {64}
     # Two validation batches per epoch, all at full size, then the recalibration batches.
     assert len(sizes.valid) == 4 * 2 + len(recalibration)

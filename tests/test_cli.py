@@ -12,12 +12,12 @@ import pytest
 from helpers import make_image_folder
 from typer.testing import CliRunner
 
-from trdcli import cli
-from trdcli.config import TrainConfig
-from trdcli.cost import ComputeSummary, ImageFlops
-from trdcli.errors import TrainingInterrupted
-from trdcli.results import RunResult
-from trdcli.schedules import ComposerSchedule, ConstantSchedule, FFCVSchedule, TRDSchedule
+from trdcli.cli import app as cli
+from trdcli.core.cost import ComputeSummary, ImageFlops
+from trdcli.core.errors import TrainingInterrupted
+from trdcli.core.schedules import ComposerSchedule, ConstantSchedule, FFCVSchedule, TRDSchedule
+from trdcli.run.config import TrainConfig
+from trdcli.run.results import RunResult
 
 runner = CliRunner()
 
@@ -64,7 +64,7 @@ def captured(monkeypatch):
         seen.append(config)
         return fake_result(config)
 
-    monkeypatch.setattr("trdcli.train.train", fake_train)
+    monkeypatch.setattr("trdcli.run.train.train", fake_train)
     return seen
 
 
@@ -84,7 +84,7 @@ def test_version():
 
 
 def test_help_is_fast_because_torch_is_not_imported():
-    code = "import sys; from trdcli import cli; print('torch' in sys.modules, 'fastai' in sys.modules)"
+    code = "import sys; from trdcli.cli import app as cli; print('torch' in sys.modules, 'fastai' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
 
@@ -242,7 +242,7 @@ def test_interrupted_run_exits_130_and_says_how_to_resume(folder, monkeypatch, t
     def interrupted(config, observer=None):
         raise TrainingInterrupted(tmp_path / "run", epochs_done=2, saved=True)
 
-    monkeypatch.setattr("trdcli.train.train", interrupted)
+    monkeypatch.setattr("trdcli.run.train.train", interrupted)
     result = runner.invoke(cli.app, ["train", str(folder)])
     assert result.exit_code == 130
     assert f"--resume {tmp_path / 'run'}" in result.stderr
@@ -253,7 +253,7 @@ def test_out_of_memory_is_one_line_with_advice(folder, monkeypatch):
     def oom(config, observer=None):
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.1 GiB total capacity)\nmore")
 
-    monkeypatch.setattr("trdcli.train.train", oom)
+    monkeypatch.setattr("trdcli.run.train.train", oom)
     result = runner.invoke(cli.app, ["train", str(folder), "--batch-size", "4096"])
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [
@@ -267,7 +267,7 @@ def test_bugs_are_not_disguised_as_user_errors(folder, monkeypatch, error):
     def bug(config, observer=None):
         raise error("a bug in trd")
 
-    monkeypatch.setattr("trdcli.train.train", bug)
+    monkeypatch.setattr("trdcli.run.train.train", bug)
     result = runner.invoke(cli.app, ["train", str(folder)])
     assert type(result.exception) is error  # it reaches the top with its traceback
     assert "error: " not in result.stderr
@@ -279,7 +279,7 @@ def test_unwritable_run_directory_still_prints_the_summary(folder, monkeypatch):
         result.write_error = "could not write the run directory runs/x: No space left on device"
         return result
 
-    monkeypatch.setattr("trdcli.train.train", unwritable)
+    monkeypatch.setattr("trdcli.run.train.train", unwritable)
     result = runner.invoke(cli.app, ["train", str(folder)])
     assert result.exit_code == 1
     assert "compute saved" in result.stdout

@@ -10,9 +10,10 @@ import pytest
 from helpers import make_image_folder
 from typer.testing import CliRunner
 
-from trdcli import cli
-from trdcli.cli_values import parse_seeds, parse_setting
-from trdcli.compare import (
+from trdcli.cli import app as cli
+from trdcli.cli.values import parse_seeds, parse_setting
+from trdcli.core.errors import ConfigError
+from trdcli.plan.compare import (
     CompareConfig,
     Setting,
     equal_compute_epochs,
@@ -21,10 +22,9 @@ from trdcli.compare import (
     summary_rows,
     with_equal_compute_baselines,
 )
-from trdcli.config import TrainConfig
-from trdcli.cost import FlopsTable
-from trdcli.errors import ConfigError
-from trdcli.observer import TrainObserver
+from trdcli.run.config import TrainConfig
+from trdcli.run.flops_cache import arch_flops
+from trdcli.run.observer import TrainObserver
 
 runner = CliRunner()
 SPREAD = "spread:low_res=32,until=1.0,prob=0.5"
@@ -43,7 +43,7 @@ def test_equal_compute_baseline_of_a_window_by_hand(tmp_path):
     recipe = TrainConfig(data=tmp_path, arch="resnet18", epochs=10, size_px=64, batch_size=8)
     config = CompareConfig(recipe, (Setting("baseline"), Setting("w", low_res=32, until=0.5)), seeds=(0,))
     settings = with_equal_compute_baselines(config, train_images=80, num_classes=3)
-    flops = FlopsTable.for_arch("resnet18", 3)
+    flops = arch_flops("resnet18", 3)
     # 10 steps per epoch of 8 images, 100 steps: the first 50 at 32 px, the rest at 64 px; then
     # BatchNorm recalibrated (the default after reduced steps) on 8 batches of 8 images, forward only.
     recal = 8 * 8 * flops.at(64).forward_flops
@@ -143,7 +143,7 @@ class InterruptOnce(TrainObserver):
 
 
 def test_an_interrupted_compare_resumes_where_it_stopped(folder, tmp_path):
-    from trdcli.errors import TrainingInterrupted
+    from trdcli.core.errors import TrainingInterrupted
 
     recipe = TrainConfig(data=folder, epochs=2, size_px=64, batch_size=8, workers=0)
     settings = (Setting("baseline"), Setting("spread", low_res=32, until=1.0, prob=0.5))

@@ -8,8 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from trdcli.cost import (
-    FlopsCache,
+from trdcli.core.cost import (
     FlopsTable,
     ImageFlops,
     RunShape,
@@ -19,7 +18,8 @@ from trdcli.cost import (
     plan_compute,
     summarize_compute,
 )
-from trdcli.schedules import ConstantSchedule, TRDSchedule
+from trdcli.core.schedules import ConstantSchedule, TRDSchedule
+from trdcli.run.flops_cache import FlopsCache, arch_flops
 
 IMAGENET = RunShape(train_images=1_281_167, batch_size=256, epochs=90, full_px=224)
 
@@ -38,12 +38,12 @@ TORCHVISION_GMACS = {
 
 @pytest.fixture(scope="module")
 def resnet50_flops():
-    return FlopsTable.for_arch("resnet50", 1000)
+    return arch_flops("resnet50", 1000)
 
 
 @pytest.mark.parametrize("arch", sorted(TORCHVISION_GMACS))
 def test_forward_flops_match_torchvision_published_gmacs(arch):
-    flops = FlopsTable.for_arch(arch, 1000).at(224)
+    flops = arch_flops(arch, 1000).at(224)
     expected = 2 * TORCHVISION_GMACS[arch] * 1e9
     # 1%, or the rounding of the card's two decimals where that is coarser.
     assert flops.forward_flops == pytest.approx(expected, rel=max(0.01, 0.005 / TORCHVISION_GMACS[arch]))

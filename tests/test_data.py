@@ -7,8 +7,8 @@ import pytest
 from helpers import make_image_folder
 from PIL import Image
 
-from trdcli.data import drop_bad_images, find_bad_images, load_rgb, scan_image_folder
-from trdcli.errors import DataError
+from trdcli.core.errors import DataError
+from trdcli.data.folders import drop_bad_images, find_bad_images, load_rgb, scan_image_folder
 
 
 def write_odd_images(folder, px=40):

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from trdcli.demo import CLASS_STRIPES, SHAPES, _stripes, make_texture_shortcut_dataset, run_demo
-from trdcli.resize import resize_batch
+from trdcli.cli.demo import CLASS_STRIPES, SHAPES, _stripes, make_texture_shortcut_dataset, run_demo
+from trdcli.core.resize import resize_batch
 
 
 @pytest.mark.parametrize("direction", SHAPES)

@@ -11,12 +11,12 @@ import sys
 import pytest
 from helpers import make_image_folder
 
-from trdcli.config import TrainConfig
-from trdcli.distributed import Ranks, launch_ranks
-from trdcli.errors import ConfigError, TrainingInterrupted
-from trdcli.observer import TrainObserver
-from trdcli.schedules import TRDSchedule
-from trdcli.train import train
+from trdcli.core.errors import ConfigError, TrainingInterrupted
+from trdcli.core.schedules import TRDSchedule
+from trdcli.run.config import TrainConfig
+from trdcli.run.distributed import Ranks, launch_ranks
+from trdcli.run.observer import TrainObserver
+from trdcli.run.train import train
 
 COMPUTE_KEYS = ("steps", "steps_by_px", "images_by_px", "train_flops", "baseline_train_flops", "compute_fraction")
 
@@ -30,7 +30,7 @@ def test_launch_ranks_reads_the_launchers_environment():
 
 
 def test_ranks_on_one_machine_share_its_cores_for_data_workers(monkeypatch):
-    from trdcli.data import default_workers
+    from trdcli.data.loaders import default_workers
 
     monkeypatch.setattr("os.cpu_count", lambda: 64)
     assert default_workers() == 16  # 63, capped
@@ -131,7 +131,7 @@ def test_private_batchnorm_trains_under_the_launcher(tmp_path):
 
 
 def test_an_explicit_gpu_under_the_launcher_is_refused(monkeypatch):
-    from trdcli.device import pick_device
+    from trdcli.run.device import pick_device
 
     # cuda:1 used to put local ranks 0 and 1 on the same GPU (the remap skipped rank 0).
     with pytest.raises(ConfigError, match="each process uses cuda:<its local rank>"):

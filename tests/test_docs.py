@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from trdcli.cost import FlopsTable, RunShape, default_cache, plan_compute
-from trdcli.schedules import TRDSchedule
+from trdcli.core.cost import RunShape, plan_compute
+from trdcli.core.schedules import TRDSchedule
+from trdcli.run.flops_cache import arch_flops, default_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
@@ -61,7 +62,7 @@ def test_method_card_example_prints_what_it_says():
 
 
 def test_quoted_compute_figures_are_the_computed_ones():
-    flops = FlopsTable.for_arch("resnet50", 1000, cache=default_cache())
+    flops = arch_flops("resnet50", 1000, cache=default_cache())
     shape = RunShape(1_281_167, 256, 90, 224)
     window = plan_compute(TRDSchedule(112, until=0.9), shape, flops.at).compute_fraction
     half = plan_compute(TRDSchedule(112, until=0.5), shape, flops.at).compute_fraction

@@ -9,13 +9,13 @@ import pytest
 from helpers import make_image_folder
 from typer.testing import CliRunner
 
-from trdcli import cli
-from trdcli.cli_values import parse_budget, parse_throughput
-from trdcli.config import TrainConfig
-from trdcli.cost import FlopsTable, default_cache
-from trdcli.estimate import PlanOptions, Throughput, plan
-from trdcli.schedules import TRDSchedule
-from trdcli.train import train
+from trdcli.cli import app as cli
+from trdcli.cli.values import parse_budget, parse_throughput
+from trdcli.core.schedules import TRDSchedule
+from trdcli.plan.estimate import PlanOptions, Throughput, plan
+from trdcli.run.config import TrainConfig
+from trdcli.run.flops_cache import arch_flops, default_cache
+from trdcli.run.train import train
 
 runner = CliRunner()
 IMAGENET_TRAIN = 1_281_167
@@ -85,7 +85,7 @@ def test_money_and_devices():
 
 
 def test_throughput_between_given_resolutions_interpolates_in_flops():
-    flops = FlopsTable.for_arch("resnet50", 1000, cache=default_cache())
+    flops = arch_flops("resnet50", 1000, cache=default_cache())
     given = Throughput({224: 1000.0, 112: 4000.0}, "test")
     t = given.seconds_per_image(160, flops.at)
     f224, f160, f112 = (flops.at(px).train_flops for px in (224, 160, 112))
@@ -122,11 +122,11 @@ def test_utilisation_per_resolution_interpolates_in_flops():
     rates = {int(px): r for px, r in payload["throughput_images_per_s"].items()}
     assert rates[224] == pytest.approx(312e12 * 0.2 / per_image[224])
     assert rates[112] == pytest.approx(312e12 * 0.1 / per_image[112])
-    table = FlopsTable.for_arch("resnet50", 1000, cache=default_cache())
+    table = arch_flops("resnet50", 1000, cache=default_cache())
     throughput = Throughput(rates, "test")
     f224, f160, f112 = (table.at(px).train_flops for px in (224, 160, 112))
     between = 0.1 + (f160 - f112) / (f224 - f112) * 0.1  # linear in FLOPs between the two given shares
-    from trdcli.estimate import throughput_from_gpu_flops
+    from trdcli.plan.estimate import throughput_from_gpu_flops
 
     rate_160 = throughput_from_gpu_flops(312e12, {224: 0.2, 112: 0.1}, [160], table.at).images_per_s[160]
     assert rate_160 == pytest.approx(312e12 * between / f160)
@@ -253,8 +253,8 @@ def test_parsers():
 
 
 def test_estimate_cost_passes_every_option_typed(monkeypatch, tmp_path):
-    from trdcli.errors import TRDError
-    from trdcli.estimate import Budget, GpuRate
+    from trdcli.core.errors import TRDError
+    from trdcli.plan.estimate import Budget, GpuRate
 
     seen = []
 
@@ -262,7 +262,7 @@ def test_estimate_cost_passes_every_option_typed(monkeypatch, tmp_path):
         seen.append(options)
         raise TRDError("captured")
 
-    monkeypatch.setattr("trdcli.estimate.plan", capture)
+    monkeypatch.setattr("trdcli.plan.estimate.plan", capture)
     args = ["estimate-cost", str(tmp_path), "--dataset", "imagenet", "--images", "100", "--valid-images", "7"]
     args += ["--classes", "12", "--valid-pct", "0.25", "--arch", "resnet50", "--epochs", "9", "--size", "160"]
     args += ["--batch-size", "32", "--low-res", "96", "--until", "0.7", "--prob", "0.6", "--seed", "4", "--measure"]

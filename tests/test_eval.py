@@ -12,10 +12,11 @@ from helpers import make_image_folder
 from PIL import Image
 from typer.testing import CliRunner
 
-from trdcli import cli, cue_conflict
-from trdcli.config import TrainConfig
-from trdcli.schedules import TRDSchedule
-from trdcli.train import train
+from trdcli.cli import app as cli
+from trdcli.core.schedules import TRDSchedule
+from trdcli.evaluate import cue_conflict
+from trdcli.run.config import TrainConfig
+from trdcli.run.train import train
 
 runner = CliRunner()
 
@@ -149,7 +150,7 @@ def imagenet_like_classes():
 
 @pytest.mark.parametrize(("channel", "expected_bias"), [(0, 1.0), (1, 0.0)])
 def test_cue_conflict_scoring_with_a_stub(tmp_path, channel, expected_bias):
-    from trdcli.evaluate import EvalConfig, _cue_conflict, _stimuli, _Subject
+    from trdcli.evaluate.evaluation import EvalConfig, _cue_conflict, _stimuli, _Subject
 
     classes = imagenet_like_classes()
     assert len(classes) == 1000

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from helpers import make_image_folder
 
-from trdcli.schedules import TRDSchedule
+from trdcli.core.schedules import TRDSchedule
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -30,7 +30,7 @@ def test_custom_schedule_runs_as_planned():
 
 
 def test_compare_presets_lists_every_preset():
-    from trdcli.presets import PRESETS
+    from trdcli.core.presets import PRESETS
 
     out = run("compare_presets.py", "--arch", "resnet18", "--images", "6400", "--epochs", "5", "--batch-size", "64")
     names = [line.split()[0] for line in out.splitlines()[1:]]

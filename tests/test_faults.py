@@ -15,11 +15,11 @@ import torch
 from fastai.losses import CrossEntropyLossFlat
 from helpers import make_image_folder
 
-from trdcli.config import TrainConfig
-from trdcli.errors import TrainingDiverged
-from trdcli.rundir import PROGRESS_FILE
-from trdcli.schedules import TRDSchedule
-from trdcli.train import train
+from trdcli.core.errors import TrainingDiverged
+from trdcli.core.schedules import TRDSchedule
+from trdcli.run.config import TrainConfig
+from trdcli.run.rundir import PROGRESS_FILE
+from trdcli.run.train import train
 
 SCHEDULE = TRDSchedule(32, until=1.0, prob=0.5, seed=2)
 

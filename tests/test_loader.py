@@ -14,12 +14,13 @@ from fastai.losses import CrossEntropyLossFlat
 from helpers import SHARED_DATA, make_jpeg_folder, photo_like, tiny_cnn
 from PIL import Image
 
-from trdcli.callback import TRDCallback
-from trdcli.data import build_dataloaders, scan_image_folder
-from trdcli.decode import _decode_reduced, draft_reduction, load_random_crop, random_crop_box
-from trdcli.errors import DataError
-from trdcli.schedules import TRDSchedule
-from trdcli.sized_loader import sized_indices
+from trdcli.callbacks.trd import TRDCallback
+from trdcli.core.errors import DataError
+from trdcli.core.schedules import TRDSchedule
+from trdcli.data.decode import _decode_reduced, draft_reduction, load_random_crop, random_crop_box
+from trdcli.data.folders import scan_image_folder
+from trdcli.data.loaders import build_dataloaders
+from trdcli.data.sized_loader import sized_indices
 
 FULL_PX, LOW_PX = 64, 32
 # The draft and the plain decode of the same crop differ by rounding in libjpeg's scaled IDCT
@@ -121,7 +122,7 @@ def test_the_draft_path_agrees_with_the_plain_path_on_photo_like_jpegs(tmp_path,
 def test_a_reduced_crop_is_the_full_size_crop_downsampled(tmp_path):
     # What a reduced step trains on, by definition: the full-resolution training image,
     # reduced. The independent reference: the full-size crop, reduced by trd's batch resize.
-    from trdcli.resize import resize_batch
+    from trdcli.core.resize import resize_batch
 
     path = tmp_path / "photo.jpg"
     photo_like(500, 375, seed=4).save(path, quality=90)
@@ -139,7 +140,7 @@ def test_a_direct_crop_keeps_more_of_a_texture_at_the_full_resolutions_limit(tmp
     # Stripes of a 3 px period: at 96 px they are near the limit, at 48 px beyond it. Reduced
     # from the full-size crop, what is left of them is what trd's batch resize leaves; a crop
     # resampled straight to 48 px in one pass leaves about twice as much.
-    from trdcli.resize import resize_batch
+    from trdcli.core.resize import resize_batch
 
     x = np.arange(104)
     row = 128 + 45 * np.sign(np.sin(2 * np.pi * x / 3 + 0.3))
@@ -263,7 +264,7 @@ def test_lr_find_and_recalibration_get_full_size_and_fine_tune_plans_each_fit(jp
     first_fit, second_fit = SCHEDULE.plan_px(4, FULL_PX).tolist(), SCHEDULE.plan_px(8, FULL_PX).tolist()
     assert sizes.train_px == first_fit + second_fit
     # Each fit ended with a recalibration on 2 full-size training batches: 16 images.
-    assert learn.trd.bn_recalibration_images == 16
+    assert learn.recalibrate_bn.images == 16
     batch = learn.dls.train.one_batch()
     assert batch[0].shape[-1] == FULL_PX  # a plan is spent by the pass it was made for
 
@@ -285,7 +286,7 @@ def test_a_batch_at_the_wrong_size_is_an_error(jpeg_folder, monkeypatch):
 
 
 def test_shards_are_disjoint_equal_and_each_global_batch_is_split_across_the_ranks():
-    from trdcli.sized_loader import shard_indices
+    from trdcli.data.sized_loader import shard_indices
 
     idxs = list(range(100))[::-1]  # a shuffled order, the same on every rank
     shards = [shard_indices(idxs, 10, rank, 3) for rank in range(3)]
@@ -299,7 +300,7 @@ def test_shards_are_disjoint_equal_and_each_global_batch_is_split_across_the_ran
 def test_a_sharded_loader_has_exactly_the_batches_it_yields_and_the_ranks_share_out_each_epoch(jpeg_folder):
     # fastai's DistributedDL claims ceil(batches / ranks) batches and can yield fewer (fastai
     # #3579). Here 36 images, a global batch of 8 on 2 ranks (4 each): 4 whole global batches.
-    from trdcli.data import image_dataloader
+    from trdcli.data.loaders import image_dataloader
 
     def loader(rank):
         dl = image_dataloader(jpeg_folder.train, FULL_PX, 4, True, workers=0, device="cpu", rank=rank, world_size=2)
@@ -322,9 +323,9 @@ def test_a_sharded_loader_has_exactly_the_batches_it_yields_and_the_ranks_share_
 
 
 def test_train_builds_the_loader_the_config_asks_for(jpeg_folder, monkeypatch):
-    from trdcli import data as data_module
-    from trdcli.config import TrainConfig
-    from trdcli.train import train
+    from trdcli.data import loaders as data_module
+    from trdcli.run.config import TrainConfig
+    from trdcli.run.train import train
 
     built = []
     real = data_module.build_dataloaders

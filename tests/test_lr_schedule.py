@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from helpers import InterruptAfter, make_image_folder, tensor_dls, tiny_cnn
 
-from trdcli.config import TrainConfig
-from trdcli.errors import ConfigError, RunDirError, TrainingInterrupted
-from trdcli.lr_schedule import OneCycle
-from trdcli.observer import TrainObserver
-from trdcli.schedules import ConstantSchedule, TRDSchedule
+from trdcli.core.errors import ConfigError, RunDirError, TrainingInterrupted
+from trdcli.core.lr_schedule import OneCycle
+from trdcli.core.schedules import ConstantSchedule, TRDSchedule
+from trdcli.run.config import TrainConfig
+from trdcli.run.observer import TrainObserver
 
 POSITIONS = np.linspace(0, 0.999, 97)
 
@@ -67,7 +67,7 @@ def test_a_fit_follows_the_curve_and_the_tail_is_at_full_resolution():
     from fastai.losses import CrossEntropyLossFlat
 
     from trdcli import TRDCallback
-    from trdcli.train_callbacks import lr_scheduler
+    from trdcli.run.callbacks import lr_scheduler
 
     dls = tensor_dls(n_train=48, bs=8)  # 6 steps per epoch, 12 in all; the tail is steps 9-11
     trd = TRDCallback(schedule=TRDSchedule(32, until=0.75), bn_recalibrate=0)
@@ -88,7 +88,7 @@ def test_a_fit_follows_the_curve_and_the_tail_is_at_full_resolution():
 
 
 def test_a_run_records_its_tail_rate_and_resumes_only_with_it(tmp_path):
-    from trdcli.train import train
+    from trdcli.run.train import train
 
     data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
     config = TrainConfig(
@@ -107,8 +107,8 @@ def test_a_run_records_its_tail_rate_and_resumes_only_with_it(tmp_path):
 
 
 def test_a_tail_at_a_stalled_rate_is_warned_about():
-    from trdcli.observer import WarningLog
-    from trdcli.train import _warn_if_tail_stalls
+    from trdcli.run.observer import WarningLog
+    from trdcli.run.train import _warn_if_tail_stalls
 
     def warnings(**options):
         log = WarningLog(TrainObserver())

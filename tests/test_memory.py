@@ -6,8 +6,8 @@ import torch.nn as nn
 from helpers import make_image_folder
 from typer.testing import CliRunner
 
-from trdcli import cli
-from trdcli.memory import StepMemory, check_step_fits, estimate_step_memory
+from trdcli.cli import app as cli
+from trdcli.run.memory import StepMemory, check_step_fits, estimate_step_memory
 
 
 def test_saved_activations_and_parameters_match_a_hand_count():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trdcli.cost import count_image_flops
-from trdcli.errors import ConfigError
-from trdcli.models import UnknownArchError, build_model, check_arch, list_archs, load_weights
+from trdcli.core.cost import count_image_flops
+from trdcli.core.errors import ConfigError
+from trdcli.run.models import UnknownArchError, build_model, check_arch, list_archs, load_weights
 
 
 @pytest.mark.parametrize(

@@ -15,13 +15,14 @@ from fastai.losses import CrossEntropyLossFlat
 from helpers import tensor_dls, tiny_cnn
 from typer.testing import CliRunner
 
-from trdcli import cli
-from trdcli.bn import recalibrate_batchnorm
-from trdcli.callback import TRDCallback
-from trdcli.cost import FlopsTable, RunShape, default_cache, plan_compute, plan_px
-from trdcli.presets import PRESETS, build_schedule, get_preset
-from trdcli.regularisation import StageRegularisation
-from trdcli.schedules import MIN_PX, StagedSchedule
+from trdcli.callbacks.batchnorm import recalibrate_batchnorm
+from trdcli.callbacks.regularisation import StageRegularisation
+from trdcli.callbacks.trd import TRDCallback
+from trdcli.cli import app as cli
+from trdcli.core.cost import RunShape, plan_compute, plan_px
+from trdcli.core.presets import PRESETS, build_schedule, get_preset
+from trdcli.core.schedules import MIN_PX, StagedSchedule
+from trdcli.run.flops_cache import arch_flops, default_cache
 
 # ResNet-50 on ImageNet, 90 epochs at batch 256: the reference run of `trd presets`.
 SHAPE = RunShape(1_281_167, 256, 90, 224)
@@ -30,7 +31,7 @@ SMALL = RunShape(6400, 64, 10, 224)  # 100 steps per epoch, 1000 steps
 
 @pytest.fixture(scope="module")
 def flops():
-    return FlopsTable.for_arch("resnet50", 1000, cache=default_cache())
+    return arch_flops("resnet50", 1000, cache=default_cache())
 
 
 # The multiple each source rounds its sizes to (sizes other than the full one).
@@ -228,7 +229,7 @@ def test_a_schedule_with_regularisation_warns_when_nothing_applies_it():
         loss_func=CrossEntropyLossFlat(),
         cbs=[TRDCallback(schedule=get_preset("efficientnetv2"))],
     )
-    warned = pytest.warns(UserWarning, match="add trdcli.regularisation.StageRegularisation")
+    warned = pytest.warns(UserWarning, match="add trdcli.callbacks.regularisation.StageRegularisation")
     with warned, learn.no_bar(), learn.no_logging():
         learn.fit(1)
 

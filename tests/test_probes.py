@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from trdcli.probes import frequency_mask, high_pass, hybrid, low_pass, patch_shuffle
+from trdcli.evaluate.probes import frequency_mask, high_pass, hybrid, low_pass, patch_shuffle
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastai.callback.core import Callback
 from typer.testing import CliRunner
 
-from trdcli import cli
+from trdcli.cli import app as cli
 
 runner = CliRunner()
 
@@ -27,7 +27,7 @@ def test_recalibration_measures_the_network_evaluation_runs():
     import torch
     from torch import nn
 
-    from trdcli.bn import recalibrate_batchnorm
+    from trdcli.callbacks.batchnorm import recalibrate_batchnorm
 
     # Dropout before BatchNorm: in training mode it would rescale and zero half the inputs, and the
     # variance BatchNorm learned would be about twice the one evaluation feeds it.
@@ -47,7 +47,7 @@ def test_recalibration_measures_the_network_evaluation_runs():
 def test_the_memory_check_counts_half_precision_activations_under_autocast():
     import torch.nn as nn
 
-    from trdcli.memory import estimate_step_memory
+    from trdcli.run.memory import estimate_step_memory
 
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.ReLU())
     mixed = estimate_step_memory(model, px=4, batch_size=10, mixed_precision=True)
@@ -64,9 +64,9 @@ def _mixup_weights(seed: int) -> list:
     from fastai.losses import CrossEntropyLossFlat
     from helpers import tensor_dls, tiny_cnn
 
-    from trdcli.callback import TRDCallback
-    from trdcli.regularisation import StageRegularisation
-    from trdcli.schedules import StagedSchedule
+    from trdcli.callbacks.regularisation import StageRegularisation
+    from trdcli.callbacks.trd import TRDCallback
+    from trdcli.core.schedules import StagedSchedule
 
     schedule = StagedSchedule(stages=1, mixup_alpha=(0.4, 0.4), dropout=(0.0, 0.0))
     regularise, seen = StageRegularisation(schedule, seed), []
@@ -101,7 +101,8 @@ def test_a_resumed_loader_shuffles_its_epoch_as_the_uninterrupted_one_did(tmp_pa
     import torch
     from helpers import make_image_folder
 
-    from trdcli.data import image_dataloader, scan_image_folder
+    from trdcli.data.folders import scan_image_folder
+    from trdcli.data.loaders import image_dataloader
 
     folder = scan_image_folder(make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48))
 
@@ -123,8 +124,8 @@ def test_a_resumed_loader_shuffles_its_epoch_as_the_uninterrupted_one_did(tmp_pa
 def _tiny_run(tmp_path, name: str, **overrides):
     from helpers import make_image_folder
 
-    from trdcli.config import TrainConfig
-    from trdcli.schedules import TRDSchedule
+    from trdcli.core.schedules import TRDSchedule
+    from trdcli.run.config import TrainConfig
 
     data = tmp_path / "data"
     if not data.exists():
@@ -140,7 +141,7 @@ def test_a_run_stopped_after_its_last_checkpoint_is_finished_by_resume(tmp_path)
     import json
     from dataclasses import replace
 
-    from trdcli.train import train
+    from trdcli.run.train import train
 
     config = _tiny_run(tmp_path, "run")
     train(config)
@@ -158,7 +159,7 @@ def test_a_run_stopped_after_its_last_checkpoint_is_finished_by_resume(tmp_path)
 
 
 def test_the_divergence_rule_by_hand():
-    from trdcli.divergence import DivergenceWatch
+    from trdcli.core.divergence import DivergenceWatch
 
     watch = DivergenceWatch(num_classes=10)
     fired = [watch.update(loss) for loss in [2.0] * 10 + [1000.0] * 40]
@@ -176,9 +177,9 @@ def test_the_divergence_rule_by_hand():
 def test_a_diverging_run_stops_with_its_learning_rate_named(tmp_path):
     import pytest
 
-    from trdcli.errors import TrainingDiverged
-    from trdcli.schedules import ConstantSchedule
-    from trdcli.train import train
+    from trdcli.core.errors import TrainingDiverged
+    from trdcli.core.schedules import ConstantSchedule
+    from trdcli.run.train import train
 
     # lr 9 on a small folder: the loss went to 2,703 then 6,374, top-1 at chance, and exit 0 before.
     config = _tiny_run(tmp_path, "run", lr=9.0, batch_size=4, epochs=5, schedule=ConstantSchedule())
@@ -195,9 +196,9 @@ def test_ranks_that_hold_another_plan_stop_before_the_epoch(monkeypatch):
     from fastai.losses import CrossEntropyLossFlat
     from helpers import tensor_dls, tiny_cnn
 
-    import trdcli.train_callbacks as callbacks
-    from trdcli.callback import TRDCallback
-    from trdcli.distributed import Ranks
+    import trdcli.run.callbacks as callbacks
+    from trdcli.callbacks.trd import TRDCallback
+    from trdcli.run.distributed import Ranks
 
     # The other rank's answer, as all_gather_object would bring it: its schedule has another seed.
     def gathered(plan, ranks):

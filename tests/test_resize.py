@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trdcli.resize import RESIZE_MODES, resize_batch
+from trdcli.core.resize import RESIZE_MODES, resize_batch
 
 
 def checkerboard(px: int) -> torch.Tensor:

@@ -8,7 +8,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from trdcli.schedules import TRDSchedule, progress_frac, step_uniforms
+from trdcli.core.schedules import TRDSchedule, progress_frac, step_uniforms
 
 
 def _window_steps(until: float, total_steps: int) -> int:

@@ -13,14 +13,14 @@ from helpers import SHARED_DATA, InterruptAfter, make_image_folder
 from test_data import write_bad_images, write_odd_images
 from typer.testing import CliRunner
 
-from trdcli import cli
-from trdcli.config import TrainConfig
-from trdcli.cost import FlopsTable
-from trdcli.errors import DataError, RunDirError, TrainingInterrupted
-from trdcli.observer import TrainObserver
-from trdcli.rundir import load_model
-from trdcli.schedules import TRDSchedule
-from trdcli.train import train
+from trdcli.cli import app as cli
+from trdcli.core.errors import DataError, RunDirError, TrainingInterrupted
+from trdcli.core.schedules import TRDSchedule
+from trdcli.run.config import TrainConfig
+from trdcli.run.flops_cache import arch_flops
+from trdcli.run.observer import TrainObserver
+from trdcli.run.rundir import load_model
+from trdcli.run.train import train
 
 runner = CliRunner()
 
@@ -108,7 +108,7 @@ def test_compute_saved_recomputed_independently(trained):
     total_steps = 32 // 8 * 2  # the 32 readable training images, batch 8, 2 epochs
     planned = TRDSchedule(32, until=1.0, prob=0.5, seed=4).plan_px(total_steps, 64).tolist()
     steps = {px: planned.count(px) for px in (64, 32)}
-    table = FlopsTable.for_arch("resnet18", 3)
+    table = arch_flops("resnet18", 3)
     train_flops = sum(n * 8 * table.at(px).train_flops for px, n in steps.items())
     baseline = total_steps * 8 * table.at(64).train_flops
     assert payload["steps"] == total_steps and payload["steps_by_px"] == {str(px): n for px, n in steps.items()}

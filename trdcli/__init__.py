@@ -13,38 +13,40 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "TRDCallback": "trdcli.callback",
-    "StepRecord": "trdcli.callback",
-    "ResolutionSchedule": "trdcli.schedules",
-    "TRDSchedule": "trdcli.schedules",
-    "ConstantSchedule": "trdcli.schedules",
-    "ComposerSchedule": "trdcli.schedules",
-    "FFCVSchedule": "trdcli.schedules",
-    "StagedSchedule": "trdcli.schedules",
-    "resize_batch": "trdcli.resize",
-    "ImageFlops": "trdcli.cost",
-    "FlopsTable": "trdcli.cost",
-    "RunShape": "trdcli.cost",
-    "ComputeSummary": "trdcli.cost",
-    "count_image_flops": "trdcli.cost",
-    "plan_compute": "trdcli.cost",
-    "summarize_compute": "trdcli.cost",
-    "get_preset": "trdcli.presets",
-    "PRESETS": "trdcli.presets",
-    "StageRegularisation": "trdcli.regularisation",
-    "recalibrate_batchnorm": "trdcli.bn",
-    "OneCycle": "trdcli.lr_schedule",
-    "lr_scheduler": "trdcli.train_callbacks",
-    "load_model": "trdcli.rundir",
-    "TRDError": "trdcli.errors",
+    "TRDCallback": "trdcli.callbacks.trd",
+    "StepRecord": "trdcli.callbacks.trd",
+    "ResolutionSchedule": "trdcli.core.schedules",
+    "TRDSchedule": "trdcli.core.schedules",
+    "ConstantSchedule": "trdcli.core.schedules",
+    "ComposerSchedule": "trdcli.core.schedules",
+    "FFCVSchedule": "trdcli.core.schedules",
+    "StagedSchedule": "trdcli.core.schedules",
+    "resize_batch": "trdcli.core.resize",
+    "ImageFlops": "trdcli.core.cost",
+    "FlopsTable": "trdcli.core.cost",
+    "RunShape": "trdcli.core.cost",
+    "ComputeSummary": "trdcli.core.cost",
+    "count_image_flops": "trdcli.core.cost",
+    "plan_compute": "trdcli.core.cost",
+    "summarize_compute": "trdcli.core.cost",
+    "get_preset": "trdcli.core.presets",
+    "PRESETS": "trdcli.core.presets",
+    "StageRegularisation": "trdcli.callbacks.regularisation",
+    "recalibrate_batchnorm": "trdcli.callbacks.batchnorm",
+    "OneCycle": "trdcli.core.lr_schedule",
+    "lr_scheduler": "trdcli.run.callbacks",
+    "load_model": "trdcli.run.rundir",
+    "TRDError": "trdcli.core.errors",
+    "arch_flops": "trdcli.run.flops_cache",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 if TYPE_CHECKING:
-    from trdcli.bn import recalibrate_batchnorm
-    from trdcli.callback import StepRecord, TRDCallback
-    from trdcli.cost import (
+    from trdcli.callbacks.batchnorm import recalibrate_batchnorm
+    from trdcli.callbacks.regularisation import StageRegularisation
+    from trdcli.callbacks.trd import StepRecord, TRDCallback
+    from trdcli.core.cost import (
         ComputeSummary,
         FlopsTable,
         ImageFlops,
@@ -53,13 +55,11 @@ if TYPE_CHECKING:
         plan_compute,
         summarize_compute,
     )
-    from trdcli.errors import TRDError
-    from trdcli.lr_schedule import OneCycle
-    from trdcli.presets import PRESETS, get_preset
-    from trdcli.regularisation import StageRegularisation
-    from trdcli.resize import resize_batch
-    from trdcli.rundir import load_model
-    from trdcli.schedules import (
+    from trdcli.core.errors import TRDError
+    from trdcli.core.lr_schedule import OneCycle
+    from trdcli.core.presets import PRESETS, get_preset
+    from trdcli.core.resize import resize_batch
+    from trdcli.core.schedules import (
         ComposerSchedule,
         ConstantSchedule,
         FFCVSchedule,
@@ -67,7 +67,9 @@ if TYPE_CHECKING:
         StagedSchedule,
         TRDSchedule,
     )
-    from trdcli.train_callbacks import lr_scheduler
+    from trdcli.run.callbacks import lr_scheduler
+    from trdcli.run.flops_cache import arch_flops
+    from trdcli.run.rundir import load_model
 
 
 def __getattr__(name: str):

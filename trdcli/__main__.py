@@ -1,5 +1,5 @@
 """`python -m trdcli` runs the `trd` command."""
 
-from trdcli.cli import main
+from trdcli.cli.app import main
 
 main()

@@ -1,0 +1,215 @@
+"""BatchNorm and reduced steps: recalibration at full resolution, and private BatchNorm for reduced steps.
+
+Statistics gathered on reduced-resolution steps differ from those at full resolution (the
+FixRes effect, Touvron et al. 2019, arXiv 1906.06423). Two remedies, usable together:
+
+- **Recalibration** (:func:`recalibrate_batchnorm`): after training, run a few batches at
+  full resolution through the network in training mode, without gradients, with the running
+  averages reset and accumulated as a plain mean (``momentum=None``), so evaluation uses
+  statistics of what it sees (as FixRes and Mix&Match do). Its forward passes are counted.
+- **Private BatchNorm** (:func:`use_private_batchnorm`): every BatchNorm layer gets a second,
+  private copy (affine parameters and running statistics) that reduced steps use, while
+  convolutions are shared; evaluation uses the full-resolution copy. This follows the private
+  BatchNorms of resolution-switchable networks (Wang et al. 2020, "Resolution Switchable
+  Networks for Runtime Efficient Image Recognition", arXiv 2007.09558), with two copies (full
+  and reduced) rather than one per resolution. Its cost: one more set of BatchNorm parameters
+  (well under 1% of a ResNet's), no FLOPs.
+
+Each has its fastai callback: :class:`RecalibrateBatchNorm` and :class:`PrivateBatchNormCallback`.
+``TRDCallback`` adds them for its own ``bn`` and ``bn_recalibrate`` arguments; a notebook can add
+them to any Learner that trains with a ``TRDCallback``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+
+import torch
+import torch.nn as nn
+from fastai.callback.core import Callback
+from fastai.callback.schedule import LRFinder
+
+from trdcli.core.defaults import recalibration_batches
+from trdcli.core.errors import ConfigError, is_int, require_positive_int
+
+
+class PrivateBatchNorm(nn.Module):
+    """A BatchNorm layer with a full-resolution copy and a private copy for reduced steps.
+
+    ``use_reduced`` picks the copy; it is False except during a reduced training step, so
+    evaluation, recalibration and every full step use ``full``.
+    """
+
+    def __init__(self, bn: nn.modules.batchnorm._BatchNorm):
+        super().__init__()
+        self.full = bn
+        self.reduced = copy.deepcopy(bn)
+        self.use_reduced = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.reduced if self.use_reduced else self.full)(x)
+
+
+def _tracks_statistics(module: nn.Module) -> bool:
+    return isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats
+
+
+def use_private_batchnorm(model: nn.Module) -> int:
+    """Give every BatchNorm of ``model`` a private copy for reduced steps, in place; returns how many.
+
+    Call it before the optimizer is built (before creating the fastai ``Learner``), so the
+    private parameters are trained too. Calling it twice changes nothing.
+    """
+    converted = 0
+    for parent in list(model.modules()):
+        if isinstance(parent, PrivateBatchNorm):
+            continue
+        for name, child in list(parent.named_children()):
+            if _tracks_statistics(child):
+                setattr(parent, name, PrivateBatchNorm(child))
+                converted += 1
+    return converted
+
+
+def private_batchnorms(model: nn.Module) -> list[PrivateBatchNorm]:
+    return [m for m in model.modules() if isinstance(m, PrivateBatchNorm)]
+
+
+def use_reduced_batchnorm(layers: Iterable[PrivateBatchNorm], reduced: bool) -> None:
+    for layer in layers:
+        layer.use_reduced = reduced
+
+
+def full_resolution_model(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with each private BatchNorm replaced by its full-resolution copy.
+
+    That is the model evaluation uses, in the architecture's own layout: its ``state_dict``
+    loads into a freshly built model of the same architecture.
+    """
+    plain = copy.deepcopy(model)
+    for parent in list(plain.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, PrivateBatchNorm):
+                setattr(parent, name, child.full)
+    return plain
+
+
+def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers evaluation uses (private reduced-step copies left out)."""
+    private = {id(m.reduced) for m in private_batchnorms(model)}
+    return [m for m in model.modules() if _tracks_statistics(m) and id(m) not in private]
+
+
+def recalibrate_batchnorm(model: nn.Module, batches: Iterable, max_batches: int) -> int:
+    """Re-estimate the running mean and variance of every BatchNorm evaluation uses, from up to ``max_batches``.
+
+    ``batches`` yields ``(images, ...)`` tuples at the evaluation resolution. Returns the
+    number of images run forward (0 when the model has no BatchNorm).
+    """
+    require_positive_int("max_batches", max_batches)
+    layers = batchnorm_layers(model)
+    if not layers:
+        return 0
+    momenta = [m.momentum for m in layers]
+    was_training = model.training
+    images = 0
+    try:
+        for m in layers:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative mean over the recalibration batches
+        # Only BatchNorm runs as in training: dropout and stochastic depth stay as evaluation has them,
+        # so the statistics are those of the network that is evaluated.
+        model.eval()
+        for m in layers:
+            m.train()
+        with torch.no_grad():
+            for i, batch in enumerate(batches):
+                if i >= max_batches:
+                    break
+                x = batch[0] if isinstance(batch, list | tuple) else batch
+                model(x)
+                images += x.shape[0]
+    finally:
+        for m, momentum in zip(layers, momenta, strict=True):
+            m.momentum = momentum
+        model.train(was_training)
+    return images
+
+
+def _finding_lr(learn) -> bool:
+    return any(isinstance(cb, LRFinder) for cb in learn.cbs)
+
+
+class RecalibrateBatchNorm(Callback):
+    """After each fit, BatchNorm statistics re-estimated on ``batches`` full-resolution training batches.
+
+    ``batches=None`` (the default): 8 after a fit in which the Learner's ``TRDCallback``
+    reduced a step, none otherwise. Metrics recorded during the fit predate it:
+    ``learn.validate()`` measures the recalibrated model. ``images`` counts what it ran forward
+    after the last fit (compute a run's account adds). ``lr_find`` runs are left alone.
+    """
+
+    order = -4  # after TRDCallback (-5), whose records say whether the fit reduced a step
+
+    def __init__(self, batches: int | None = None):
+        super().__init__()
+        if batches is not None and (not is_int(batches) or batches < 0):
+            raise ConfigError(f"`bn_recalibrate` must be 0 or more batches, got {batches!r}")
+        self.batches = batches
+        self.images = 0
+
+    @property
+    def name(self) -> str:
+        return "recalibrate_bn"  # reachable as learn.recalibrate_bn
+
+    def batches_after_fit(self) -> int:
+        """Batches it recalibrates on after the current (or last) fit."""
+        trd = getattr(self.learn, "trd", None)
+        reduced = trd is not None and any(r.px != r.full_px for r in trd.records if r.fit == trd.current_fit)
+        return recalibration_batches(self.batches, reduced)
+
+    def after_fit(self):
+        batches = self.batches_after_fit()
+        if batches and not _finding_lr(self.learn):
+            # Outside the fit the training loader delivers full-resolution batches.
+            self.images = recalibrate_batchnorm(self.learn.model, self.learn.dls.train, batches)
+
+
+class PrivateBatchNormCallback(Callback):
+    """Reduced steps train private BatchNorm copies; full steps and evaluation use the shared ones.
+
+    Needs the Learner's ``TRDCallback`` (which says whether a step is reduced) and must be
+    there when the Learner is created, so that the optimizer sees the private parameters.
+    """
+
+    order = -4  # after TRDCallback (-5) has chosen the step's resolution
+    run_valid = False
+
+    def __init__(self):
+        super().__init__()
+        self._layers: list[PrivateBatchNorm] = []
+
+    def after_create(self):
+        use_private_batchnorm(self.learn.model)
+
+    def before_fit(self):
+        if _finding_lr(self.learn):
+            return
+        self._layers = private_batchnorms(self.learn.model)
+        if not self._layers:
+            raise ConfigError(
+                "bn='private' needs the callback when the Learner is created (cbs=[TRDCallback(...)]), or "
+                "use_private_batchnorm(model) before it, so the optimizer sees the private parameters"
+            )
+        if getattr(self.learn, "trd", None) is None:
+            raise ConfigError("PrivateBatchNormCallback needs a TRDCallback on the same Learner")
+
+    def before_batch(self):
+        step = self.learn.trd.running_step
+        use_reduced_batchnorm(self._layers, step is not None and step.px != step.full_px)
+
+    def after_batch(self):
+        use_reduced_batchnorm(self._layers, False)
+
+    before_validate = after_cancel_fit = after_fit = after_batch

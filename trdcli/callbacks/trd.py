@@ -1,0 +1,234 @@
+"""``TRDCallback``: schedule -> (tell the loader the sizes, or resize the batch) -> record.
+
+Every decision is the schedule's (:mod:`trdcli.core.schedules`); the summary of the records
+goes through :func:`trdcli.core.cost.summarize_compute`, the function that plans a run, so
+plan and record agree exactly. BatchNorm handling is its own callbacks
+(:mod:`trdcli.callbacks.batchnorm`), which this one adds for its ``bn`` arguments.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+from fastai.callback.core import Callback
+from fastai.callback.schedule import LRFinder
+
+from trdcli.callbacks.batchnorm import PrivateBatchNormCallback, RecalibrateBatchNorm
+from trdcli.core.cost import ComputeSummary, FlopsTable, ImageFlops, summarize_compute
+from trdcli.core.defaults import BN_MODES
+from trdcli.core.errors import ConfigError, DataError
+from trdcli.core.resize import check_resize_mode, resize_batch
+from trdcli.core.schedules import ResolutionSchedule, TRDSchedule
+
+
+def fit_step(learn) -> tuple[int, int]:
+    """(step, total_steps) of the running fit: ``epoch * n_iter + iter`` of ``n_epoch * n_iter``."""
+    return learn.epoch * learn.n_iter + learn.iter, learn.n_epoch * learn.n_iter
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One completed optimizer step, as it ran."""
+
+    fit: int  # index of the ``fit`` call (``fine_tune`` makes two)
+    epoch: int
+    step: int  # 0-based step within the fit: epoch * steps_per_epoch + iteration
+    total_steps: int
+    px: int
+    full_px: int
+    images: int
+    train_flops: int  # images * train FLOPs per image at px
+
+
+class TRDCallback(Callback):
+    """Temporally Resolution Decrement for a fastai ``Learner``.
+
+    ``TRDCallback(low_res=112)`` is TRD with trd's default reading (``TRDSchedule(112)``:
+    90% of the steps reduced, drawn over the whole run; ``until`` alone gives a window with
+    every step in it reduced), ``TRDCallback(schedule=...)`` any
+    :class:`~trdcli.core.schedules.ResolutionSchedule` (``get_preset("composer")``).
+
+    A training loader with ``plan_next_pass`` (:class:`~trdcli.data.sized_loader.SizedBatchesDL`)
+    is told each epoch's sizes and delivers each batch at its size, which is checked; any
+    other loader (or ``resize_in_loader=False``) delivers full size and the batch is resized
+    here with an antialiased ``mode``. Validation runs at full resolution. Progress comes from
+    the Learner, so ``fit``, ``fit_one_cycle``, ``fine_tune`` (each fit scheduled on its own)
+    and ``fit(start_epoch=...)`` are all right; ``lr_find`` runs are left alone.
+
+    BatchNorm: ``bn_recalibrate`` (default: 8 batches after a fit that reduced a step) adds
+    :class:`~trdcli.callbacks.batchnorm.RecalibrateBatchNorm`, ``bn="private"``
+    :class:`~trdcli.callbacks.batchnorm.PrivateBatchNormCallback` (pass the callback when the
+    Learner is created). :meth:`summary` is the compute of the steps recorded so far, complete
+    after an interrupted fit too: a step is recorded once it has finished.
+    """
+
+    # After TrainEvalCallback (-10) has set the counters; before MixUp/CutMix (0), so they mix the
+    # batch at the size it trains at, and MixedPrecision (10), so the resize runs outside autocast.
+    order = -5
+    run_valid = False
+
+    def __init__(
+        self,
+        low_res: int | None = None,
+        until: float | None = None,
+        prob: float | None = None,
+        seed: int = 0,
+        *,
+        schedule: ResolutionSchedule | None = None,
+        mode: str = "bilinear",
+        flops: FlopsTable | None = None,
+        bn: str = "shared",
+        bn_recalibrate: int | None = None,
+        resize_in_loader: bool = True,
+        world_size: int = 1,
+    ):
+        super().__init__()
+        if bn not in BN_MODES:
+            raise ConfigError(f"`bn` must be one of {', '.join(BN_MODES)}, got {bn!r}")
+        if (schedule is None) == (low_res is None):
+            raise ConfigError(
+                "TRDCallback needs low_res (the reduced resolution in px, for TRD) or a schedule, not both"
+            )
+        schedule = TRDSchedule(low_res, until=until, prob=prob, seed=seed) if schedule is None else schedule
+        if not isinstance(schedule, ResolutionSchedule):
+            raise ConfigError(f"schedule must be a ResolutionSchedule, got {type(schedule).__name__}")
+        self.schedule, self.mode, self.flops = schedule, check_resize_mode(mode), flops
+        self.companions = [RecalibrateBatchNorm(bn_recalibrate)] + (
+            [PrivateBatchNormCallback()] if bn == "private" else []
+        )
+        self.resize_in_loader = resize_in_loader
+        # Each rank sees its share of a step's global batch, the same on every rank: a record counts all.
+        self.world_size = world_size
+        self.records: list[StepRecord] = []
+        self.resumed_records = 0  # records that came from earlier processes (a resumed run)
+        self.running_step: StepRecord | None = None  # the step in progress, recorded when it finishes
+        self._fit, self._fit_full_px, self._active = -1, None, True
+        self._planned_px: list[int] | None = None  # this epoch's sizes, handed to the loader
+
+    @property
+    def name(self) -> str:
+        return "trd"  # reachable as learn.trd
+
+    @property
+    def current_fit(self) -> int:
+        """Index of the fit running now (or last run); -1 before the first."""
+        return self._fit
+
+    def resume_from(self, records: list[StepRecord]) -> None:
+        """Continue a run whose steps so far are ``records``: the next fit extends the last one."""
+        self.records, self.resumed_records = list(records), len(records)
+        self._fit = records[-1].fit - 1 if records else -1
+
+    def after_create(self):
+        # Companions added here get the events from the next one on; the private BatchNorm copies
+        # must exist before the optimizer does, so that one runs its after_create now.
+        for cb in self._add_companions():
+            if isinstance(cb, PrivateBatchNormCallback):
+                cb.after_create()
+
+    def _add_companions(self) -> list[Callback]:
+        new = [cb for cb in self.companions if not any(type(have) is type(cb) for have in self.learn.cbs)]
+        self.learn.add_cbs(new)
+        return new
+
+    def before_fit(self):
+        for cb in self._add_companions():  # the Learner was created without this callback
+            if isinstance(cb, PrivateBatchNormCallback):
+                cb.before_fit()  # it missed this event, in which it checks the private copies exist
+        self._active = not any(isinstance(cb, LRFinder) for cb in self.learn.cbs)
+        if not self._active:
+            return
+        self._fit += 1
+        self._fit_full_px, self.running_step = None, None
+        if self.schedule.has_regularisation and not any(
+            getattr(cb, "applies_regularisation", False) for cb in self.learn.cbs
+        ):
+            warnings.warn(
+                f"schedule {self.schedule.name} raises dropout and mixup per stage; add "
+                "trdcli.callbacks.regularisation.StageRegularisation(schedule) to the Learner's callbacks "
+                "to apply them",
+                stacklevel=2,
+            )
+
+    def before_train(self):
+        self._planned_px = None
+        loader = self.learn.dl
+        if self._active and self.resize_in_loader and hasattr(loader, "plan_next_pass"):
+            self._start_fit_at(loader.full_px)
+            n_iter = len(loader)
+            first, total = self.learn.epoch * n_iter, self.learn.n_epoch * n_iter
+            self._planned_px = [
+                self.schedule.resolution_px(first + i, total, loader.full_px, steps_per_epoch=n_iter)
+                for i in range(n_iter)
+            ]
+            loader.plan_next_pass(self._planned_px)
+
+    def _start_fit_at(self, full_px: int) -> None:
+        if self._fit_full_px is None:
+            self.schedule.validate(full_px)
+            self._fit_full_px = full_px
+        elif full_px != self._fit_full_px:
+            raise DataError(
+                f"training batches changed from {self._fit_full_px} to {full_px} px within one fit; "
+                "the data loader must deliver one full resolution"
+            )
+
+    def before_batch(self):
+        if not self._active:
+            return
+        images = self.learn.xb[0]
+        if not isinstance(images, torch.Tensor) or images.dim() != 4:
+            raise DataError("TRDCallback needs (N, C, H, W) image batches as the first model input")
+        height, width = images.shape[-2:]
+        if height != width:
+            raise DataError(
+                f"TRDCallback needs square training images, got {height}x{width}; crop to a square size "
+                "(e.g. RandomResizedCrop(224))"
+            )
+        step, total_steps = fit_step(self.learn)
+        if self._planned_px is None:
+            self._start_fit_at(height)
+            px = self.schedule.resolution_px(step, total_steps, height, steps_per_epoch=self.learn.n_iter)
+            images = resize_batch(images, px, self.mode)
+            self.learn.xb = (images, *self.learn.xb[1:])
+        elif height != (px := self._planned_px[self.learn.iter]):
+            raise DataError(f"the data loader delivered step {step} at {height} px; the schedule planned {px} px")
+        if self.flops is None:
+            model = getattr(self.learn.model, "module", self.learn.model)  # under DDP, the model it wraps
+            classes = getattr(self.learn.dls, "c", 0) or 0
+            self.flops = FlopsTable.for_model(model, num_classes=classes, in_channels=images.shape[1])
+        n_images = images.shape[0] * self.world_size
+        self.running_step = StepRecord(
+            self._fit, self.learn.epoch, step, total_steps, px, self._fit_full_px, n_images,
+            n_images * self.flops.at(px).train_flops,
+        )  # fmt: skip
+
+    def after_batch(self):
+        # after_batch runs only once the step has finished, so an interrupted step is not counted.
+        if self.running_step is not None:
+            self.records.append(self.running_step)
+            self.running_step = None
+
+    def after_train(self):
+        self._planned_px = None
+
+    def images_recorded_here(self) -> int:
+        """Images of the steps this process ran, as recorded (all ranks' share of each step)."""
+        return sum(r.images for r in self.records[self.resumed_records :])
+
+    def flops_at(self, px: int) -> ImageFlops:
+        if self.flops is None:
+            raise ConfigError("no step has run yet, so the model's FLOPs are not known")
+        return self.flops.at(px)
+
+    def summary(self, fit: int | None = None) -> ComputeSummary:
+        """Compute of the recorded steps (of one ``fit`` if given) against full resolution."""
+        records = [r for r in self.records if fit is None or r.fit == fit]
+        if not records:
+            raise ConfigError("no training step has been recorded yet")
+        full = {r.full_px for r in records}
+        if len(full) > 1:
+            raise ConfigError(f"the fits ran at different full resolutions {sorted(full)}; pass fit=<index>")
+        return summarize_compute((r.px for r in records), (r.images for r in records), full.pop(), self.flops_at)

@@ -1,0 +1,376 @@
+"""The cost model: FLOPs per image at each resolution, measured, and the compute of a run.
+
+Units (design.md §4): FLOPs, two per multiply-add, the convention of
+``torch.utils.flop_counter.FlopCounterMode``. torchvision publishes multiply-adds (GMACs):
+ResNet-50 at 224 px is 4.089 GMACs = 8.18 GFLOPs forward. FlopCounterMode counts
+convolutions and matrix products; normalisation, activations and pooling are not counted
+(well under 1% of a ResNet's total).
+
+The per-image training cost at a resolution is measured, not guessed: forward plus backward
+of the actual model on a batch at that resolution, run on the ``meta`` device so nothing is
+computed and no memory is touched. The training compute of a run is the sum over its steps
+of ``images in the step * train FLOPs per image at the step's resolution``; the baseline is
+the same steps at full resolution; **compute saved = 1 - run / baseline**.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from trdcli.core.errors import ConfigError, require_positive_int
+from trdcli.core.schedules import ResolutionSchedule
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+# Measuring with two images keeps BatchNorm in training mode well defined even where a
+# feature map shrinks to 1x1; FLOPs are linear in the batch, so per image = total / 2.
+_MEASURE_BATCH = 2
+
+
+@dataclass(frozen=True)
+class ImageFlops:
+    """FLOPs to process one image at ``px`` x ``px``."""
+
+    px: int
+    forward_flops: int
+    train_flops: int  # forward + backward
+
+    @property
+    def backward_flops(self) -> int:
+        return self.train_flops - self.forward_flops
+
+
+def _strip_hooks_memo(model: nn.Module) -> dict[int, object]:
+    """deepcopy memo that gives the copy empty hook tables: hooks may close over a whole Learner."""
+    memo: dict[int, object] = {}
+    for module in model.modules():
+        for attr, value in vars(module).items():
+            if attr.startswith("_") and attr.endswith("hooks") and isinstance(value, dict):
+                memo[id(value)] = type(value)()
+    return memo
+
+
+def meta_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose parameters and buffers live on the ``meta`` device.
+
+    Costs no memory for weights and leaves the original (its weights, BatchNorm statistics,
+    gradients and hooks) untouched.
+    """
+    import torch
+    import torch.nn as nn
+
+    memo = _strip_hooks_memo(model)
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        meta = torch.empty_like(tensor, device="meta")
+        # Every parameter gets a gradient, as in training from scratch: frozen layers would
+        # make the backward cheaper, but the cost model describes full training.
+        memo[id(tensor)] = nn.Parameter(meta, requires_grad=True) if isinstance(tensor, nn.Parameter) else meta
+    return copy.deepcopy(model, memo)
+
+
+def _sum_outputs(output) -> torch.Tensor:  # noqa: F821
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        return output.float().sum()
+    if isinstance(output, Mapping):
+        output = list(output.values())
+    tensors = [o for o in output if isinstance(o, torch.Tensor)]
+    if not tensors:
+        raise ConfigError(f"cannot measure FLOPs: the model returned {type(output).__name__} with no tensor")
+    return sum(t.float().sum() for t in tensors)
+
+
+def _conv_backward_flops(
+    grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed, _output_padding, _groups,
+    output_mask, out_shape=None, **kwargs,
+) -> int:  # fmt: skip
+    """FLOPs of ``aten.convolution_backward``: each gradient asked for costs what the forward did.
+
+    The input gradient is a transposed convolution of the output gradient with the weight, and
+    the weight gradient a convolution of the input with the output gradient; both take exactly
+    the forward's multiply-adds, ``N * prod(spatial) * prod(weight shape)`` (the weight shape is
+    already per group). torch's own formula (2.14) forgets the groups in the weight gradient and
+    counts a depthwise convolution's backward 33 times too high (pytorch/pytorch#183405).
+    """
+    spatial = (x_shape if transposed else grad_out_shape)[2:]
+    forward = 2 * x_shape[0] * math.prod(w_shape) * math.prod(spatial)
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+def count_image_flops(model: nn.Module, px: int, in_channels: int = 3) -> ImageFlops:
+    """Measure forward and forward+backward FLOPs per image of ``model`` at ``px`` x ``px``.
+
+    Runs a ``meta``-device copy in training mode under ``FlopCounterMode``; ``model`` itself
+    is not touched.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    require_positive_int("px", px)
+    meta_model = meta_copy(model).train()
+    images = torch.empty(_MEASURE_BATCH, in_channels, px, px, device="meta")
+    corrected = {torch.ops.aten.convolution_backward: _conv_backward_flops}
+    with FlopCounterMode(display=False, custom_mapping=corrected) as forward_counter:
+        loss = _sum_outputs(meta_model(images))
+    with FlopCounterMode(display=False, custom_mapping=corrected) as backward_counter:
+        loss.backward()
+    forward = forward_counter.get_total_flops()
+    backward = backward_counter.get_total_flops()
+    return ImageFlops(
+        px=px, forward_flops=forward // _MEASURE_BATCH, train_flops=(forward + backward) // _MEASURE_BATCH
+    )
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A key that identifies a model's architecture (structure and shapes, not weights)."""
+    digest = hashlib.sha1(repr(model).encode())
+    for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers()):
+        digest.update(f"{name}:{tuple(tensor.shape)};".encode())
+    return f"{type(model).__name__}-{digest.hexdigest()[:16]}"
+
+
+def flops_key(arch_key: str, num_classes: int, px: int, in_channels: int = 3) -> str:
+    """What a stored count is filed under: the model, its input and the torch whose counting rules it reflects."""
+    return f"{arch_key}|classes={num_classes}|in={in_channels}|px={px}|torch={_torch_minor_version()}"
+
+
+@lru_cache(maxsize=1)
+def _torch_minor_version() -> str:
+    # From the installed package's metadata: a plan answered from a cache never imports torch.
+    from importlib.metadata import version
+
+    return ".".join(version("torch").split("+")[0].split(".")[:2])
+
+
+class FlopsStore(Protocol):
+    """Where a :class:`FlopsTable` keeps counts between processes (``trdcli.run.flops_cache.FlopsCache``)."""
+
+    def get(self, key: str, px: int) -> ImageFlops | None: ...
+
+    def put(self, key: str, flops: ImageFlops) -> None: ...
+
+
+class FlopsTable:
+    """FLOPs per image of one architecture at any resolution, measured once per resolution.
+
+    Build it from a model in hand (:meth:`for_model`), or from a named architecture with
+    :func:`trdcli.run.flops_cache.arch_flops`; call :meth:`at` with a resolution.
+    """
+
+    def __init__(
+        self,
+        arch_key: str,
+        num_classes: int,
+        build_model: Callable[[], nn.Module],
+        *,
+        in_channels: int = 3,
+        cache: FlopsStore | None = None,
+    ):
+        self.arch_key = arch_key
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self._build_model = build_model
+        self._model: nn.Module | None = None
+        self._cache = cache
+        self._by_px: dict[int, ImageFlops] = {}
+
+    @classmethod
+    def for_model(
+        cls, model: nn.Module, num_classes: int, *, in_channels: int = 3, cache: FlopsStore | None = None
+    ) -> FlopsTable:
+        return cls(model_fingerprint(model), num_classes, lambda: model, in_channels=in_channels, cache=cache)
+
+    def is_known(self, px: int) -> bool:
+        """Whether :meth:`at` answers ``px`` without building (or importing) the model."""
+        if px in self._by_px:
+            return True
+        return self._cache is not None and self._cache.get(self._key(px), px) is not None
+
+    def _key(self, px: int) -> str:
+        return flops_key(self.arch_key, self.num_classes, px, self.in_channels)
+
+    def at(self, px: int) -> ImageFlops:
+        # Asked once per training step by the callback: answer from this table's own dict.
+        if px in self._by_px:
+            return self._by_px[px]
+        flops = self._cache.get(self._key(px), px) if self._cache is not None else None
+        if flops is None:
+            if self._model is None:
+                self._model = self._build_model()
+            flops = count_image_flops(self._model, px, self.in_channels)
+            if self._cache is not None:
+                self._cache.put(self._key(px), flops)
+        self._by_px[px] = flops
+        return flops
+
+
+# A plan holds a few arrays of one entry per step: 50M steps is about 2 GB of them, and 100 times
+# ImageNet's 90 epochs at batch 256. Past it, a plan is refused rather than exhausting memory.
+MAX_PLANNED_STEPS = 50_000_000
+
+
+@dataclass(frozen=True)
+class RunShape:
+    """The shape of a training run: what fixes its number of optimizer steps."""
+
+    train_images: int
+    batch_size: int
+    epochs: int
+    full_px: int
+    drop_last: bool = True  # fastai drops the last partial training batch
+
+    def __post_init__(self):
+        for label in ("train_images", "batch_size", "epochs", "full_px"):
+            require_positive_int(label, getattr(self, label))
+        if self.drop_last and self.batch_size > self.train_images:
+            raise ConfigError(
+                f"batch size {self.batch_size} is larger than the {self.train_images} training images: "
+                "no full batch to train on"
+            )
+        if self.total_steps > MAX_PLANNED_STEPS:
+            raise ConfigError(
+                f"a run of {self.total_steps:,} optimizer steps ({self.epochs} `epochs` of {self.steps_per_epoch}) "
+                f"is more than the {MAX_PLANNED_STEPS:,} steps trd plans one by one"
+            )
+
+    @property
+    def steps_per_epoch(self) -> int:
+        if self.drop_last:
+            return self.train_images // self.batch_size
+        return -(-self.train_images // self.batch_size)
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
+
+    def images_per_step(self) -> np.ndarray:
+        """Images in each step of the run (the last batch of an epoch may be short without drop_last)."""
+        per_epoch = np.full(self.steps_per_epoch, self.batch_size, dtype=np.int64)
+        if not self.drop_last and self.train_images % self.batch_size:
+            per_epoch[-1] = self.train_images % self.batch_size
+        return np.tile(per_epoch, self.epochs)
+
+
+@dataclass(frozen=True)
+class ComputeSummary:
+    """What a run (planned or realised) costs, against its full-resolution baseline."""
+
+    full_px: int
+    steps_by_px: dict[int, int]
+    images_by_px: dict[int, int]
+    flops_by_px: dict[int, ImageFlops]
+    train_flops: int
+    baseline_train_flops: int
+    valid_flops: int = 0
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def steps(self) -> int:
+        return sum(self.steps_by_px.values())
+
+    @property
+    def compute_fraction(self) -> float:
+        return self.train_flops / self.baseline_train_flops if self.baseline_train_flops else 1.0
+
+    @property
+    def compute_saved_frac(self) -> float:
+        return 1.0 - self.compute_fraction
+
+
+def _int_array(values: Iterable[int]) -> np.ndarray:
+    return np.asarray(values if isinstance(values, np.ndarray) else list(values), dtype=np.int64)
+
+
+def summarize_compute(
+    px_per_step: Iterable[int],
+    images_per_step: Iterable[int],
+    full_px: int,
+    flops_at: Callable[[int], ImageFlops],
+    *,
+    valid_images: int = 0,
+    valid_passes: int = 0,
+) -> ComputeSummary:
+    """Training compute of a sequence of steps and of the same steps at ``full_px``.
+
+    The one function both the plan (``trd estimate-cost``) and the record of a real run
+    (:class:`trdcli.callbacks.trd.TRDCallback`) go through, so the two agree exactly.
+    Validation compute (``valid_passes`` passes over ``valid_images`` at full resolution,
+    forward only) is reported separately and is the same for a run and its baseline.
+    """
+    px_arr = _int_array(px_per_step)
+    n_arr = _int_array(images_per_step)
+    if px_arr.shape != n_arr.shape:
+        raise ConfigError(f"got {px_arr.size} resolutions for {n_arr.size} steps")
+    steps_by_px: dict[int, int] = {}
+    images_by_px: dict[int, int] = {}
+    for px in sorted({int(p) for p in np.unique(px_arr)} | {full_px}, reverse=True):
+        # The full resolution is always listed (with 0 steps if none ran): the baseline needs it.
+        mask = px_arr == px
+        steps_by_px[px] = int(mask.sum())
+        images_by_px[px] = int(n_arr[mask].sum())
+    flops_by_px = {px: flops_at(px) for px in steps_by_px}
+    # Python ints: exact, however large the run (ImageNet runs reach 1e18 FLOPs).
+    train = sum(images_by_px[px] * flops_by_px[px].train_flops for px in steps_by_px)
+    baseline = int(n_arr.sum()) * flops_by_px[full_px].train_flops
+    valid = valid_images * valid_passes * flops_by_px[full_px].forward_flops
+    return ComputeSummary(
+        full_px=full_px,
+        steps_by_px=steps_by_px,
+        images_by_px=images_by_px,
+        flops_by_px=flops_by_px,
+        train_flops=train,
+        baseline_train_flops=baseline,
+        valid_flops=valid,
+    )
+
+
+def plan_px(schedule: ResolutionSchedule, shape: RunShape) -> np.ndarray:
+    """The resolution of every step of a run of ``shape`` under ``schedule``."""
+    return schedule.plan_px(shape.total_steps, shape.full_px, shape.steps_per_epoch)
+
+
+def plan_compute(
+    schedule: ResolutionSchedule,
+    shape: RunShape,
+    flops_at: Callable[[int], ImageFlops],
+    *,
+    valid_images: int = 0,
+    step_px: np.ndarray | None = None,
+) -> ComputeSummary:
+    """The compute a run of ``shape`` under ``schedule`` will cost (validation once per epoch).
+
+    ``step_px``, if the caller already has ``plan_px(schedule, shape)``, saves planning twice.
+    """
+    return summarize_compute(
+        plan_px(schedule, shape) if step_px is None else step_px,
+        shape.images_per_step(),
+        shape.full_px,
+        flops_at,
+        valid_images=valid_images,
+        valid_passes=shape.epochs if valid_images else 0,
+    )
+
+
+def idealised_flops(full_px: int, flops_at_full: ImageFlops) -> Callable[[int], ImageFlops]:
+    """Per-image cost that scales exactly with pixel count, ``(px / full_px) ** 2``: the paper's arithmetic."""
+
+    def at(px: int) -> ImageFlops:
+        ratio = (px / full_px) ** 2
+        return ImageFlops(
+            px=px,
+            forward_flops=round(flops_at_full.forward_flops * ratio),
+            train_flops=round(flops_at_full.train_flops * ratio),
+        )
+
+    return at

@@ -1,0 +1,167 @@
+"""Image items and fastai DataLoaders: random-resized crops for training (at the size each step
+asks for), resize + centre crop for evaluation, ImageNet normalisation."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from trdcli.core.errors import ConfigError, DataError
+from trdcli.data.decode import load_random_crop, load_rgb
+from trdcli.data.folders import ImageFolder
+
+if TYPE_CHECKING:
+    from fastai.data.core import DataLoaders
+
+# Validation resizes to size / 0.875 and centre-crops `size` (224 from 256), the standard
+# ImageNet evaluation crop.
+CENTER_CROP_FRAC = 0.875
+
+
+class ImageItems:
+    """A torch Dataset of (uint8 CHW image, label) from paths, with train or eval cropping.
+
+    Training items are random-resized crops, flipped half the time, at ``size_px`` or at the
+    size given with the index (``dataset[i, px]``: how :class:`~trdcli.data.sized_loader.SizedBatchesDL`
+    asks for a reduced step's images): the full-size crop downsampled, or with
+    ``direct_crops`` the crop resampled straight to ``px``; with ``draft``, JPEGs are decoded
+    at reduced scale when the crop allows (:func:`trdcli.data.decode.load_random_crop`). Evaluation items are
+    resized and centre-cropped at ``size_px``, always decoded in full.
+    """
+
+    def __init__(
+        self,
+        items: Sequence[tuple[Path, int]],
+        size_px: int,
+        train: bool,
+        min_scale: float,
+        draft: bool = True,
+        direct_crops: bool = False,
+    ):
+        self.items = list(items)
+        self.size_px = size_px
+        self.train = train
+        self.min_scale = min_scale
+        self.draft = draft
+        self.direct_crops = direct_crops  # reduced crops resampled straight to size, not from a full one
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int | tuple[int, int]):
+        import torch
+        from fastai.torch_core import TensorCategory, TensorImage
+        from torchvision.transforms.v2 import functional as TF
+
+        index, px = index if isinstance(index, tuple) else (index, self.size_px)
+        path, label = self.items[index]
+        flip = bool(torch.rand(()) < 0.5) if self.train else False
+        try:
+            if self.train:
+                full_px = None if self.direct_crops else self.size_px
+                image = load_random_crop(path, px, (self.min_scale, 1.0), full_px=full_px, draft=self.draft, flip=flip)
+            else:
+                image = load_rgb(path)
+        except Exception as exc:  # PIL raises OSError, ValueError, SyntaxError, DecompressionBombError...
+            raise DataError(f"cannot read image {path}: {exc}") from exc
+        if not self.train:
+            image = _centre_crop(image, self.size_px)
+        return TensorImage(TF.pil_to_tensor(image)), TensorCategory(label)
+
+
+def _centre_crop(image, size_px: int):
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    image = TF.resize(image, round(size_px / CENTER_CROP_FRAC), InterpolationMode.BILINEAR, antialias=True)
+    return TF.center_crop(image, [size_px, size_px])
+
+
+def build_dataloaders(
+    folder: ImageFolder,
+    size_px: int,
+    batch_size: int,
+    *,
+    workers: int,
+    device,
+    min_scale: float = 0.35,
+    draft: bool = True,
+    direct_crops: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+) -> DataLoaders:
+    """fastai DataLoaders: random-resized-crop + flip for training, resize + centre crop for
+    validation, both normalised with ImageNet statistics on ``device``. The training loader
+    is a :class:`~trdcli.data.sized_loader.SizedBatchesDL`: ``TRDCallback`` can give it a size per
+    batch; with ``draft`` it decodes JPEGs at reduced scale where the crop allows.
+
+    ``batch_size`` is the global batch: with ``world_size`` ranks each trains on its
+    ``batch_size / world_size`` share of every global batch, and validates on every image.
+    """
+    from fastai.data.core import DataLoaders
+
+    if batch_size > len(folder.train):
+        raise ConfigError(f"`batch_size` {batch_size} is larger than the {len(folder.train)} training images")
+    local_batch = batch_size // world_size
+    train_dl = image_dataloader(
+        folder.train, size_px, local_batch, True, workers=workers, device=device, min_scale=min_scale, draft=draft,
+        direct_crops=direct_crops, rank=rank, world_size=world_size,
+    )  # fmt: skip
+    # Validation has no gradients to keep, so it can take twice the batch in the same memory.
+    valid_dl = image_dataloader(folder.valid, size_px, local_batch * 2, False, workers=workers, device=device)
+    dls = DataLoaders(train_dl, valid_dl, device=device)
+    dls.c = folder.num_classes
+    dls.vocab = folder.classes
+    return dls
+
+
+def image_dataloader(
+    items: Sequence[tuple[Path, int]],
+    size_px: int,
+    batch_size: int,
+    train: bool,
+    *,
+    workers: int,
+    device,
+    min_scale: float = 0.35,
+    draft: bool = True,
+    direct_crops: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+):
+    """A fastai DataLoader of normalised image batches: training crops (shuffled, last partial
+    batch dropped; a :class:`~trdcli.data.sized_loader.SizedBatchesDL`, JPEGs decoded at reduced
+    scale with ``draft``) or evaluation crops (in order, every image, decoded in full)."""
+    from fastai.data.core import TfmdDL
+    from fastai.data.transforms import IntToFloatTensor, Normalize
+    from fastai.vision.core import imagenet_stats
+
+    from trdcli.data.sized_loader import SizedBatchesDL
+
+    shard = {"rank": rank, "world_size": world_size} if train else {}
+    return (SizedBatchesDL if train else TfmdDL)(
+        ImageItems(items, size_px, train, min_scale, draft=draft and train, direct_crops=direct_crops),
+        **shard,
+        bs=batch_size,
+        shuffle=train,
+        drop_last=train,
+        num_workers=workers,
+        after_batch=[IntToFloatTensor(), Normalize.from_stats(*imagenet_stats, cuda=False)],
+        device=device,
+        persistent_workers=workers > 0,
+    )
+
+
+def default_workers(processes_here: int = 1) -> int:
+    """Data-loading processes of one training process: its share of the cores, less one for
+    its training loop, at most 16. ``processes_here``: training processes on this machine
+    (a distributed run's ranks on one node share its cores).
+
+    On a GPU a step at half resolution trains 3-4x as many images per second as a full one,
+    while its images cost a worker about as much (docs/benchmarks.md: 2.58 against 2.32 ms
+    on ImageNet-size photos; 1.58 with direct crops), so reduced steps need several times
+    the workers full ones do: the cap is twice the usual 8.
+    """
+    return max(0, min((os.cpu_count() or 1) // processes_here - 1, 16))

@@ -1,0 +1,1 @@
+"""Before and around runs: what a run will cost (``estimate``), and many runs side by side (``compare``)."""

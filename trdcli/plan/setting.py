@@ -1,0 +1,93 @@
+"""``Setting``: one way to train, compared with the others under the same recipe, and what it plans to spend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from trdcli.core.defaults import BN_MODES, recalibration_batches
+from trdcli.core.errors import ConfigError
+from trdcli.core.lr_schedule import OneCycle
+from trdcli.core.presets import build_schedule
+from trdcli.core.schedules import ResolutionSchedule, TRDSchedule
+from trdcli.run.config import TrainConfig
+from trdcli.run.rundir import PROGRESS_FILE
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One way to train, compared with the others under the same recipe."""
+
+    label: str
+    preset: str | None = None
+    low_res: int | None = None
+    until: float | None = None
+    prob: float | None = None
+    prob_end: float | None = None  # TRD's chance falling linearly to this at the window's end
+    initial_scale: float | None = None  # the composer preset's first scale
+    bn_mode: str = "shared"
+    bn_recalibrate: int | None = None  # None: the default (recalibrate when any step was reduced)
+    tail_lr: float | None = None  # the full-resolution tail's own annealing (TrainConfig.tail_lr_frac)
+    epochs: int | None = None  # None: the recipe's; an equal-compute baseline trains fewer
+    matches: str | None = None  # for an equal-compute baseline: the setting whose compute it matches
+
+    def __post_init__(self):
+        if self.bn_mode not in BN_MODES:
+            raise ConfigError(f"`setting` {self.label}: bn_mode must be one of {', '.join(BN_MODES)}")
+        if self.bn_recalibrate is not None and self.bn_recalibrate < 0:
+            raise ConfigError(f"`setting` {self.label}: bn_recalibrate must be 0 or more batches")
+        # A setting that cannot build its schedule or learning-rate curve fails now, not hours into a comparison.
+        OneCycle(self.schedule(0).full_tail_start_frac, self.tail_lr)
+
+    def schedule(self, seed: int) -> ResolutionSchedule:
+        return build_schedule(
+            self.preset, self.low_res, self.until, self.prob, seed,
+            prob_end=self.prob_end, initial_scale=self.initial_scale,
+        )  # fmt: skip
+
+    def config(self, recipe: TrainConfig, seed: int, run_dir: Path) -> TrainConfig:
+        return replace(
+            recipe,
+            schedule=self.schedule(seed),
+            seed=seed,
+            epochs=self.epochs or recipe.epochs,
+            bn_mode=self.bn_mode,
+            bn_recalibrate=self.bn_recalibrate,
+            tail_lr_frac=self.tail_lr,
+            out_dir=run_dir,
+            resume=run_dir if (run_dir / PROGRESS_FILE).exists() else None,
+        )
+
+
+def planned_fraction(
+    setting: Setting, recipe: TrainConfig, train_images: int, num_classes: int, seed: int | None
+) -> float:
+    """The setting's compute (training, and BatchNorm recalibration if it recalibrates) as a fraction of the
+    recipe's baseline (the recipe's epochs at full resolution), planned by the code a run records with.
+
+    ``seed`` None: the expectation over the draws of a random schedule (each step's chance of being
+    reduced times its saving), which is what a budget is solved on; otherwise that seed's exact plan.
+    """
+    from trdcli.core.cost import RunShape, plan_compute, plan_px
+    from trdcli.run.flops_cache import arch_flops, default_cache
+
+    shape = RunShape(train_images, recipe.batch_size, setting.epochs or recipe.epochs, recipe.size_px)
+    flops = arch_flops(recipe.arch, num_classes, cache=default_cache())
+    schedule = setting.schedule(0 if seed is None else seed)
+    full = flops.at(recipe.size_px)
+    if seed is None and isinstance(schedule, TRDSchedule) and schedule.is_random:
+        chance = schedule.reduction_chance(np.arange(shape.total_steps), shape.total_steps)
+        low = flops.at(schedule.low_px(recipe.size_px))
+        images = shape.images_per_step()
+        train_flops = float((images * (chance * low.train_flops + (1 - chance) * full.train_flops)).sum())
+        any_reduced = bool(chance.any())
+    else:
+        step_px = plan_px(schedule, shape)
+        train_flops = plan_compute(schedule, shape, flops.at, step_px=step_px).train_flops
+        any_reduced = bool((step_px != recipe.size_px).any())
+    batches = recalibration_batches(setting.bn_recalibrate, any_reduced)
+    recal_flops = min(batches, shape.steps_per_epoch) * recipe.batch_size * full.forward_flops
+    baseline = RunShape(train_images, recipe.batch_size, recipe.epochs, recipe.size_px)
+    return (train_flops + recal_flops) / (int(baseline.images_per_step().sum()) * full.train_flops)

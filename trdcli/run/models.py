@@ -1,0 +1,140 @@
+"""Classification models by name: torchvision's, fastai's xresnet family, and timm's if installed.
+
+Always built from scratch: nothing is downloaded. Local weights load with :func:`load_weights`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+from trdcli.core.errors import ConfigError, UnknownArchError, one_line, require_positive_int
+
+TIMM_PREFIX = "timm/"
+# Position embeddings or fixed attention windows tie these to one input size, so they
+# cannot take the reduced-resolution steps TRD is about.
+_FIXED_SIZE_PREFIXES = ("vit_", "maxvit_")
+# Auxiliary classifiers make the model return a tuple in training mode.
+_NO_AUX = ("inception_v3", "googlenet")
+
+
+def torchvision_archs() -> list[str]:
+    import torchvision
+
+    return [
+        name
+        for name in torchvision.models.list_models(module=torchvision.models)
+        if not name.startswith(_FIXED_SIZE_PREFIXES)
+    ]
+
+
+def fastai_archs() -> list[str]:
+    from fastai.vision.models import xresnet
+
+    return sorted(name for name in xresnet.__all__ if name.startswith(("xresnet", "xresnext", "xse_", "xsenet")))
+
+
+def list_archs() -> list[str]:
+    """Every architecture name :func:`build_model` accepts (timm's appear as ``timm/<name>``)."""
+    return torchvision_archs() + fastai_archs()
+
+
+def _timm_available() -> bool:
+    try:
+        import timm  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def check_arch(arch: str) -> None:
+    """Raise :class:`UnknownArchError`, with the closest names, if ``arch`` cannot be built."""
+    if arch.startswith(_FIXED_SIZE_PREFIXES):
+        raise UnknownArchError(
+            f"`arch` {arch} needs a fixed input size, so it cannot train at reduced resolution; "
+            "choose a convolutional model (resnet50, convnext_tiny, efficientnet_b0, ...)"
+        )
+    if arch.startswith(TIMM_PREFIX):
+        if not _timm_available():
+            raise UnknownArchError(f"`arch` {arch} needs timm, which is not installed (pip install timm)")
+        import timm
+
+        if arch.removeprefix(TIMM_PREFIX) not in timm.list_models():
+            raise UnknownArchError(f"unknown timm model in `arch` {arch}")
+        return
+    if arch.startswith("x"):
+        known = fastai_archs()
+    else:
+        known = torchvision_archs()
+    if arch not in known:
+        close = difflib.get_close_matches(
+            arch, torchvision_archs() + (fastai_archs() if arch.startswith("x") else []), 3
+        )
+        hint = f"; did you mean {', '.join(close)}?" if close else " (torchvision, fastai xresnet or timm/<name>)"
+        raise UnknownArchError(f"unknown `arch` {arch!r}{hint}")
+
+
+def build_model(arch: str, num_classes: int, *, device: str | None = None) -> nn.Module:
+    """A freshly initialised classifier with ``num_classes`` outputs, on ``device`` (``"meta"`` to count FLOPs)."""
+
+    check_arch(arch)
+    require_positive_int("num_classes", num_classes)
+    try:
+        return _build(arch, num_classes, device or "cpu")
+    except NotImplementedError:
+        if device != "meta":
+            raise
+        # Some constructors compute layer widths with tensors (torchvision's RegNets), which the
+        # meta device cannot read back: build on the CPU, then move.
+        return _build(arch, num_classes, "cpu").to("meta")
+
+
+def _build(arch: str, num_classes: int, device: str) -> nn.Module:
+    import torch
+
+    with torch.device(device):
+        if arch.startswith(TIMM_PREFIX):
+            import timm
+
+            return timm.create_model(arch.removeprefix(TIMM_PREFIX), pretrained=False, num_classes=num_classes)
+        if arch.startswith("x"):
+            from fastai.vision.models import xresnet
+
+            return getattr(xresnet, arch)(n_out=num_classes)
+        import torchvision
+
+        extra = {"aux_logits": False, "init_weights": True} if arch in _NO_AUX else {}
+        return torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **extra)
+
+
+def load_weights(model: nn.Module, path: str | Path) -> list[str]:
+    """Load a local state dict into ``model``; returns the keys left out because their shapes differ.
+
+    Typically the classifier head of a checkpoint trained on another number of classes. A
+    file that matches nothing of the model is an error, not a silent no-op.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"`weights` file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises a variety of unpickling errors
+        raise ConfigError(f"cannot read `weights` from {path}: {one_line(exc)}") from exc
+    for wrapper_key in ("model", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper_key), dict):
+            state = state[wrapper_key]
+    if not isinstance(state, dict):
+        raise ConfigError(f"`weights` {path} hold no state dict")
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    if not usable:
+        raise ConfigError(f"no tensor in {path} matches the model's parameter names and shapes")
+    skipped = sorted(k for k in state if k not in usable)
+    model.load_state_dict(usable, strict=False)
+    return skipped

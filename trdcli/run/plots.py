@@ -1,0 +1,114 @@
+"""PNG figures: a run's resolution per step (with accuracy per epoch), and a plan's.
+
+matplotlib is imported inside each function, with the Agg backend: figures are files, never windows.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+from trdcli.run.results import RunResult
+
+
+@contextmanager
+def _figure(path: Path, figsize: tuple[float, float]):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=figsize, dpi=100)
+    try:
+        yield ax
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+
+
+def _step_axes(ax, step_px, full_px: int, ylabel: str) -> None:
+    ax.step(range(len(step_px)), step_px, where="post", color="tab:blue", linewidth=0.8)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(ylabel, color="tab:blue")
+    ax.set_ylim(0, full_px * 1.1)
+
+
+def save_plan_plot(step_px, full_px: int, title: str, path: Path) -> None:
+    """The planned resolution per step."""
+    with _figure(path, (8, 3)) as ax:
+        _step_axes(ax, step_px, full_px, "resolution (px)")
+        ax.set_title(title)
+
+
+def save_schedule_plot(result: RunResult, path: Path) -> None:
+    """Resolution per step of a run, with validation accuracy per epoch on a second axis."""
+    with _figure(path, (8, 3.5)) as ax:
+        _step_axes(ax, result.step_px, result.config.size_px, "training resolution (px)")
+        saved = f"{100 * result.compute.compute_saved_frac:.1f}%"
+        ax.set_title(f"{result.config.arch}, {result.config.schedule.name}: compute saved {saved}")
+        if result.history and "accuracy" in result.history[0]:
+            per_epoch = len(result.step_px) / max(len(result.history), 1)
+            acc_ax = ax.twinx()
+            xs = [(row["epoch"] + 1) * per_epoch for row in result.history]
+            acc_ax.plot(xs, [row["accuracy"] for row in result.history], "o-", color="tab:orange")
+            acc_ax.set_ylabel("validation top-1", color="tab:orange")
+            acc_ax.set_ylim(0, 1)
+
+
+def save_compare_plot(payload: dict, path: Path) -> None:
+    """Top-1 against compute (fraction of the recipe's baseline): a dot per run, mean ± std per setting;
+    with budgets, one line per family through its budgets (the Pareto view), other settings as points."""
+    with _figure(path, (7, 4.5)) as ax:
+        in_budget = _plot_budget_families(ax, payload.get("budgets", []))
+        for row in payload["settings"]:
+            if row["setting"] in in_budget:
+                continue
+            runs = [r for r in payload["runs"] if r["setting"] == row["setting"]]
+            xs = [r["compute_fraction"] for r in runs]
+            ys = [100 * r["metrics"]["top1"] for r in runs]
+            dots = ax.scatter(xs, ys, s=14, alpha=0.5)
+            ax.errorbar(
+                row["compute_fraction"],
+                100 * row["top1_mean"],
+                yerr=100 * row["top1_std"],
+                fmt="o",
+                capsize=4,
+                color=dots.get_facecolor()[0],
+                label=row["setting"],
+            )
+        ax.set_xlabel("training compute (fraction of the full-resolution baseline)")
+        ax.set_ylabel("validation top-1 (%)")
+        ax.set_xlim(0, 1.05)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+
+
+def _plot_budget_families(ax, budgets: list[dict]) -> set[str]:
+    """A line per family over the budgets it reached, mean ± std of top-1 at the compute it spent; the
+    labels of the settings drawn."""
+    drawn: set[str] = set()
+    families = dict.fromkeys(b["family"] for b in budgets)
+    for family in families:
+        results = [b["result"] for b in budgets if b["family"] == family and b["reached"]]
+        points = sorted((r["compute_fraction"], 100 * r["top1_mean"], 100 * r["top1_std"]) for r in results)
+        drawn |= {r["setting"] for r in results}
+        if points:
+            xs, ys, errs = zip(*points, strict=True)
+            ax.errorbar(xs, ys, yerr=errs, fmt="-o", capsize=3, markersize=4, label=family)
+    return drawn
+
+
+def save_eval_plot(sweep: list[dict], train_px: int, title: str, path: Path) -> None:
+    """Top-1 against forward GFLOPs per image, one point per test size, the training size marked."""
+    with _figure(path, (6.5, 4)) as ax:
+        xs = [row["forward_flops_per_image"] / 1e9 for row in sweep]
+        ys = [100 * row["top1"] for row in sweep]
+        ax.plot(xs, ys, "o-")
+        for row, x, y in zip(sweep, xs, ys, strict=True):
+            ax.annotate(f"{row['px']} px" + (" (train)" if row["px"] == train_px else ""), (x, y), fontsize=8,
+                        textcoords="offset points", xytext=(4, -10))  # fmt: skip
+        ax.set_xlabel("inference compute (forward GFLOPs per image)")
+        ax.set_ylabel("validation top-1 (%)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)

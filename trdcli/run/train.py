@@ -1,0 +1,417 @@
+"""``train(config) -> RunResult``: data, model and Learner with its callbacks, fit, save. Reads top to bottom.
+
+Nothing here prints: progress goes to a :class:`~trdcli.run.observer.TrainObserver` the caller
+supplies, and the result comes back as a :class:`~trdcli.run.results.RunResult`, which the
+caller renders. Errors the user can fix are :class:`~trdcli.core.errors.TRDError`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from trdcli.core.errors import ConfigError, DataError, TrainingDiverged, TrainingInterrupted, one_line
+from trdcli.data.folders import ImageFolder
+from trdcli.run.config import TrainConfig
+from trdcli.run.observer import TrainObserver, WarningLog
+from trdcli.run.results import RunResult
+
+# --size above this multiple of the images' own shorter side only upsamples: warn.
+_UPSAMPLE_WARN_RATIO = 2.0
+
+
+def train(config: TrainConfig, observer: TrainObserver | None = None) -> RunResult:
+    """Train ``config.arch`` on ``config.data`` under ``config.schedule``; write the run directory.
+
+    Raises :class:`~trdcli.core.errors.TRDError` for unusable input (before any training) and
+    :class:`~trdcli.core.errors.TrainingInterrupted` on Ctrl-C or SIGTERM (after saving a
+    checkpoint). Under ``torchrun`` every process calls it: they train one run together,
+    and rank 0 alone reports to ``observer`` and writes (:mod:`trdcli.run.distributed`).
+    """
+    from trdcli.run import distributed
+    from trdcli.run.device import pick_device
+
+    ranks = distributed.launch_ranks()
+    _check_launch(config, ranks)
+    device = pick_device(config.device, ranks.local_rank, ranks.distributed)
+    distributed.start(ranks, device)
+    try:
+        return _train(config, observer or TrainObserver(), ranks, device)
+    finally:
+        distributed.stop(ranks)
+
+
+def _train(config: TrainConfig, observer: TrainObserver, ranks, device) -> RunResult:
+    from fastai.torch_core import set_seed
+
+    from trdcli.run.callbacks import FitState
+    from trdcli.run.distributed import on_main
+    from trdcli.run.models import check_arch
+    from trdcli.run.rundir import create_run_dir, default_run_dir, run_identity
+
+    log = WarningLog(observer)
+    _warn_if_tail_stalls(config, log)
+    # 1. The data: scan the folder, check every image once.
+    check_arch(config.arch)
+    folder = _prepare_data(config, log, ranks)
+    # 2. The model, checked against the device's memory before anything is allocated.
+    observer.stage("building the model")
+    set_seed(config.seed)
+    model = _model_that_fits(config, folder.num_classes, device, ranks)
+    # 3. The run directory (rank 0 makes it); a resumed run must be the same run.
+    identity = run_identity(config, folder.classes)
+    progress = on_main(lambda: _progress(config, identity, log), ranks)
+    run_dir = on_main(
+        lambda: create_run_dir(Path(config.resume or config.out_dir or default_run_dir(config)), bool(config.resume)),
+        ranks,
+    )
+    learn, flops = _build_learner(config, folder, model, device, log, ranks)
+    state = FitState(run_dir, observer, identity, progress.lr, log, ranks=ranks)
+    # 4. Where the fit starts: a checkpoint, lr_find's suggestion, or the given rate.
+    _start_point(learn, config, progress, state, device)
+    # 5. The fit.
+    _fit(learn, config, state)
+    # 6. BatchNorm recalibration at full resolution; the final metrics.
+    metrics, bn_flops = _final_metrics(learn, config, state, flops)
+    # 7. The result, written to the run directory by rank 0.
+    return _finish(learn, config, folder, state, metrics, bn_flops, flops, device)
+
+
+# Below this share of the peak rate, a full-resolution tail barely moves the weights.
+_STALLED_TAIL_LR_FRAC = 0.1
+
+
+def _warn_if_tail_stalls(config: TrainConfig, log: WarningLog) -> None:
+    tail_start = config.schedule.full_tail_start_frac
+    if tail_start >= 1 or config.tail_lr_frac is not None:
+        return
+    lr_frac = config.lr_cycle.lr_frac_at(tail_start)
+    if lr_frac < _STALLED_TAIL_LR_FRAC:
+        log.warn(
+            f"the full-resolution tail (from {tail_start:g} of the run) starts at {lr_frac:.1%} of the peak "
+            "learning rate under one-cycle, too little to adapt the weights to full resolution: "
+            "set `tail_lr` (0.3 was worth 2.7 to 8 points of top-1 in trd's runs, docs/method.md)"
+        )
+
+
+def _check_launch(config: TrainConfig, ranks) -> None:
+    """What a distributed launch needs that one process does not."""
+    from trdcli.run.distributed import check_accelerate
+
+    if not ranks.distributed:
+        return
+    check_accelerate()
+    if config.batch_size % ranks.world_size:
+        raise ConfigError(
+            f"`batch_size` {config.batch_size} is the global batch and must divide among the "
+            f"{ranks.world_size} processes"
+        )
+    if config.lr_find:
+        raise ConfigError(
+            "`lr` find runs in one process: run it without the launcher, then pass the rate it finds as `lr`"
+        )
+
+
+def _progress(config: TrainConfig, identity, log: WarningLog):
+    """Where the run starts: nowhere yet, or the checkpoint of the run it resumes (at a new rate if given)."""
+    from trdcli.run.rundir import Progress, load_progress
+
+    if not config.resume:
+        return Progress(lr=config.peak_lr)
+    progress = load_progress(config.resume, identity, config.epochs)
+    if config.lr is not None and config.lr != progress.lr:
+        log.warn(f"resuming at `lr` {config.lr:g} instead of the run's {progress.lr:g}")
+        progress.lr = config.lr
+    return progress
+
+
+def _prepare_data(config: TrainConfig, log: WarningLog, ranks) -> ImageFolder:
+    from trdcli.data import folders as data
+
+    observer = log.observer
+    observer.stage("scanning images")
+    folder = data.scan_image_folder(config.data, config.valid_pct, config.seed)
+    short_side_px = data.median_short_side_px([path for path, _ in folder.train])
+    if short_side_px and config.size_px > _UPSAMPLE_WARN_RATIO * short_side_px:
+        log.warn(
+            f"size {config.size_px} px is {config.size_px / short_side_px:.1f}x the images' median shorter side "
+            f"({short_side_px} px): every image is upsampled, which costs compute and adds no detail"
+        )
+    if not config.check_images:
+        return folder
+    observer.stage(f"checking {len(folder.train) + len(folder.valid):,} images")
+    bad = _bad_images([p for p, _ in folder.train + folder.valid], ranks)
+    if bad and not config.skip_bad_images:
+        listed = "; ".join(f"{b.path} ({b.reason})" for b in bad[:3])
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise DataError(
+            f"{len(bad)} unreadable image(s): {listed}{more}. Fix them or set `skip_bad_images`",
+        )
+    if bad:
+        folder = data.drop_bad_images(folder, bad)
+        log.warn(f"skipped {len(bad)} unreadable image(s), e.g. {bad[0].path}")
+    return folder
+
+
+def _bad_images(paths: list[Path], ranks) -> list:
+    """Every image decoded once, each rank its share on its share of the cores, and every rank told all.
+
+    Split, not on rank 0 alone: the other ranks would wait in a collective under the process group's
+    timeout (10 minutes with NCCL) while rank 0 decoded ImageNet.
+    """
+    from trdcli.data import folders as data
+    from trdcli.run.distributed import gathered
+
+    cores = max(1, (os.cpu_count() or 1) // ranks.local_world_size)
+    found = gathered(data.find_bad_images(paths[ranks.rank :: ranks.world_size], workers=cores), ranks)
+    order = {path: i for i, path in enumerate(paths)}
+    return sorted((bad for share in found for bad in share), key=lambda bad: order[bad.path])
+
+
+def top5(inp, targ):
+    """Top-5 accuracy (a fastai metric: named for the history table)."""
+    from fastai.metrics import top_k_accuracy
+
+    return top_k_accuracy(inp, targ, k=5)
+
+
+def _mixed_precision(config: TrainConfig, device) -> bool:
+    """Whether the run trains under float16 autocast: as asked, or on CUDA by default."""
+    return config.mixed_precision if config.mixed_precision is not None else device.type == "cuda"
+
+
+def _model_that_fits(config: TrainConfig, num_classes: int, device, ranks):
+    """The freshly built model; a :class:`~trdcli.core.errors.ConfigError` if one step of it cannot fit in memory."""
+    from trdcli.run.device import available_memory_bytes, device_name
+    from trdcli.run.memory import check_step_fits, estimate_step_memory
+    from trdcli.run.models import build_model
+
+    model = build_model(config.arch, num_classes)
+    batch = config.batch_size // ranks.world_size
+    memory = estimate_step_memory(model, config.size_px, batch, mixed_precision=_mixed_precision(config, device))
+    check_step_fits(memory, available_memory_bytes(device), device_name(device))
+    return model
+
+
+def _build_learner(config: TrainConfig, folder: ImageFolder, model, device, log: WarningLog, ranks):
+    """(Learner with TRDCallback and the fit's other callbacks, the FLOPs table)."""
+    import torch
+    from fastai.callback.progress import ProgressCallback
+    from fastai.learner import Learner
+    from fastai.losses import CrossEntropyLossFlat
+    from fastai.metrics import accuracy
+
+    from trdcli.callbacks.regularisation import StageRegularisation
+    from trdcli.callbacks.trd import TRDCallback
+    from trdcli.data.loaders import build_dataloaders, default_workers
+    from trdcli.run.callbacks import DataWaitTimer, RanksAgreeOnPlan, SeededPasses
+    from trdcli.run.flops_cache import arch_flops, default_cache
+    from trdcli.run.models import load_weights
+
+    if config.weights and (skipped := load_weights(model, config.weights)):
+        log.warn(f"the weights file: left out {len(skipped)} tensor(s) whose shapes differ, e.g. {skipped[0]}")
+    workers = default_workers(ranks.local_world_size) if config.workers is None else config.workers
+    dls = build_dataloaders(
+        folder,
+        config.size_px,
+        config.batch_size,
+        workers=workers,
+        device=device,
+        min_scale=config.min_scale,
+        draft=config.scheduled_loading,
+        direct_crops=config.direct_crops,
+        rank=ranks.rank,
+        world_size=ranks.world_size,
+    )
+    if ranks.distributed:
+        # The loaders' shuffles are drawn alike on every rank (above); augmentation differs.
+        torch.manual_seed(config.seed + ranks.rank)
+    flops = arch_flops(config.arch, folder.num_classes, cache=default_cache())
+    trd = TRDCallback(
+        schedule=config.schedule,
+        mode=config.resize_mode,
+        flops=flops,
+        bn=config.bn_mode,
+        bn_recalibrate=config.bn_recalibrate,
+        resize_in_loader=config.scheduled_loading,
+        world_size=ranks.world_size,
+    )
+    cbs = [trd, DataWaitTimer(), SeededPasses(config.seed, ranks.rank), RanksAgreeOnPlan(ranks)]
+    if config.schedule.has_regularisation:
+        cbs.append(StageRegularisation(config.schedule, config.seed))
+    metrics = [accuracy] + ([top5] if folder.num_classes > 5 else [])
+    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), metrics=metrics, cbs=cbs)
+    learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, ProgressCallback)])  # the observer shows progress
+    learn.logger = lambda *args: None
+    if config.channels_last if config.channels_last is not None else device.type == "cuda":
+        learn.to_channelslast(use_amp=False)
+    if _mixed_precision(config, device):
+        learn.to_fp16()
+    if ranks.distributed:
+        from trdcli.run.sharded_trainer import ShardedTrainer
+
+        learn.add_cb(ShardedTrainer(device, unused_parameters=config.bn_mode == "private"))
+    return learn, flops
+
+
+def _start_point(learn, config: TrainConfig, progress, state, device) -> None:
+    """Resume from the checkpoint, or run lr_find; sets ``state``'s starting epoch, history and rate."""
+    from trdcli.callbacks.trd import StepRecord
+    from trdcli.run.rundir import load_checkpoint
+
+    if config.resume:
+        load_checkpoint(state.run_dir, learn, device)
+        learn.trd.resume_from([StepRecord(**r) for r in progress.records])
+        state.start_epoch = state.epochs_saved = progress.epochs_done
+        state.history = progress.history
+        state.wall_before_s = progress.wall_time_s
+    elif config.lr_find:
+        state.observer.stage("finding a learning rate (lr_find)")
+        state.lr = float(learn.lr_find(show_plot=False).valley)
+
+
+def _fit(learn, config: TrainConfig, state) -> None:
+    """One-cycle (``fit_one_cycle``, or its curve with the tail's own annealing) with progress and
+    checkpoints; Ctrl-C, SIGTERM, a diverged loss and images broken mid-run stop it with a message
+    that says what is saved."""
+    from trdcli.run.callbacks import (
+        LossDiverged,
+        ReportProgress,
+        SaveCheckpoint,
+        StopOnNonFiniteLoss,
+        StopOnSigterm,
+        lr_scheduler,
+    )
+    from trdcli.run.faults import sigterm_interrupts
+
+    steps_per_epoch = len(learn.dls.train)
+    state.observer.fit_started(steps_per_epoch * config.epochs, steps_per_epoch, config.epochs, state.start_epoch)
+    cbs = [StopOnNonFiniteLoss(state.ranks, state.lr), ReportProgress(state), SaveCheckpoint(state)]
+    state.start_clock()
+    with sigterm_interrupts() as signals:
+        try:
+            cbs.append(StopOnSigterm(signals, state.ranks))
+            if config.tail_lr_frac is None:
+                learn.fit_one_cycle(config.epochs, state.lr, start_epoch=state.start_epoch, cbs=cbs)
+            else:
+                cbs.insert(0, lr_scheduler(config.lr_cycle, state.lr))
+                learn.fit(config.epochs, state.lr, start_epoch=state.start_epoch, cbs=cbs)
+        except KeyboardInterrupt:
+            raise _interrupted(state, signals) from None
+        except LossDiverged as exc:
+            saved = _saved_text(state, "add", " and a lower `lr` to continue from there")
+            raise TrainingDiverged(f"{exc.where}; {saved}") from None
+        except DataError as exc:  # an image became unreadable after the check (deleted, overwritten)
+            if not state.epochs_saved:
+                raise
+            raise DataError(f"{one_line(exc)}; {_saved_text(state, 'fix it and add')}") from exc
+        except RuntimeError:
+            if signals:  # the same SIGTERM killed a DataLoader worker before it reached this process
+                raise _interrupted(state, signals) from None
+            raise
+        finally:
+            state.stop_clock()
+
+
+def _interrupted(state, signals: list[int]) -> TrainingInterrupted:
+    signal_name = "SIGTERM" if signals else "SIGINT"
+    return TrainingInterrupted(state.run_dir, state.epochs_saved, state.epochs_saved > 0, signal_name)
+
+
+def _saved_text(state, before: str, after: str = "") -> str:
+    if not state.epochs_saved:
+        return "no epoch had finished, so nothing is saved"
+    return f"epochs 1-{state.epochs_saved} are saved: {before} `resume` {state.run_dir}{after}"
+
+
+def _final_metrics(learn, config: TrainConfig, state, flops) -> tuple[dict[str, float], int]:
+    """(top-1, top-5 and losses of the finished model, FLOPs spent recalibrating BatchNorm)."""
+    from trdcli.run.distributed import buffers_from_main, summed
+
+    last = state.history[-1]
+    (bn_images,) = summed([learn.recalibrate_bn.images], state.ranks)  # each rank on its shard
+    bn_flops = bn_images * flops.at(config.size_px).forward_flops
+    if bn_flops:
+        buffers_from_main(learn.model, state.ranks)  # rank 0's statistics on every rank, as in model.pth
+        # BatchNorm was recalibrated when the fit ended, after the last epoch's validation: measure again.
+        batches = learn.recalibrate_bn.batches_after_fit()
+        state.observer.stage(f"validating with BatchNorm recalibrated on {batches} batches")
+        valid_loss, *metric_values = learn.validate()
+        last = {"valid_loss": valid_loss, **dict(zip([m.name for m in learn.metrics], metric_values, strict=True))}
+    metrics = {"top1": float(last["accuracy"])}
+    if "top5" in last:
+        metrics["top5"] = float(last["top5"])
+    metrics["train_loss"] = float(state.history[-1]["train_loss"])
+    metrics["valid_loss"] = float(last["valid_loss"])
+    return metrics, bn_flops
+
+
+def _finish(learn, config, folder, state, metrics, bn_flops, flops, device) -> RunResult:
+    from trdcli.core.data_wait import summarize
+    from trdcli.run.device import device_name, versions
+    from trdcli.run.distributed import barrier, gathered
+    from trdcli.run.rundir import save_run
+
+    ranks = state.ranks
+    _check_ranks_agree(learn.trd, ranks)
+    data_wait = summarize(state.history)
+    _warn_if_loader_bound(data_wait, config, learn.dls.train.fake_l.num_workers, state.log)
+
+    valid_flops = len(folder.valid) * config.epochs * flops.at(config.size_px).forward_flops
+    result = RunResult(
+        config=config,
+        classes=folder.classes,
+        compute=replace(learn.trd.summary(), valid_flops=valid_flops),
+        metrics=metrics,
+        history=state.history,
+        step_px=[r.px for r in learn.trd.records],
+        wall_time_s=state.fit_wall_time_s,
+        run_dir=state.run_dir,
+        device=device_name(device),
+        versions=versions(),
+        train_images=len(folder.train),
+        valid_images=len(folder.valid),
+        lr=state.lr,
+        skipped_images=folder.skipped,
+        ignored_files=folder.ignored_files,
+        warnings=state.log.messages,
+        bn_recalibration_flops=bn_flops,
+        data_wait=data_wait,
+        world_size=ranks.world_size,
+        devices=gathered(device_name(device), ranks),
+    )
+    if ranks.is_main:
+        save_run(result, learn.model)
+    barrier(ranks)  # every rank returns once the run directory is complete
+    return result
+
+
+def _check_ranks_agree(trd, ranks) -> None:
+    """Every rank ran the same steps at the same resolutions, and together the images recorded.
+
+    A disagreement is a bug in trd (the schedule and the sharding are meant to make it
+    impossible), so it stops the run with its traceback rather than report wrong compute.
+    """
+    from trdcli.run.distributed import gathered, summed
+
+    if not ranks.distributed:
+        return
+    steps = [(r.step, r.px) for r in trd.records[trd.resumed_records :]]
+    if any(other != steps for other in gathered(steps, ranks)):
+        raise RuntimeError("the ranks ran different steps or resolutions")
+    # Each rank's own images: its batches, which it recorded times the world size.
+    (seen,) = summed([trd.images_recorded_here() // trd.world_size], ranks)
+    if seen != trd.images_recorded_here():
+        raise RuntimeError(f"the ranks trained {seen} images, the record says {trd.images_recorded_here()}")
+
+
+def _warn_if_loader_bound(data_wait, config: TrainConfig, workers: int, log: WarningLog) -> None:
+    if data_wait is None or data_wait.wait_frac <= config.max_data_wait_frac:
+        return
+    worst_px = max(data_wait.wait_s_by_px, key=data_wait.wait_frac_at)
+    log.warn(
+        f"the run is loader-bound: it waited for data {100 * data_wait.wait_frac:.0f}% of its training time "
+        f"({100 * data_wait.wait_frac_at(worst_px):.0f}% of the time of its {worst_px} px steps); give it more "
+        f"`workers` (it had {workers}), or move the images to a faster disk"
+    )
