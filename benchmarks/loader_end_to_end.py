@@ -39,7 +39,7 @@ from loader_speed import sample_images
 from trdcli.callbacks.trd import TRDCallback
 from trdcli.core.schedules import ConstantSchedule, TRDSchedule
 from trdcli.data.folders import ImageFolder
-from trdcli.data.loaders import build_dataloaders
+from trdcli.data.loaders import CropOptions, build_dataloaders
 from trdcli.run.callbacks import DataWaitTimer
 from trdcli.run.models import build_model
 
@@ -65,8 +65,9 @@ def run_once(setting: str, folder: ImageFolder, args, device) -> Timing:
     schedule = ConstantSchedule() if setting == "baseline" else TRDSchedule(args.low, args.until, args.prob, seed=0)
     direct = setting == "trd, direct"
     dls = build_dataloaders(
-        folder, args.full, args.batch, workers=args.workers, device=device, draft=new, direct_crops=direct
-    )
+        folder, args.full, args.batch, workers=args.workers, device=device,
+        crops=CropOptions(draft=new, direct_crops=direct),
+    )  # fmt: skip
     trd = TRDCallback(schedule=schedule, resize_in_loader=new, bn_recalibrate=0)
     torch.manual_seed(0)
     learn = Learner(dls, build_model(args.arch, folder.num_classes), loss_func=CrossEntropyLossFlat())

@@ -33,7 +33,7 @@ import torch
 from trdcli.core.resize import resize_batch
 from trdcli.data.decode import load_rgb
 from trdcli.data.folders import IMAGE_SUFFIXES
-from trdcli.data.loaders import ImageItems
+from trdcli.data.loaders import CropOptions, ImageItems
 
 PATHS = ("old, full", "old, reduced", "new, full", "new, reduced", "new, direct")
 
@@ -93,8 +93,8 @@ def main() -> None:
 
     paths = sample_images(args.folder, args.images, seed=0)
     items = [(path, 0) for path in paths]
-    new = ImageItems(items, args.full, train=True, min_scale=args.min_scale, draft=True)
-    direct = ImageItems(items, args.full, train=True, min_scale=args.min_scale, draft=True, direct_crops=True)
+    new = ImageItems(items, args.full, train=True, crops=CropOptions(args.min_scale, draft=True))
+    direct = ImageItems(items, args.full, train=True, crops=CropOptions(args.min_scale, draft=True, direct_crops=True))
     runs: dict[str, list[float]] = {name: [] for name in PATHS}
     for _ in range(args.repeats):
         old_full = ms_per_image(lambda i: before_item(paths[i], args.full, args.min_scale), len(items))

@@ -190,3 +190,35 @@ def test_the_default_recipe_recalibrates_only_after_reduced_steps():
     with off.no_bar(), off.no_logging():
         off.fit(1)
     assert off.recalibrate_bn.images == 0
+
+
+def test_the_batchnorm_callbacks_work_on_their_own_beside_a_trd_callback():
+    # A notebook adds them itself: TRDCallback then adds no second copy of either.
+    from trdcli.callbacks.batchnorm import PrivateBatchNormCallback, RecalibrateBatchNorm
+
+    recal, private = RecalibrateBatchNorm(batches=3), PrivateBatchNormCallback()
+    trd = TRDCallback(low_res=32, until=0.5)
+    learn = Learner(
+        tensor_dls(n_train=48, bs=8, px=64), tiny_cnn(), loss_func=CrossEntropyLossFlat(), cbs=[trd, recal, private]
+    )
+    assert sum(isinstance(cb, RecalibrateBatchNorm) for cb in learn.cbs) == 1
+    assert len(private_batchnorms(learn.model)) == 2  # tiny_cnn's two BatchNorm layers, each given a copy
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(2)
+    assert learn.recalibrate_bn is recal and recal.images == 3 * 8  # its own 3 batches, not the default 8
+    reduced = [r for r in trd.records if r.px == 32]
+    assert len(reduced) == 6  # the window: the first half of 2 x 6 steps
+    assert all(not layer.use_reduced for layer in private_batchnorms(learn.model))  # back to shared after the fit
+
+
+def test_recalibration_alone_without_trd_recalibrates_only_when_told():
+    from trdcli.callbacks.batchnorm import RecalibrateBatchNorm
+
+    told = Learner(tensor_dls(n_train=48, bs=8, px=64), tiny_cnn(), loss_func=CrossEntropyLossFlat(),
+                   cbs=[RecalibrateBatchNorm(2)])  # fmt: skip
+    default = Learner(tensor_dls(n_train=48, bs=8, px=64), tiny_cnn(), loss_func=CrossEntropyLossFlat(),
+                      cbs=[RecalibrateBatchNorm()])  # fmt: skip
+    for learn in (told, default):
+        with learn.no_bar(), learn.no_logging():
+            learn.fit(1)
+    assert told.recalibrate_bn.images == 16 and default.recalibrate_bn.images == 0  # no TRD: no step was reduced

@@ -329,3 +329,12 @@ def test_real_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path):
     assert payload["steps"] == 8 * 3  # 24 images / batch 8 = 3 steps per epoch, all of them recorded
     assert len(payload["history"]) == 8
     assert payload["compute_saved_frac"] > 0
+
+
+def test_eval_names_batchnorm_recalibration_as_train_does():
+    from typer.testing import CliRunner
+
+    shown = CliRunner().invoke(cli.app, ["eval", "--help"], env={"COLUMNS": "200"}).stdout
+    assert "--bn-recalibrate" in shown  # trd train's name; the old --recalibrate-bn still parses
+    old = CliRunner().invoke(cli.app, ["eval", "/nonexistent-run", "--recalibrate-bn", "2"])
+    assert old.exit_code == 1 and "No such option" not in old.output

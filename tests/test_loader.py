@@ -340,5 +340,5 @@ def test_train_builds_the_loader_the_config_asks_for(jpeg_folder, monkeypatch):
         out_dir=jpeg_folder.root.parent / "run-direct", direct_crops=True, scheduled_loading=True, check_images=False,
     )  # fmt: skip
     result = train(config)
-    assert built[0]["direct_crops"] is True and built[0]["draft"] is True
+    assert built[0]["crops"].direct_crops is True and built[0]["crops"].draft is True
     assert result.step_px == SCHEDULE.plan_px(4, FULL_PX).tolist()

@@ -286,3 +286,36 @@ def test_bn_recalibration_changes_the_running_statistics_and_evaluation_uses_the
     assert torch.allclose(bn.running_mean, expected, atol=1e-5)
     assert bn.momentum == 0.1  # restored
     assert not torch.allclose(model(probe), out_before)
+
+
+# Run shapes with whole epochs, short and long: the per-epoch ffcv ramp rounds epochs down.
+TAIL_SHAPES = [(5, 10), (16, 7), (88, 3), (30, 1)]
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+@pytest.mark.parametrize(("epochs", "steps_per_epoch"), TAIL_SHAPES)
+def test_every_preset_is_at_full_size_from_its_full_tail_start(name, epochs, steps_per_epoch):
+    schedule, full_px = get_preset(name), 224
+    total = epochs * steps_per_epoch
+    px = schedule.plan_px(total, full_px, steps_per_epoch=steps_per_epoch)
+    in_tail = np.arange(total) / total >= schedule.full_tail_start_frac
+    assert (px[in_tail] == full_px).all(), (name, schedule.full_tail_start_frac)
+
+
+def test_the_ramps_report_the_tail_their_sources_give():
+    # Composer: full size for the last finetune_frac (0.2); FFCV: from epoch 76 of 88;
+    # EfficientNetV2: the last of 4 stages.
+    assert get_preset("composer").full_tail_start_frac == pytest.approx(0.8)
+    assert get_preset("ffcv").full_tail_start_frac == pytest.approx(76 / 88)
+    assert get_preset("efficientnetv2").full_tail_start_frac == pytest.approx(0.75)
+    px = get_preset("ffcv").plan_px(88 * 2, 224, steps_per_epoch=2)
+    # Epoch 65 of 88 is the ramp's start, at the reduced size; the rounding to 32 px may reach full
+    # size a little before epoch 76, from which it is guaranteed.
+    assert px[65 * 2] < 224 and (px[76 * 2 :] == 224).all()
+
+
+def test_tail_lr_is_accepted_for_a_ramp_with_a_full_tail():
+    from trdcli.run.config import TrainConfig
+
+    config = TrainConfig(data=".", schedule=get_preset("composer"), tail_lr_frac=0.3)
+    assert config.lr_cycle.tail_start_frac == pytest.approx(0.8)

@@ -131,3 +131,41 @@ def test_low_res_must_be_below_full_resolution():
         schedule.plan_px(10, 112)
     with pytest.raises(ValueError, match="`low_res`=112 must be below the full training resolution of 96 px"):
         schedule.resolution_px(0, 10, 96)
+
+
+@pytest.mark.parametrize(("until", "prob"), [(None, None), (0.9, None), (None, 0.5), (0.7, 0.3)])
+def test_one_trd_reading_for_every_way_of_asking(until, prob):
+    # Expected values from design.md's reading, written out: neither given is trd's default
+    # (until 1.0, prob 0.9); until alone a window (prob 1); prob alone the whole run (until 1).
+    expected_until = {None: 1.0}.get(until, until)
+    expected_prob = (0.9 if until is None else 1.0) if prob is None else prob
+    from trdcli.callbacks.trd import TRDCallback
+    from trdcli.core.presets import build_schedule
+    from trdcli.plan.setting import Setting
+
+    asked = [
+        TRDSchedule(112, until=until, prob=prob, seed=3),
+        TRDCallback(low_res=112, until=until, prob=prob, seed=3).schedule,
+        build_schedule(None, 112, until, prob, 3),
+        Setting("s", low_res=112, until=until, prob=prob).schedule(3),
+    ]
+    for schedule in asked:
+        assert (schedule.until, schedule.prob, schedule.seed) == (expected_until, expected_prob, 3)
+    assert all(s.plan_px(500, 224).tolist() == asked[0].plan_px(500, 224).tolist() for s in asked)
+
+
+def test_the_command_line_reads_trd_options_as_the_api_does():
+    import json
+
+    from typer.testing import CliRunner
+
+    from trdcli.cli.app import app
+
+    def schedule_of(*flags):
+        args = ["estimate-cost", "--dataset", "imagenet", "--arch", "resnet50", "--low-res", "112", *flags, "--json"]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)["schedule"]
+
+    assert (schedule_of()["until_frac"], schedule_of()["prob"]) == (1.0, 0.9)
+    assert (schedule_of("--until", "0.9")["until_frac"], schedule_of("--until", "0.9")["prob"]) == (0.9, 1.0)

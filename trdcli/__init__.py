@@ -3,6 +3,9 @@
 Public API (imported lazily, so ``trd --help`` does not pay for importing torch and fastai)::
 
     from trdcli import TRDCallback, TRDSchedule, resize_batch, get_preset
+
+The package's folders are its layers (docs/architecture.md): ``core`` (the method, pure),
+``callbacks`` (fastai), ``data``, ``run``, ``plan``, ``evaluate`` and ``cli``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "TRDCallback": "trdcli.callbacks.trd",
-    "StepRecord": "trdcli.callbacks.trd",
+    "StepRecord": "trdcli.core.cost",
     "ResolutionSchedule": "trdcli.core.schedules",
     "TRDSchedule": "trdcli.core.schedules",
     "ConstantSchedule": "trdcli.core.schedules",
@@ -33,6 +36,8 @@ _EXPORTS = {
     "PRESETS": "trdcli.core.presets",
     "StageRegularisation": "trdcli.callbacks.regularisation",
     "recalibrate_batchnorm": "trdcli.callbacks.batchnorm",
+    "RecalibrateBatchNorm": "trdcli.callbacks.batchnorm",
+    "PrivateBatchNormCallback": "trdcli.callbacks.batchnorm",
     "OneCycle": "trdcli.core.lr_schedule",
     "lr_scheduler": "trdcli.run.callbacks",
     "load_model": "trdcli.run.rundir",
@@ -43,14 +48,15 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 if TYPE_CHECKING:
-    from trdcli.callbacks.batchnorm import recalibrate_batchnorm
+    from trdcli.callbacks.batchnorm import PrivateBatchNormCallback, RecalibrateBatchNorm, recalibrate_batchnorm
     from trdcli.callbacks.regularisation import StageRegularisation
-    from trdcli.callbacks.trd import StepRecord, TRDCallback
+    from trdcli.callbacks.trd import TRDCallback
     from trdcli.core.cost import (
         ComputeSummary,
         FlopsTable,
         ImageFlops,
         RunShape,
+        StepRecord,
         count_image_flops,
         plan_compute,
         summarize_compute,

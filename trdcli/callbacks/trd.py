@@ -9,14 +9,13 @@ plan and record agree exactly. BatchNorm handling is its own callbacks
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 
 import torch
 from fastai.callback.core import Callback
 from fastai.callback.schedule import LRFinder
 
 from trdcli.callbacks.batchnorm import PrivateBatchNormCallback, RecalibrateBatchNorm
-from trdcli.core.cost import ComputeSummary, FlopsTable, ImageFlops, summarize_compute
+from trdcli.core.cost import ComputeSummary, FlopsTable, ImageFlops, StepRecord, summarize_records
 from trdcli.core.defaults import BN_MODES
 from trdcli.core.errors import ConfigError, DataError
 from trdcli.core.resize import check_resize_mode, resize_batch
@@ -26,20 +25,6 @@ from trdcli.core.schedules import ResolutionSchedule, TRDSchedule
 def fit_step(learn) -> tuple[int, int]:
     """(step, total_steps) of the running fit: ``epoch * n_iter + iter`` of ``n_epoch * n_iter``."""
     return learn.epoch * learn.n_iter + learn.iter, learn.n_epoch * learn.n_iter
-
-
-@dataclass(frozen=True)
-class StepRecord:
-    """One completed optimizer step, as it ran."""
-
-    fit: int  # index of the ``fit`` call (``fine_tune`` makes two)
-    epoch: int
-    step: int  # 0-based step within the fit: epoch * steps_per_epoch + iteration
-    total_steps: int
-    px: int
-    full_px: int
-    images: int
-    train_flops: int  # images * train FLOPs per image at px
 
 
 class TRDCallback(Callback):
@@ -225,10 +210,4 @@ class TRDCallback(Callback):
 
     def summary(self, fit: int | None = None) -> ComputeSummary:
         """Compute of the recorded steps (of one ``fit`` if given) against full resolution."""
-        records = [r for r in self.records if fit is None or r.fit == fit]
-        if not records:
-            raise ConfigError("no training step has been recorded yet")
-        full = {r.full_px for r in records}
-        if len(full) > 1:
-            raise ConfigError(f"the fits ran at different full resolutions {sorted(full)}; pass fit=<index>")
-        return summarize_compute((r.px for r in records), (r.images for r in records), full.pop(), self.flops_at)
+        return summarize_records(self.records, self.flops_at, fit)

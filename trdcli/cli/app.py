@@ -104,7 +104,6 @@ _SETTINGS_WITH_FLAGS = [
     "seeds",
     "setting",
     "weights",
-    "recalibrate_bn",
     "cue_conflict",
     "sizes",
     "dataset",
@@ -645,8 +644,13 @@ def eval_command(
     sizes: Annotated[
         str | None, typer.Option(help="Test sizes in px, e.g. 112,160,224 (default: 0.5 to 1.15 of the training size).")
     ] = None,
-    recalibrate_bn: Annotated[
-        int, typer.Option(help="Re-estimate BatchNorm on N batches at each test size first (FixRes).")
+    bn_recalibrate: Annotated[
+        int,
+        typer.Option(
+            "--bn-recalibrate",
+            "--recalibrate-bn",  # its name before trd train's --bn-recalibrate named the same thing
+            help="Re-estimate BatchNorm on N batches at each test size first (FixRes).",
+        ),
     ] = 0,
     probes: Annotated[bool, typer.Option(help="Run the shape and texture probes at the training size.")] = True,
     cue_conflict: Annotated[
@@ -668,7 +672,7 @@ def eval_command(
     with user_errors():
         config = EvalConfig(
             run_dir=None if weights else target, data=target if weights else data, arch=arch, weights=weights,
-            size_px=size, sizes_px=parse_sizes(sizes) if sizes else None, recalibrate_bn=recalibrate_bn,
+            size_px=size, sizes_px=parse_sizes(sizes) if sizes else None, bn_recalibrate=bn_recalibrate,
             probes=probes, cue_conflict=cue_conflict, batch_size=batch_size, workers=workers, device=device,
             seed=seed,
         )  # fmt: skip

@@ -147,7 +147,7 @@ def estimate_tables(report) -> list:
     """Rich renderables for `trd estimate-cost`: the run, per resolution, totals, a budget's answer, notes."""
     out = [_plan_header(report.estimate), _per_px_table(report), _totals_table(report.estimate)]
     if report.budget is not None:
-        out.append(budget_table(report.budget, report.estimate.shape.full_px))
+        out.append(budget_table(report.budget))
     out.append(Text("\n".join(_plan_notes(report.estimate)), style="dim"))
     return out
 
@@ -246,7 +246,7 @@ def _plan_notes(est) -> list[str]:
     return notes
 
 
-def budget_table(answer, full_px: int) -> Table:
+def budget_table(answer) -> Table:
     metric = {"compute": "compute", "time": "wall time", "money": "money"}[answer.metric]
     table = Table(
         title=f"budget {answer.budget.text}: {fmt_pct(answer.budget_frac)} of the baseline's {metric}",

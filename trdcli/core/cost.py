@@ -20,7 +20,7 @@ import hashlib
 import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Protocol
 
@@ -273,7 +273,6 @@ class ComputeSummary:
     train_flops: int
     baseline_train_flops: int
     valid_flops: int = 0
-    notes: tuple[str, ...] = field(default=())
 
     @property
     def steps(self) -> int:
@@ -333,6 +332,33 @@ def summarize_compute(
         baseline_train_flops=baseline,
         valid_flops=valid,
     )
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One completed optimizer step, as it ran."""
+
+    fit: int  # index of the ``fit`` call (``fine_tune`` makes two)
+    epoch: int
+    step: int  # 0-based step within the fit: epoch * steps_per_epoch + iteration
+    total_steps: int
+    px: int
+    full_px: int
+    images: int
+    train_flops: int  # images * train FLOPs per image at px
+
+
+def summarize_records(
+    records: Iterable[StepRecord], flops_at: Callable[[int], ImageFlops], fit: int | None = None
+) -> ComputeSummary:
+    """The compute of recorded steps (of one ``fit`` if given), by :func:`summarize_compute`."""
+    records = [r for r in records if fit is None or r.fit == fit]
+    if not records:
+        raise ConfigError("no training step has been recorded yet")
+    full = {r.full_px for r in records}
+    if len(full) > 1:
+        raise ConfigError(f"the fits ran at different full resolutions {sorted(full)}; pass fit=<index>")
+    return summarize_compute((r.px for r in records), (r.images for r in records), full.pop(), flops_at)
 
 
 def plan_px(schedule: ResolutionSchedule, shape: RunShape) -> np.ndarray:

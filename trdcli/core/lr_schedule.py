@@ -46,7 +46,8 @@ class OneCycle:
             raise ConfigError(f"`tail_lr` must be a fraction of the peak rate in (0, 1], got {self.tail_lr_frac!r}")
         if not 0 < self.tail_start_frac < 1:
             raise ConfigError(
-                "`tail_lr` needs a full-resolution tail: a TRD schedule whose `until` is below 1 "
+                "`tail_lr` needs a full-resolution tail: a TRD schedule whose `until` is below 1, or a "
+                "ramp that ends at full size (composer, ffcv, efficientnetv2) "
                 f"(this one reduces until {self.tail_start_frac:g})",
             )
 

@@ -131,10 +131,6 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def preset_names() -> list[str]:
-    return list(PRESETS)
-
-
 def get_preset(name: str, **overrides: Any) -> ResolutionSchedule:
     """The schedule of preset ``name``, with its parameters optionally overridden.
 

@@ -90,10 +90,6 @@ def _low_px(low_res: int | None, low_scale: float | None, full_px: int, min_px: 
     return low
 
 
-def _low_params(low_res: int | None, low_scale: float | None) -> dict[str, Any]:
-    return {"low_px": low_res} if low_res is not None else {"low_scale": low_scale}
-
-
 # SplitMix64 (Steele, Lea & Flood 2014): a counter-based generator, so the draw for a step is a
 # pure function of (seed, step) and needs no state carried between steps or processes.
 _MASK64 = (1 << 64) - 1
@@ -162,7 +158,8 @@ class ResolutionSchedule(ABC):
 
     @property
     def full_tail_start_frac(self) -> float:
-        """Where the run's guaranteed full-resolution tail begins (1.0: it has none)."""
+        """Where the run's guaranteed full-resolution tail begins: every step from this fraction of the run
+        on is at full size (1.0: no such tail, or, for the baseline, nothing to end)."""
         return 1.0
 
     @property
@@ -185,6 +182,27 @@ class ResolutionSchedule(ABC):
         return hash(repr(self))
 
 
+class _ReducedSizeSchedule(ResolutionSchedule):
+    """A schedule whose reduced steps have one size, given in px (``low_res``) or as a fraction (``low_scale``)."""
+
+    low_res: int | None
+    low_scale: float | None
+
+    def _set_low_size(self, low_res: int | None, low_scale: float | None, min_px: int) -> None:
+        self.low_res, self.low_scale = _check_low_size(low_res, low_scale, min_px)
+        self.min_px = int(min_px)
+
+    def low_px(self, full_px: int) -> int:
+        """The reduced resolution for a run at ``full_px``; raises if it is not below ``full_px``."""
+        return _low_px(self.low_res, self.low_scale, full_px, self.min_px)
+
+    def validate(self, full_px):
+        self.low_px(full_px)
+
+    def _low_params(self) -> dict[str, Any]:
+        return {"low_px": self.low_res} if self.low_res is not None else {"low_scale": self.low_scale}
+
+
 class ConstantSchedule(ResolutionSchedule):
     """Full resolution at every step: the baseline every other schedule is measured against."""
 
@@ -205,7 +223,7 @@ class ConstantSchedule(ResolutionSchedule):
         return {}
 
 
-class TRDSchedule(ResolutionSchedule):
+class TRDSchedule(_ReducedSizeSchedule):
     """Temporally Resolution Decrement (Xie et al., arXiv 2112.00954), as fixed in design.md §2.
 
     A step whose progress ``step / total_steps`` is below ``until`` is reduced to ``low_res``
@@ -245,7 +263,7 @@ class TRDSchedule(ResolutionSchedule):
         min_px: int = MIN_PX,
         name: str = "trd",
     ):
-        low_res, low_scale = _check_low_size(low_res, low_scale, min_px)
+        self._set_low_size(low_res, low_scale, min_px)
         until, prob = trd_reading(until, prob)
         if not _is_real(until) or not 0 < until <= 1:
             raise ConfigError(f"`until` must be in (0, 1], got {until!r}")
@@ -255,20 +273,11 @@ class TRDSchedule(ResolutionSchedule):
             raise ConfigError(f"`prob_end` must be in [0, 1], got {prob_end!r}")
         if not is_int(seed):
             raise ConfigError(f"`seed` must be an integer, got {seed!r}")
-        self.low_res, self.low_scale = low_res, low_scale
         self.until = float(until)
         self.prob = float(prob)
         self.prob_end = None if prob_end is None else float(prob_end)
         self.seed = int(seed)
-        self.min_px = int(min_px)
         self.name = name
-
-    def low_px(self, full_px: int) -> int:
-        """The reduced resolution for a run at ``full_px``; raises if it is not below ``full_px``."""
-        return _low_px(self.low_res, self.low_scale, full_px, self.min_px)
-
-    def validate(self, full_px):
-        self.low_px(full_px)
 
     @property
     def full_tail_start_frac(self) -> float:
@@ -313,7 +322,7 @@ class TRDSchedule(ResolutionSchedule):
         return np.where(reduced, low, full_px).astype(np.int64)
 
     def params(self):
-        out = {**_low_params(self.low_res, self.low_scale), "until_frac": self.until, "prob": self.prob}
+        out = {**self._low_params(), "until_frac": self.until, "prob": self.prob}
         if self.prob_end is not None:  # only then: run.json of a constant chance is as it always was
             out["prob_end"] = self.prob_end
         return {**out, "seed": self.seed}
@@ -355,6 +364,10 @@ class ComposerSchedule(ResolutionSchedule):
         self.min_px = int(min_px)
         self.name = name
 
+    @property
+    def full_tail_start_frac(self) -> float:
+        return 1.0 - self.finetune_frac
+
     def scale_at(self, progress: float) -> float:
         """Composer's scale factor at a progress fraction, before rounding."""
         ramp_frac = 1.0 - self.finetune_frac - self.delay_frac
@@ -392,7 +405,7 @@ class ComposerSchedule(ResolutionSchedule):
         }
 
 
-class FFCVSchedule(ResolutionSchedule):
+class FFCVSchedule(_ReducedSizeSchedule):
     """FFCV's ImageNet resolution ramp (ffcv-imagenet ``get_resolution``), per epoch.
 
     ``low`` until epoch ``start_ramp``, full size from epoch ``end_ramp``, and in between a
@@ -411,7 +424,7 @@ class FFCVSchedule(ResolutionSchedule):
         min_px: int = MIN_PX,
         name: str = "ffcv",
     ):
-        low_res, low_scale = _check_low_size(low_res, low_scale, min_px)
+        self._set_low_size(low_res, low_scale, min_px)
         if (
             not _is_real(start_ramp_frac)
             or not _is_real(end_ramp_frac)
@@ -421,18 +434,15 @@ class FFCVSchedule(ResolutionSchedule):
                 f"need 0 <= start_ramp_frac <= end_ramp_frac <= 1, got {start_ramp_frac!r} and {end_ramp_frac!r}"
             )
         require_positive_int("multiple", multiple)
-        self.low_res, self.low_scale = low_res, low_scale
         self.start_ramp_frac = float(start_ramp_frac)
         self.end_ramp_frac = float(end_ramp_frac)
         self.multiple = int(multiple)
-        self.min_px = int(min_px)
         self.name = name
 
-    def low_px(self, full_px: int) -> int:
-        return _low_px(self.low_res, self.low_scale, full_px, self.min_px)
-
-    def validate(self, full_px):
-        self.low_px(full_px)
+    @property
+    def full_tail_start_frac(self) -> float:
+        # Full size from epoch floor(end_ramp_frac * epochs) (or earlier), which starts at or before end_ramp_frac.
+        return self.end_ramp_frac
 
     def ramp_epochs(self, epochs: int) -> tuple[int, int]:
         """(start_ramp, end_ramp) epochs for a run of ``epochs``: ``floor(frac * epochs)``.
@@ -465,7 +475,7 @@ class FFCVSchedule(ResolutionSchedule):
         return min(max(int(round(interp / self.multiple)) * self.multiple, low), full_px)
 
     def params(self):
-        out: dict[str, Any] = {"low_px": self.low_res} if self.low_res is not None else {"low_scale": self.low_scale}
+        out = self._low_params()
         out.update(start_ramp_frac=self.start_ramp_frac, end_ramp_frac=self.end_ramp_frac, multiple=self.multiple)
         return out
 
@@ -501,6 +511,11 @@ class StagedSchedule(ResolutionSchedule):
         self.mixup_alpha = (float(mixup_alpha[0]), float(mixup_alpha[1]))
         self.min_px = int(min_px)
         self.name = name
+
+    @property
+    def full_tail_start_frac(self) -> float:
+        # The last stage, at full size, starts at step int((stages - 1) / stages * total_steps).
+        return (self.stages - 1) / self.stages
 
     def stage(self, step: int, total_steps: int) -> int:
         """0-based stage of ``step``, with google/automl's ``int(i / M * T)`` boundaries."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,20 @@ if TYPE_CHECKING:
 # Validation resizes to size / 0.875 and centre-crops `size` (224 from 256), the standard
 # ImageNet evaluation crop.
 CENTER_CROP_FRAC = 0.875
+
+
+@dataclass(frozen=True)
+class CropOptions:
+    """How training images are cropped and decoded (evaluation images are always decoded in full).
+
+    ``min_scale``: the smallest random-resized crop, as a share of the image's area. ``draft``:
+    JPEGs decoded at reduced scale where the crop allows. ``direct_crops``: a reduced step's crop
+    resampled straight to its size, not downsampled from the full-size crop.
+    """
+
+    min_scale: float = 0.35
+    draft: bool = True
+    direct_crops: bool = False
 
 
 class ImageItems:
@@ -36,16 +51,12 @@ class ImageItems:
         items: Sequence[tuple[Path, int]],
         size_px: int,
         train: bool,
-        min_scale: float,
-        draft: bool = True,
-        direct_crops: bool = False,
+        crops: CropOptions = CropOptions(),
     ):
         self.items = list(items)
         self.size_px = size_px
         self.train = train
-        self.min_scale = min_scale
-        self.draft = draft
-        self.direct_crops = direct_crops  # reduced crops resampled straight to size, not from a full one
+        self.crops = crops
 
     def __len__(self) -> int:
         return len(self.items)
@@ -60,8 +71,9 @@ class ImageItems:
         flip = bool(torch.rand(()) < 0.5) if self.train else False
         try:
             if self.train:
-                full_px = None if self.direct_crops else self.size_px
-                image = load_random_crop(path, px, (self.min_scale, 1.0), full_px=full_px, draft=self.draft, flip=flip)
+                full_px = None if self.crops.direct_crops else self.size_px
+                scale = (self.crops.min_scale, 1.0)
+                image = load_random_crop(path, px, scale, full_px=full_px, draft=self.crops.draft, flip=flip)
             else:
                 image = load_rgb(path)
         except Exception as exc:  # PIL raises OSError, ValueError, SyntaxError, DecompressionBombError...
@@ -86,9 +98,7 @@ def build_dataloaders(
     *,
     workers: int,
     device,
-    min_scale: float = 0.35,
-    draft: bool = True,
-    direct_crops: bool = False,
+    crops: CropOptions = CropOptions(),
     rank: int = 0,
     world_size: int = 1,
 ) -> DataLoaders:
@@ -106,8 +116,8 @@ def build_dataloaders(
         raise ConfigError(f"`batch_size` {batch_size} is larger than the {len(folder.train)} training images")
     local_batch = batch_size // world_size
     train_dl = image_dataloader(
-        folder.train, size_px, local_batch, True, workers=workers, device=device, min_scale=min_scale, draft=draft,
-        direct_crops=direct_crops, rank=rank, world_size=world_size,
+        folder.train, size_px, local_batch, True, workers=workers, device=device, crops=crops, rank=rank,
+        world_size=world_size,
     )  # fmt: skip
     # Validation has no gradients to keep, so it can take twice the batch in the same memory.
     valid_dl = image_dataloader(folder.valid, size_px, local_batch * 2, False, workers=workers, device=device)
@@ -125,9 +135,7 @@ def image_dataloader(
     *,
     workers: int,
     device,
-    min_scale: float = 0.35,
-    draft: bool = True,
-    direct_crops: bool = False,
+    crops: CropOptions = CropOptions(),
     rank: int = 0,
     world_size: int = 1,
 ):
@@ -142,7 +150,7 @@ def image_dataloader(
 
     shard = {"rank": rank, "world_size": world_size} if train else {}
     return (SizedBatchesDL if train else TfmdDL)(
-        ImageItems(items, size_px, train, min_scale, draft=draft and train, direct_crops=direct_crops),
+        ImageItems(items, size_px, train, crops),
         **shard,
         bs=batch_size,
         shuffle=train,

@@ -40,7 +40,7 @@ class EvalConfig:
     weights: Path | None = None
     size_px: int | None = None  # the training size of a model trained elsewhere
     sizes_px: tuple[int, ...] | None = None  # default: DEFAULT_SIZE_FRACS of the training size
-    recalibrate_bn: int = 0  # batches of training images at each test size, before measuring there
+    bn_recalibrate: int = 0  # batches of training images at each test size, before measuring there
     probes: bool = True
     cue_conflict: Path | None = None
     batch_size: int = 64
@@ -144,7 +144,7 @@ def _load_subject(config: EvalConfig) -> _Subject:
     return _Subject(model, config.arch, classes, config.size_px, Path(config.data), None, 0, None, out_dir, folder)
 
 
-def _valid_loader(subject: _Subject, items, px: int, config: EvalConfig, device):
+def _valid_loader(items, px: int, config: EvalConfig, device):
     from trdcli.data.loaders import default_workers, image_dataloader
 
     workers = default_workers() if config.workers is None else config.workers
@@ -184,17 +184,17 @@ def _sweep_row(subject: _Subject, folder, px: int, config: EvalConfig, device, o
 
     observer.stage(f"validating at {px} px")
     model = subject.model
-    if config.recalibrate_bn:
+    if config.bn_recalibrate:
         # FixRes: statistics at the test size, from training images prepared as the test images are.
         model = copy.deepcopy(subject.model)
-        recalibrate_batchnorm(model, _valid_loader(subject, folder.train, px, config, device), config.recalibrate_bn)
+        recalibrate_batchnorm(model, _valid_loader(folder.train, px, config, device), config.bn_recalibrate)
         model.eval()
-    logits, labels = _predict(model, _valid_loader(subject, folder.valid, px, config, device))
+    logits, labels = _predict(model, _valid_loader(folder.valid, px, config, device))
     flops = arch_flops(subject.arch, len(subject.classes), cache=default_cache()).at(px)
     row = {"px": px, "top1": _accuracy(logits, labels), "forward_flops_per_image": flops.forward_flops}
     if len(subject.classes) > 5:
         row["top5"] = _accuracy(logits, labels, 5)
-    row["bn_recalibrated"] = bool(config.recalibrate_bn)
+    row["bn_recalibrated"] = bool(config.bn_recalibrate)
     return row
 
 
@@ -204,7 +204,7 @@ def _probe_rows(subject: _Subject, folder, config: EvalConfig, device, clean: fl
     from trdcli.evaluate import probes
 
     px = subject.train_px
-    loader = _valid_loader(subject, folder.valid, px, config, device)
+    loader = _valid_loader(folder.valid, px, config, device)
     if clean is None:
         clean = _accuracy(*_predict(subject.model, loader))
 
@@ -237,8 +237,8 @@ def _hybrid_row(subject: _Subject, folder, config: EvalConfig, device) -> dict[s
     # one class holds more than half of the images (those pairs are left out).
     partners = items[len(items) // 2 :] + items[: len(items) // 2]
     px = subject.train_px
-    low_loader = _valid_loader(subject, items, px, config, device)
-    high_loader = _valid_loader(subject, partners, px, config, device)
+    low_loader = _valid_loader(items, px, config, device)
+    high_loader = _valid_loader(partners, px, config, device)
     for_low = for_high = pairs = 0
     with torch.no_grad():
         for low_batch, high_batch in zip(low_loader, high_loader, strict=True):
@@ -271,7 +271,7 @@ def _cue_conflict(subject: _Subject, stimuli, config: EvalConfig, device) -> dic
     from trdcli.evaluate import cue_conflict
 
     indices, stimuli = stimuli
-    loader = _valid_loader(subject, [(s.path, 0) for s in stimuli], subject.train_px, config, device)
+    loader = _valid_loader([(s.path, 0) for s in stimuli], subject.train_px, config, device)
     logits, _ = _predict(subject.model, loader)
     decided = cue_conflict.decisions(torch.softmax(logits, dim=1).numpy(), indices)
     bias = cue_conflict.score(stimuli, decided)

@@ -80,7 +80,7 @@ class TrainConfig:
                 f"`size_px` {self.size_px} is below the {self.schedule.min_px} px the network needs",
             )
         self.schedule.validate(self.size_px)
-        self.lr_cycle  # noqa: B018 (a tail rate without a tail fails here)
+        OneCycle(tail_start_frac=self.schedule.full_tail_start_frac, tail_lr_frac=self.tail_lr_frac)  # checks the tail
 
     @property
     def peak_lr(self) -> float:

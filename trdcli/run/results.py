@@ -183,23 +183,3 @@ def plan_json(report) -> dict[str, Any]:
             ],
         }
     return out
-
-
-def save_plan_plot(step_px, full_px: int, title: str, path: Path) -> None:
-    """The planned resolution per step, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 3), dpi=100)
-    try:
-        ax.step(range(len(step_px)), step_px, where="post", linewidth=0.8)
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel("resolution (px)")
-        ax.set_ylim(0, full_px * 1.1)
-        ax.set_title(title)
-        fig.tight_layout()
-        fig.savefig(path)
-    finally:
-        plt.close(fig)

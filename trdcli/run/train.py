@@ -204,7 +204,7 @@ def _build_learner(config: TrainConfig, folder: ImageFolder, model, device, log:
 
     from trdcli.callbacks.regularisation import StageRegularisation
     from trdcli.callbacks.trd import TRDCallback
-    from trdcli.data.loaders import build_dataloaders, default_workers
+    from trdcli.data.loaders import CropOptions, build_dataloaders, default_workers
     from trdcli.run.callbacks import DataWaitTimer, RanksAgreeOnPlan, SeededPasses
     from trdcli.run.flops_cache import arch_flops, default_cache
     from trdcli.run.models import load_weights
@@ -218,9 +218,7 @@ def _build_learner(config: TrainConfig, folder: ImageFolder, model, device, log:
         config.batch_size,
         workers=workers,
         device=device,
-        min_scale=config.min_scale,
-        draft=config.scheduled_loading,
-        direct_crops=config.direct_crops,
+        crops=CropOptions(config.min_scale, draft=config.scheduled_loading, direct_crops=config.direct_crops),
         rank=ranks.rank,
         world_size=ranks.world_size,
     )
@@ -257,7 +255,7 @@ def _build_learner(config: TrainConfig, folder: ImageFolder, model, device, log:
 
 def _start_point(learn, config: TrainConfig, progress, state, device) -> None:
     """Resume from the checkpoint, or run lr_find; sets ``state``'s starting epoch, history and rate."""
-    from trdcli.callbacks.trd import StepRecord
+    from trdcli.core.cost import StepRecord
     from trdcli.run.rundir import load_checkpoint
 
     if config.resume:
