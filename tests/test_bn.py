@@ -156,9 +156,13 @@ def test_a_real_private_run_recalibrates_counts_it_and_saves_plain_weights(tmp_p
     result = train(config)
     assert not any(isinstance(m, PrivateBatchNorm) for m in load_model(tmp_path / "r").modules())
     # 2 batches of 8 images forward at 64 px: the recalibration's compute, counted and saved.
-    assert result.bn_recalibration_flops == 16 * arch_flops("resnet18", 3).at(64).forward_flops
+    recal_flops = 16 * arch_flops("resnet18", 3).at(64).forward_flops
+    assert result.compute.recalibration_flops == recal_flops
     saved = json.loads((tmp_path / "r" / "run.json").read_text())
-    assert saved["bn_recalibration_flops"] == result.bn_recalibration_flops
+    assert saved["bn_recalibration_flops"] == recal_flops
+    # design.md section 4: the run's compute is its steps and the recalibration, against the baseline.
+    assert saved["compute_fraction"] == (saved["train_flops"] + recal_flops) / saved["baseline_train_flops"]
+    assert saved["train_compute_fraction"] == saved["train_flops"] / saved["baseline_train_flops"]
     assert saved["config"]["bn_mode"] == "private"
 
 
@@ -222,3 +226,24 @@ def test_recalibration_alone_without_trd_recalibrates_only_when_told():
         with learn.no_bar(), learn.no_logging():
             learn.fit(1)
     assert told.recalibrate_bn.images == 16 and default.recalibrate_bn.images == 0  # no TRD: no step was reduced
+
+
+def test_validating_after_the_fit_does_not_recalibrate_again():
+    # fastai's validate() and get_preds() send before_fit and after_fit with no training pass
+    # between them; told to recalibrate on 2 batches, the callback must still do it once per fit.
+    learn = Learner(
+        tensor_dls(n_train=48, bs=8, px=64),
+        tiny_cnn(),
+        loss_func=CrossEntropyLossFlat(),
+        cbs=[TRDCallback(low_res=32, until=0.5, bn_recalibrate=2)],
+    )
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(1)
+    stats = [m.running_mean.clone() for m in learn.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    with learn.no_bar():
+        learn.validate()
+        learn.get_preds()
+    assert learn.recalibrate_bn.images_by_fit == {0: 16}
+    after = [m.running_mean for m in learn.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(torch.equal(a, b) for a, b in zip(stats, after, strict=True))
+    assert learn.trd.summary().recalibration_flops == 16 * learn.trd.flops.at(64).forward_flops

@@ -99,8 +99,12 @@ def test_notebook_api_with_vision_learner():
     summary = trd.summary()
     assert summary.steps_by_px == {64: 1, 32: 9}  # 10 steps: 0.9 * 10 = 9 reduced
     flops = FlopsTable.for_model(learn.model, num_classes=3)
-    expected = (flops.at(64).train_flops + 9 * flops.at(32).train_flops) / (10 * flops.at(64).train_flops)
-    assert summary.compute_fraction == pytest.approx(expected, rel=1e-12)
+    steps = flops.at(64).train_flops + 9 * flops.at(32).train_flops
+    baseline = 10 * flops.at(64).train_flops
+    assert summary.train_compute_fraction == pytest.approx(steps / baseline, rel=1e-12)
+    # Then BatchNorm recalibration: 8 batches of 8 forward at 64 px, paid by this run alone
+    # (steps and baseline above are per image of a batch of 8: 64 images are 8 of those units).
+    assert summary.compute_fraction == pytest.approx((steps + 8 * flops.at(64).forward_flops) / baseline, rel=1e-12)
 
 
 def test_fine_tune_schedules_each_fit_on_its_own():

@@ -16,6 +16,7 @@ from trdcli.core.cost import (
     idealised_flops,
     meta_copy,
     plan_compute,
+    recalibration_images,
     summarize_compute,
 )
 from trdcli.core.schedules import ConstantSchedule, TRDSchedule
@@ -97,8 +98,38 @@ def test_paper_settings_measured_compute_fraction(resnet50_flops, until, expecte
 def test_paper_arithmetic_with_idealised_cost(resnet50_flops, until, expected):
     ideal = idealised_flops(224, resnet50_flops.at(224))
     # 90 epochs * 5004 steps = 450,360 steps: until * T is a whole number of steps, as in the paper.
-    summary = plan_compute(TRDSchedule(112, until=until), IMAGENET, ideal)
+    # The paper counts the training steps alone: no BatchNorm recalibration.
+    summary = plan_compute(TRDSchedule(112, until=until), IMAGENET, ideal, bn_recalibrate=0)
     assert summary.compute_fraction == pytest.approx(expected, rel=1e-9)
+    assert summary.recalibration_flops == 0
+
+
+def test_default_recalibration_is_eight_full_batches_forward_and_counts_against_the_baseline():
+    # design.md section 4: a reduced run recalibrates BatchNorm on 8 batches at full size, forward
+    # only, and that is compute the baseline does not spend.
+    table = {64: ImageFlops(64, 10, 30), 32: ImageFlops(32, 3, 8)}
+    shape = RunShape(train_images=100, batch_size=10, epochs=3, full_px=64)
+    summary = plan_compute(TRDSchedule(32, until=0.5), shape, table.__getitem__)
+    assert summary.recalibration_flops == 8 * 10 * 10
+    # 30 steps of 10 images: 15 at 32 px, 15 at 64 px (until 0.5 of the steps).
+    assert summary.train_flops == 150 * 8 + 150 * 30
+    assert summary.baseline_train_flops == 300 * 30
+    assert summary.run_flops == 150 * 8 + 150 * 30 + 800
+    assert summary.compute_fraction == pytest.approx((1200 + 4500 + 800) / 9000)
+    assert summary.train_compute_fraction == pytest.approx((1200 + 4500) / 9000)
+    assert summary.compute_saved_frac == pytest.approx(1 - 6500 / 9000)
+    # Nothing reduced, nothing to recalibrate; asked for explicitly, it is counted anyway.
+    assert plan_compute(ConstantSchedule(), shape, table.__getitem__).recalibration_flops == 0
+    assert plan_compute(ConstantSchedule(), shape, table.__getitem__, bn_recalibrate=2).recalibration_flops == 200
+
+
+def test_recalibration_reads_one_epoch_at_most():
+    # 95 images in batches of 10: 9 whole batches when the last is dropped, and the short
+    # 10th batch of 5 when it is kept; more batches than an epoch has read the epoch once.
+    assert recalibration_images(4, RunShape(95, 10, 1, 64)) == 40
+    assert recalibration_images(50, RunShape(95, 10, 1, 64)) == 90
+    assert recalibration_images(50, RunShape(95, 10, 1, 64, drop_last=False)) == 95
+    assert recalibration_images(0, RunShape(95, 10, 1, 64)) == 0
 
 
 def test_spread_reading_has_about_the_same_compute_as_the_window(resnet50_flops):

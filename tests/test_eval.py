@@ -56,7 +56,6 @@ def test_the_sweep_at_the_training_size_is_the_runs_own_accuracy(run):
             assert row["retention"] != row["retention"]  # nan
     hybrid = probes["hybrid"]
     assert hybrid["pairs"] == 24  # half the set away is always another class here (4 images per class)
-    assert hybrid["low_frequency_decisions"] + hybrid["high_frequency_decisions"] <= hybrid["pairs"]
     # Evaluation never changes the training results; it writes eval.json beside them.
     assert (run_dir / "run.json").read_bytes() == before
     assert json.loads((run_dir / "eval.json").read_text()) == payload
@@ -163,6 +162,34 @@ def test_cue_conflict_scoring_with_a_stub(tmp_path, channel, expected_bias):
     assert scored["shape_bias"] == expected_bias
     assert scored["cue_accuracy"] == 1.0
     assert all(row["images"] == 15 for row in scored["by_category"].values())
+
+
+class MeanRedModel(nn.Module):
+    """Answers the class a flat image's red level encodes (class k is 40 k + 20): the lowest frequency only."""
+
+    def forward(self, images):
+        red = (images[:, 0].mean(dim=(1, 2)) * 0.229 + 0.485) * 255
+        classes = ((red - 20) / 40).round().long().clamp(0, 3)
+        return nn.functional.one_hot(classes, 4).float()
+
+
+def test_hybrid_images_keep_the_low_frequencies_of_one_image_and_count_them(tmp_path):
+    from trdcli.data.folders import scan_image_folder
+    from trdcli.evaluate.evaluation import EvalConfig, _hybrid_row, _Subject
+
+    data = tmp_path / "flat"
+    for split, n in (("train", 1), ("val", 3)):
+        for k in range(4):
+            (data / split / f"c{k}").mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (40, 40), (40 * k + 20, 90, 90)).save(data / split / f"c{k}" / f"{i}.png")
+    # A flat image is all low frequency: each hybrid is its low-frequency image, which the model names.
+    subject = _Subject(MeanRedModel(), "stub", [f"c{k}" for k in range(4)], 32, data, None, 0, None, tmp_path)
+    row = _hybrid_row(subject, scan_image_folder(data), EvalConfig(workers=0, batch_size=4), torch.device("cpu"))
+    # 12 images paired with the one 6 places on, always of another class (3 per class).
+    assert row["pairs"] == 12
+    assert (row["low_frequency_decisions"], row["high_frequency_decisions"]) == (12, 0)
+    assert row["low_frequency_bias"] == 1.0
 
 
 def test_cue_conflict_folder_errors(tmp_path):

@@ -238,11 +238,14 @@ def test_a_resumed_fit_continues_the_plan(jpeg_folder):
     planned = SCHEDULE.plan_px(12, FULL_PX).tolist()
     assert sizes.train_px == planned[:4]
     resumed, sizes = _learner(jpeg_folder, SCHEDULE)
-    resumed.trd.resume_from([r for r in first.trd.records if r.epoch == 0])
+    # What a checkpoint after epoch 1 keeps: the steps counted by epoch and resolution.
+    resumed.trd.resume_from([g for g in first.trd.groups() if g.epoch == 0])
     with resumed.no_logging(), resumed.no_bar():
         resumed.fit(3, start_epoch=1)
     assert sizes.train_px == planned[4:]
-    assert [r.px for r in resumed.trd.records] == planned
+    assert [r.px for r in resumed.trd.records] == planned[4:]  # the steps this process ran
+    # The whole run's account: the first process's epoch and this one's.
+    assert resumed.trd.summary().steps_by_px == {px: planned.count(px) for px in set(planned)}
 
 
 class StopAfterEpoch(Callback):
@@ -264,7 +267,7 @@ def test_lr_find_and_recalibration_get_full_size_and_fine_tune_plans_each_fit(jp
     first_fit, second_fit = SCHEDULE.plan_px(4, FULL_PX).tolist(), SCHEDULE.plan_px(8, FULL_PX).tolist()
     assert sizes.train_px == first_fit + second_fit
     # Each fit ended with a recalibration on 2 full-size training batches: 16 images.
-    assert learn.recalibrate_bn.images == 16
+    assert learn.recalibrate_bn.images_by_fit == {0: 16, 1: 16}
     batch = learn.dls.train.one_batch()
     assert batch[0].shape[-1] == FULL_PX  # a plan is spent by the pass it was made for
 

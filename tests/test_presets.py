@@ -148,8 +148,11 @@ def test_compute_fraction_matches_the_source_definition(name, flops):
     px = [INDEPENDENT[name](t, shape) for t in range(shape.total_steps)]
     per_step = shape.batch_size
     expected = sum(per_step * flops.at(p).train_flops for p in px) / (len(px) * per_step * flops.at(224).train_flops)
+    # The sources count training steps; trd adds BatchNorm recalibration on top (8 batches forward at 224).
     summary = plan_compute(get_preset(name), shape, flops.at)
-    assert summary.compute_fraction == pytest.approx(expected, rel=1e-12)
+    assert summary.train_compute_fraction == pytest.approx(expected, rel=1e-12)
+    recalibrated = 8 * 1024 * flops.at(224).forward_flops if name != "baseline" else 0
+    assert summary.recalibration_flops == recalibrated
     assert plan_px(get_preset(name), shape).tolist() == px
 
 
@@ -160,7 +163,7 @@ def test_random_presets_reduce_the_expected_share(name, share, flops):
     expected = 1 - share * (1 - ratio)
     # A binomial share over 450,360 steps: 4 standard deviations.
     sd = math.sqrt(share * (1 - share) / SHAPE.total_steps) * (1 - ratio)
-    assert abs(summary.compute_fraction - expected) < 4 * sd
+    assert abs(summary.train_compute_fraction - expected) < 4 * sd
 
 
 def test_overrides_and_unknown_names():
@@ -238,7 +241,13 @@ def test_mixup_stage_mixes_inputs_and_targets():
     schedule = StagedSchedule(stages=1, mixup_alpha=(0.4, 0.4), dropout=(0.0, 0.0))
     trd = TRDCallback(schedule=schedule)
     regularise = StageRegularisation(schedule)
-    checked = []
+    checked, unmixed = [], []
+
+    class Keep(Callback):  # between TRDCallback (-5) and the mixup (-4): the batch as it was
+        order = -4.5
+
+        def before_batch(self):
+            unmixed[:] = [self.learn.xb[0].clone(), self.learn.yb[0].clone()]
 
     class Check(Callback):
         order = 0
@@ -248,6 +257,13 @@ def test_mixup_stage_mixes_inputs_and_targets():
                 other_targets, lam = regularise.yb1[0], regularise.lam
                 checked.append(True)
                 assert ((lam >= 0.5) & (lam <= 1)).all() and (lam < 1).any()
+                # Each mixed image is lam of its own image and 1 - lam of another's, whose label it borrows.
+                x, y, mixed = *unmixed, self.learn.xb[0]
+                for i in range(len(lam)):
+                    blend = [lam[i] * x[i] + (1 - lam[i]) * x[j] for j in range(len(x))]
+                    partners = [j for j, b in enumerate(blend) if torch.allclose(mixed[i], b, atol=1e-5)]
+                    assert partners and any(y[j] == other_targets[i] for j in partners)
+                assert not torch.allclose(mixed, x)
                 assert other_targets.shape == self.learn.yb[0].shape
                 pred = torch.randn(len(lam), 3)
                 expected = torch.lerp(
@@ -261,7 +277,7 @@ def test_mixup_stage_mixes_inputs_and_targets():
         tensor_dls(n_train=32, bs=8, px=64),
         tiny_cnn(),
         loss_func=CrossEntropyLossFlat(),
-        cbs=[trd, regularise, Check()],
+        cbs=[trd, Keep(), regularise, Check()],
     )
     with learn.no_bar(), learn.no_logging():
         learn.fit(1)

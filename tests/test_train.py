@@ -114,8 +114,12 @@ def test_compute_saved_recomputed_independently(trained):
     assert payload["steps"] == total_steps and payload["steps_by_px"] == {str(px): n for px, n in steps.items()}
     assert payload["train_flops"] == train_flops
     assert payload["baseline_train_flops"] == baseline
-    assert payload["compute_saved_frac"] == pytest.approx(1 - train_flops / baseline, rel=1e-12)
-    assert payload["compute_fraction"] == pytest.approx(train_flops / baseline, rel=1e-12)
+    # BatchNorm recalibration: the default 8 batches, capped at the epoch's 4, of 8 images forward at 64 px.
+    recal = 4 * 8 * table.at(64).forward_flops
+    assert payload["bn_recalibration_flops"] == recal
+    assert payload["compute_fraction"] == pytest.approx((train_flops + recal) / baseline, rel=1e-12)
+    assert payload["compute_saved_frac"] == pytest.approx(1 - (train_flops + recal) / baseline, rel=1e-12)
+    assert payload["train_compute_fraction"] == pytest.approx(train_flops / baseline, rel=1e-12)
     assert payload["train_flops_per_image"]["64"] == table.at(64).train_flops
     assert payload["forward_flops_per_image"]["32"] == table.at(32).forward_flops
 

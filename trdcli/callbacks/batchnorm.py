@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 from fastai.callback.core import Callback
 from fastai.callback.schedule import LRFinder
+from fastai.learner import SkipToEpoch
 
 from trdcli.core.defaults import recalibration_batches
 from trdcli.core.errors import ConfigError, is_int, require_positive_int
@@ -146,8 +147,9 @@ class RecalibrateBatchNorm(Callback):
 
     ``batches=None`` (the default): 8 after a fit in which the Learner's ``TRDCallback``
     reduced a step, none otherwise. Metrics recorded during the fit predate it:
-    ``learn.validate()`` measures the recalibrated model. ``images`` counts what it ran forward
-    after the last fit (compute a run's account adds). ``lr_find`` runs are left alone.
+    ``learn.validate()`` measures the recalibrated model. ``images_by_fit`` counts what it ran
+    forward after each fit (on this process), which the ``TRDCallback``'s summary adds to the
+    run's compute; ``images`` is their total. ``lr_find`` runs are left alone.
     """
 
     order = -4  # after TRDCallback (-5), whose records say whether the fit reduced a step
@@ -157,23 +159,39 @@ class RecalibrateBatchNorm(Callback):
         if batches is not None and (not is_int(batches) or batches < 0):
             raise ConfigError(f"`bn_recalibrate` must be 0 or more batches, got {batches!r}")
         self.batches = batches
-        self.images = 0
+        self.images_by_fit: dict[int, int] = {}
+        self._trained = False  # whether the current fit ran a training pass
 
     @property
     def name(self) -> str:
         return "recalibrate_bn"  # reachable as learn.recalibrate_bn
 
+    @property
+    def images(self) -> int:
+        return sum(self.images_by_fit.values())
+
     def batches_after_fit(self) -> int:
         """Batches it recalibrates on after the current (or last) fit."""
         trd = getattr(self.learn, "trd", None)
-        reduced = trd is not None and any(r.px != r.full_px for r in trd.records if r.fit == trd.current_fit)
-        return recalibration_batches(self.batches, reduced)
+        return recalibration_batches(self.batches, trd is not None and trd.reduced_in_fit(trd.current_fit))
+
+    def before_fit(self):
+        # A fit resumed past its last epoch (fastai's SkipToEpoch) trains nothing now but continues
+        # a run that did, and is finished by recalibrating.
+        self._trained = any(isinstance(cb, SkipToEpoch) for cb in self.learn.cbs)
+
+    def before_train(self):
+        self._trained = True
 
     def after_fit(self):
-        batches = self.batches_after_fit()
+        # learn.validate() and get_preds send before_fit and after_fit too, with no training pass
+        # between them: nothing was trained, so there is nothing to recalibrate.
+        batches = self.batches_after_fit() if self._trained else 0
         if batches and not _finding_lr(self.learn):
+            trd = getattr(self.learn, "trd", None)
             # Outside the fit the training loader delivers full-resolution batches.
-            self.images = recalibrate_batchnorm(self.learn.model, self.learn.dls.train, batches)
+            images = recalibrate_batchnorm(self.learn.model, self.learn.dls.train, batches)
+            self.images_by_fit[trd.current_fit if trd is not None else 0] = images
 
 
 class PrivateBatchNormCallback(Callback):

@@ -1,7 +1,7 @@
 """``TRDCallback``: schedule -> (tell the loader the sizes, or resize the batch) -> record.
 
 Every decision is the schedule's (:mod:`trdcli.core.schedules`); the summary of the records
-goes through :func:`trdcli.core.cost.summarize_compute`, the function that plans a run, so
+goes through :func:`trdcli.core.cost.summarize_counts`, the function that plans a run, so
 plan and record agree exactly. BatchNorm handling is its own callbacks
 (:mod:`trdcli.callbacks.batchnorm`), which this one adds for its ``bn`` arguments.
 """
@@ -15,7 +15,15 @@ from fastai.callback.core import Callback
 from fastai.callback.schedule import LRFinder
 
 from trdcli.callbacks.batchnorm import PrivateBatchNormCallback, RecalibrateBatchNorm
-from trdcli.core.cost import ComputeSummary, FlopsTable, ImageFlops, StepRecord, summarize_records
+from trdcli.core.cost import (
+    ComputeSummary,
+    FlopsTable,
+    ImageFlops,
+    StepCounter,
+    StepGroup,
+    StepRecord,
+    summarize_groups,
+)
 from trdcli.core.defaults import BN_MODES
 from trdcli.core.errors import ConfigError, DataError
 from trdcli.core.resize import check_resize_mode, resize_batch
@@ -45,8 +53,10 @@ class TRDCallback(Callback):
     BatchNorm: ``bn_recalibrate`` (default: 8 batches after a fit that reduced a step) adds
     :class:`~trdcli.callbacks.batchnorm.RecalibrateBatchNorm`, ``bn="private"``
     :class:`~trdcli.callbacks.batchnorm.PrivateBatchNormCallback` (pass the callback when the
-    Learner is created). :meth:`summary` is the compute of the steps recorded so far, complete
-    after an interrupted fit too: a step is recorded once it has finished.
+    Learner is created). :meth:`summary` is the compute of the steps recorded so far and of
+    BatchNorm recalibration, complete after an interrupted fit too: a step is recorded once it
+    has finished. ``records`` are the steps this process ran; a resumed run's earlier steps are
+    counted in ``resumed`` (:class:`~trdcli.core.cost.StepGroup`).
     """
 
     # After TrainEvalCallback (-10) has set the counters; before MixUp/CutMix (0), so they mix the
@@ -86,8 +96,9 @@ class TRDCallback(Callback):
         self.resize_in_loader = resize_in_loader
         # Each rank sees its share of a step's global batch, the same on every rank: a record counts all.
         self.world_size = world_size
-        self.records: list[StepRecord] = []
-        self.resumed_records = 0  # records that came from earlier processes (a resumed run)
+        self.records: list[StepRecord] = []  # the steps this process ran
+        self.resumed: list[StepGroup] = []  # the steps of earlier processes (a resumed run), counted
+        self._counter = StepCounter()  # this process's steps, counted as they finish
         self.running_step: StepRecord | None = None  # the step in progress, recorded when it finishes
         self._fit, self._fit_full_px, self._active = -1, None, True
         self._planned_px: list[int] | None = None  # this epoch's sizes, handed to the loader
@@ -101,10 +112,18 @@ class TRDCallback(Callback):
         """Index of the fit running now (or last run); -1 before the first."""
         return self._fit
 
-    def resume_from(self, records: list[StepRecord]) -> None:
-        """Continue a run whose steps so far are ``records``: the next fit extends the last one."""
-        self.records, self.resumed_records = list(records), len(records)
-        self._fit = records[-1].fit - 1 if records else -1
+    def resume_from(self, groups: list[StepGroup]) -> None:
+        """Continue a run whose steps so far are counted in ``groups``: the next fit extends the last one."""
+        self.records, self.resumed, self._counter = [], list(groups), StepCounter()
+        self._fit = max(g.fit for g in groups) - 1 if groups else -1
+
+    def groups(self) -> list[StepGroup]:
+        """Every step of the run so far (earlier processes' too), counted by fit, epoch and resolution."""
+        return self.resumed + self._counter.groups()
+
+    def reduced_in_fit(self, fit: int) -> bool:
+        """Whether a step of ``fit`` ran below its full resolution."""
+        return any(g.px != g.full_px for g in self.groups() if g.fit == fit)
 
     def after_create(self):
         # Companions added here get the events from the next one on; the private BatchNorm copies
@@ -194,6 +213,7 @@ class TRDCallback(Callback):
         # after_batch runs only once the step has finished, so an interrupted step is not counted.
         if self.running_step is not None:
             self.records.append(self.running_step)
+            self._counter.add(self.running_step)
             self.running_step = None
 
     def after_train(self):
@@ -201,7 +221,7 @@ class TRDCallback(Callback):
 
     def images_recorded_here(self) -> int:
         """Images of the steps this process ran, as recorded (all ranks' share of each step)."""
-        return sum(r.images for r in self.records[self.resumed_records :])
+        return sum(r.images for r in self.records)
 
     def flops_at(self, px: int) -> ImageFlops:
         if self.flops is None:
@@ -209,5 +229,9 @@ class TRDCallback(Callback):
         return self.flops.at(px)
 
     def summary(self, fit: int | None = None) -> ComputeSummary:
-        """Compute of the recorded steps (of one ``fit`` if given) against full resolution."""
-        return summarize_records(self.records, self.flops_at, fit)
+        """Compute of the recorded steps and BatchNorm recalibration (of one ``fit`` if given) against full
+        resolution; ``train_flops`` and ``train_compute_fraction`` are the steps alone."""
+        recalibration = getattr(getattr(self, "learn", None), "recalibrate_bn", None)
+        by_fit = recalibration.images_by_fit if recalibration is not None else {}
+        images = sum(n for f, n in by_fit.items() if fit is None or f == fit) * self.world_size
+        return summarize_groups(self.groups(), self.flops_at, fit, recalibration_images=images)

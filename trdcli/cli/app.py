@@ -468,6 +468,14 @@ def estimate_cost(
     budget: Annotated[
         str | None, typer.Option(help="0.4 or 40% of the baseline's compute, a time (12h) or a price ($500).")
     ] = None,
+    bn_recalibrate: Annotated[
+        int | None,
+        typer.Option(
+            help="BatchNorm recalibration after the run, in batches, as `trd train` takes it; its forward passes "
+            f"count (default: {DEFAULT_BN_RECALIBRATE_BATCHES} when any step is reduced; 0 for a model without "
+            "BatchNorm)."
+        ),
+    ] = None,
     plot: Annotated[Path | None, typer.Option(help="Save the planned resolution per step as a PNG.")] = None,
     json_out: JsonOpt = False,
 ):
@@ -499,6 +507,7 @@ def estimate_cost(
             price_per_hour=price_per_hour,
             devices=devices,
             budget=parse_budget(budget) if budget is not None else None,
+            bn_recalibrate=bn_recalibrate,
         )
         if measure and not json_out:
             stderr.print("[dim]timing training steps at each resolution (--measure)...[/]")

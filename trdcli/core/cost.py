@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from trdcli.core.defaults import recalibration_batches
 from trdcli.core.errors import ConfigError, require_positive_int
 from trdcli.core.schedules import ResolutionSchedule
 
@@ -270,25 +271,82 @@ class ComputeSummary:
     steps_by_px: dict[int, int]
     images_by_px: dict[int, int]
     flops_by_px: dict[int, ImageFlops]
-    train_flops: int
+    train_flops: int  # the training steps alone
     baseline_train_flops: int
     valid_flops: int = 0
+    # BatchNorm recalibration's forward passes: only a reduced run does them, so they count
+    # against the baseline (design.md section 4).
+    recalibration_flops: int = 0
 
     @property
     def steps(self) -> int:
         return sum(self.steps_by_px.values())
 
     @property
+    def run_flops(self) -> int:
+        """What the run spends to train: its steps and BatchNorm recalibration."""
+        return self.train_flops + self.recalibration_flops
+
+    @property
     def compute_fraction(self) -> float:
-        return self.train_flops / self.baseline_train_flops if self.baseline_train_flops else 1.0
+        """The run's compute (steps and recalibration) over the baseline's."""
+        return self.run_flops / self.baseline_train_flops if self.baseline_train_flops else 1.0
 
     @property
     def compute_saved_frac(self) -> float:
         return 1.0 - self.compute_fraction
 
+    @property
+    def train_compute_fraction(self) -> float:
+        """The training steps alone over the baseline's."""
+        return self.train_flops / self.baseline_train_flops if self.baseline_train_flops else 1.0
+
+    @property
+    def train_compute_saved_frac(self) -> float:
+        return 1.0 - self.train_compute_fraction
+
 
 def _int_array(values: Iterable[int]) -> np.ndarray:
     return np.asarray(values if isinstance(values, np.ndarray) else list(values), dtype=np.int64)
+
+
+def summarize_counts(
+    steps_by_px: Mapping[int, int],
+    images_by_px: Mapping[int, int],
+    full_px: int,
+    flops_at: Callable[[int], ImageFlops],
+    *,
+    valid_images: int = 0,
+    valid_passes: int = 0,
+    recalibration_images: int = 0,
+) -> ComputeSummary:
+    """Training compute of the steps and images counted at each resolution, and of the same at ``full_px``.
+
+    The one function the plan (``trd estimate-cost``) and the record of a real run
+    (:class:`trdcli.callbacks.trd.TRDCallback`) both go through, so the two agree exactly.
+    Validation compute (``valid_passes`` passes over ``valid_images`` at full resolution,
+    forward only) is reported separately and is the same for a run and its baseline.
+    ``recalibration_images`` run forward once at full resolution to recalibrate BatchNorm.
+    """
+    if recalibration_images < 0:
+        raise ConfigError(f"got {recalibration_images} recalibration images")
+    # The full resolution is always listed (with 0 steps if none ran): the baseline needs it.
+    pxs = sorted({int(px) for px, n in steps_by_px.items() if n} | {full_px}, reverse=True)
+    steps = {px: int(steps_by_px.get(px, 0)) for px in pxs}
+    images = {px: int(images_by_px.get(px, 0)) for px in pxs}
+    flops_by_px = {px: flops_at(px) for px in pxs}
+    # Python ints: exact, however large the run (ImageNet runs reach 1e18 FLOPs).
+    full = flops_by_px[full_px]
+    return ComputeSummary(
+        full_px=full_px,
+        steps_by_px=steps,
+        images_by_px=images,
+        flops_by_px=flops_by_px,
+        train_flops=sum(images[px] * flops_by_px[px].train_flops for px in pxs),
+        baseline_train_flops=sum(images.values()) * full.train_flops,
+        valid_flops=valid_images * valid_passes * full.forward_flops,
+        recalibration_flops=recalibration_images * full.forward_flops,
+    )
 
 
 def summarize_compute(
@@ -296,45 +354,20 @@ def summarize_compute(
     images_per_step: Iterable[int],
     full_px: int,
     flops_at: Callable[[int], ImageFlops],
-    *,
-    valid_images: int = 0,
-    valid_passes: int = 0,
+    **extra,
 ) -> ComputeSummary:
-    """Training compute of a sequence of steps and of the same steps at ``full_px``.
-
-    The one function both the plan (``trd estimate-cost``) and the record of a real run
-    (:class:`trdcli.callbacks.trd.TRDCallback`) go through, so the two agree exactly.
-    Validation compute (``valid_passes`` passes over ``valid_images`` at full resolution,
-    forward only) is reported separately and is the same for a run and its baseline.
-    """
+    """:func:`summarize_counts` of a sequence of steps (the resolution and images of each)."""
     px_arr = _int_array(px_per_step)
     n_arr = _int_array(images_per_step)
     if px_arr.shape != n_arr.shape:
         raise ConfigError(f"got {px_arr.size} resolutions for {n_arr.size} steps")
-    steps_by_px: dict[int, int] = {}
-    images_by_px: dict[int, int] = {}
-    for px in sorted({int(p) for p in np.unique(px_arr)} | {full_px}, reverse=True):
-        # The full resolution is always listed (with 0 steps if none ran): the baseline needs it.
-        mask = px_arr == px
-        steps_by_px[px] = int(mask.sum())
-        images_by_px[px] = int(n_arr[mask].sum())
-    flops_by_px = {px: flops_at(px) for px in steps_by_px}
-    # Python ints: exact, however large the run (ImageNet runs reach 1e18 FLOPs).
-    train = sum(images_by_px[px] * flops_by_px[px].train_flops for px in steps_by_px)
-    baseline = int(n_arr.sum()) * flops_by_px[full_px].train_flops
-    valid = valid_images * valid_passes * flops_by_px[full_px].forward_flops
-    return ComputeSummary(
-        full_px=full_px,
-        steps_by_px=steps_by_px,
-        images_by_px=images_by_px,
-        flops_by_px=flops_by_px,
-        train_flops=train,
-        baseline_train_flops=baseline,
-        valid_flops=valid,
-    )
+    pxs = [int(p) for p in np.unique(px_arr)]
+    steps = {px: int((px_arr == px).sum()) for px in pxs}
+    images = {px: int(n_arr[px_arr == px].sum()) for px in pxs}
+    return summarize_counts(steps, images, full_px, flops_at, **extra)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StepRecord:
     """One completed optimizer step, as it ran."""
 
@@ -348,22 +381,76 @@ class StepRecord:
     train_flops: int  # images * train FLOPs per image at px
 
 
-def summarize_records(
-    records: Iterable[StepRecord], flops_at: Callable[[int], ImageFlops], fit: int | None = None
+@dataclass(frozen=True)
+class StepGroup:
+    """The steps of one epoch of one fit that ran at one resolution: what a checkpoint keeps.
+
+    A run's account needs only these counts (ImageNet for 90 epochs is 180 groups where it is
+    450,000 steps); the order of the steps is the schedule's, a pure function of the step.
+    """
+
+    fit: int
+    epoch: int
+    full_px: int
+    px: int
+    steps: int
+    images: int
+
+
+class StepCounter:
+    """Steps counted by (fit, epoch, full resolution, resolution) as they finish."""
+
+    def __init__(self):
+        self._counts: dict[tuple[int, int, int, int], list[int]] = {}
+
+    def add(self, record: StepRecord) -> None:
+        count = self._counts.setdefault((record.fit, record.epoch, record.full_px, record.px), [0, 0])
+        count[0] += 1
+        count[1] += record.images
+
+    def groups(self) -> list[StepGroup]:
+        return [StepGroup(*key, steps, images) for key, (steps, images) in sorted(self._counts.items())]
+
+
+def group_steps(records: Iterable[StepRecord]) -> list[StepGroup]:
+    """``records`` counted by (fit, epoch, full resolution, resolution), in that order."""
+    counter = StepCounter()
+    for record in records:
+        counter.add(record)
+    return counter.groups()
+
+
+def summarize_groups(
+    groups: Iterable[StepGroup],
+    flops_at: Callable[[int], ImageFlops],
+    fit: int | None = None,
+    recalibration_images: int = 0,
 ) -> ComputeSummary:
-    """The compute of recorded steps (of one ``fit`` if given), by :func:`summarize_compute`."""
-    records = [r for r in records if fit is None or r.fit == fit]
-    if not records:
+    """The compute of counted steps (of one ``fit`` if given), by :func:`summarize_counts`."""
+    groups = [g for g in groups if fit is None or g.fit == fit]
+    if not groups:
         raise ConfigError("no training step has been recorded yet")
-    full = {r.full_px for r in records}
+    full = {g.full_px for g in groups}
     if len(full) > 1:
         raise ConfigError(f"the fits ran at different full resolutions {sorted(full)}; pass fit=<index>")
-    return summarize_compute((r.px for r in records), (r.images for r in records), full.pop(), flops_at)
+    steps: dict[int, int] = {}
+    images: dict[int, int] = {}
+    for g in groups:
+        steps[g.px] = steps.get(g.px, 0) + g.steps
+        images[g.px] = images.get(g.px, 0) + g.images
+    return summarize_counts(steps, images, full.pop(), flops_at, recalibration_images=recalibration_images)
 
 
 def plan_px(schedule: ResolutionSchedule, shape: RunShape) -> np.ndarray:
     """The resolution of every step of a run of ``shape`` under ``schedule``."""
     return schedule.plan_px(shape.total_steps, shape.full_px, shape.steps_per_epoch)
+
+
+def recalibration_images(batches: int, shape: RunShape) -> int:
+    """Images BatchNorm recalibration runs forward: ``batches`` batches of the training loader, one epoch at most."""
+    batches = min(batches, shape.steps_per_epoch)
+    short_last = not shape.drop_last and batches == shape.steps_per_epoch and shape.train_images % shape.batch_size
+    return shape.train_images if short_last else batches * shape.batch_size
 
 
 def plan_compute(
@@ -373,18 +460,24 @@ def plan_compute(
     *,
     valid_images: int = 0,
     step_px: np.ndarray | None = None,
+    bn_recalibrate: int | None = None,
 ) -> ComputeSummary:
     """The compute a run of ``shape`` under ``schedule`` will cost (validation once per epoch).
 
-    ``step_px``, if the caller already has ``plan_px(schedule, shape)``, saves planning twice.
+    ``bn_recalibrate`` is ``trd train``'s: batches of BatchNorm recalibration after the run, or
+    None for the default (:func:`~trdcli.core.defaults.recalibration_batches`). ``step_px``, if the
+    caller already has ``plan_px(schedule, shape)``, saves planning twice.
     """
+    step_px = plan_px(schedule, shape) if step_px is None else step_px
+    batches = recalibration_batches(bn_recalibrate, bool((step_px != shape.full_px).any()))
     return summarize_compute(
-        plan_px(schedule, shape) if step_px is None else step_px,
+        step_px,
         shape.images_per_step(),
         shape.full_px,
         flops_at,
         valid_images=valid_images,
         valid_passes=shape.epochs if valid_images else 0,
+        recalibration_images=recalibration_images(batches, shape),
     )
 
 

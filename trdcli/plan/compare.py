@@ -6,8 +6,9 @@ the runs that finished and resumes the one that was interrupted. The summary is 
 from each run's ``run.json``: what the table shows is what the runs recorded.
 
 A setting's compute is what its runs spent: training steps, and the forward passes of BatchNorm
-recalibration when it recalibrates, against the recipe's baseline (``train_compute_fraction``
-alone is the training steps, ``run.json``'s ``compute_fraction``).
+recalibration when it recalibrates, against the recipe's baseline: ``run.json``'s
+``compute_fraction`` for a run of the recipe's epochs, the same definition (``train_compute_fraction``
+is the training steps alone). A fewer-epochs baseline is measured against the recipe's.
 
 The **equal-compute baseline** of a setting is the full-resolution baseline trained for the
 number of epochs whose compute is closest to the setting's (``fraction * epochs`` rounded, ties

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from trdcli.core.cost import ComputeSummary, ImageFlops, RunShape, plan_compute, plan_px
+from trdcli.core.cost import ComputeSummary, ImageFlops, RunShape, plan_compute, plan_px, recalibration_images
+from trdcli.core.defaults import recalibration_batches
 from trdcli.core.errors import ConfigError, named
 from trdcli.core.schedules import ResolutionSchedule, TRDSchedule
 
@@ -223,6 +224,7 @@ class Estimate:
     price_per_hour: float | None = None
     cost: float | None = None
     baseline_cost: float | None = None
+    bn_recalibrate: int | None = None  # as trd train takes it; None: the default
 
 
 def run_time_s(compute: ComputeSummary, throughput: Throughput, flops_at, devices: int) -> tuple[float, float]:
@@ -244,10 +246,13 @@ def estimate(
     devices: int = 1,
     price_per_hour: float | None = None,
     step_px: np.ndarray | None = None,
+    bn_recalibrate: int | None = None,
 ) -> Estimate:
     """Plan ``schedule`` over ``shape``; add time and money when throughput (and a price) are known."""
     if devices < 1:
         raise ConfigError(f"`devices` must be at least 1, got {devices}")
+    if bn_recalibrate is not None and bn_recalibrate < 0:
+        raise ConfigError(f"`bn_recalibrate` must be 0 or more batches, got {bn_recalibrate}")
     if price_per_hour is not None and price_per_hour < 0:
         raise ConfigError(f"`price_per_hour` must be 0 or more, got {price_per_hour}")
     if price_per_hour is not None and throughput is None:
@@ -255,8 +260,13 @@ def estimate(
             "`price_per_hour` needs a throughput: `measure`, `throughput` or `gpu_flops`",
         )
     step_px = plan_px(schedule, shape) if step_px is None else step_px
-    compute = plan_compute(schedule, shape, flops_at, valid_images=dataset.valid_images, step_px=step_px)
-    result = Estimate(arch, dataset, shape, schedule, seed, compute, step_px, throughput, devices=devices)
+    compute = plan_compute(
+        schedule, shape, flops_at, valid_images=dataset.valid_images, step_px=step_px, bn_recalibrate=bn_recalibrate
+    )
+    result = Estimate(
+        arch, dataset, shape, schedule, seed, compute, step_px, throughput,
+        devices=devices, bn_recalibrate=bn_recalibrate,
+    )
     if throughput is not None:
         result.time_s, result.baseline_time_s = run_time_s(compute, throughput, flops_at, devices)
         if price_per_hour is not None:
@@ -307,10 +317,13 @@ def solve_budget(
     shape: RunShape,
     cost_of_px: Callable[[int], float],
     seed: int = 0,
+    recalibration_cost: float = 0.0,
 ) -> BudgetOption:
     """The least reduction at ``low_px`` that brings cost down to ``budget_frac`` of the baseline.
 
-    ``cost_of_px`` is the per-image cost in the budget's metric (train FLOPs, seconds, money).
+    ``cost_of_px`` is the per-image cost in the budget's metric (train FLOPs, seconds, money);
+    ``recalibration_cost`` what BatchNorm recalibration after the run costs in it (a reduced run
+    pays it, the baseline does not: design.md section 4).
     Less reduction keeps more of the full-resolution training, so the answer is the smallest
     ``until`` (window reading) and the smallest ``prob`` (spread reading) that fit; both are
     rounded up to 3 decimals and checked against the exact plan.
@@ -322,7 +335,7 @@ def solve_budget(
         px = plan_px(schedule, shape)
         images = shape.images_per_step()
         costs = {p: cost_of_px(int(p)) for p in np.unique(px)}
-        planned = sum(costs[p] * images[px == p].sum() for p in costs)
+        planned = sum(costs[p] * images[px == p].sum() for p in costs) + recalibration_cost
         return float(planned / (images.sum() * cost_of_px(full)))
 
     if budget_frac >= 1:
@@ -336,7 +349,13 @@ def solve_budget(
             None,
             f"infeasible: even every step at {low_px} px costs {ratio:.1%} of the baseline",
         )
-    needed = (1 - budget_frac) / (1 - ratio)
+    baseline = float(shape.images_per_step().sum()) * cost_of_px(full)
+    needed = (1 - budget_frac + recalibration_cost / baseline) / (1 - ratio)
+    if needed > 1:
+        return BudgetOption(
+            low_px, None, None, None, None,
+            f"infeasible: every step at {low_px} px and BatchNorm recalibration cost more than the budget",
+        )  # fmt: skip
     until = _round_up(needed)
     while True:
         window = fraction_of(TRDSchedule(low_px, until=until))
@@ -373,6 +392,7 @@ def answer_budget(budget: Budget, plan: Estimate, flops_at: Callable[[int], Imag
     if budget.kind == "fraction":
         metric, budget_frac = "compute", budget.value
         cost_of_px = lambda px: float(flops_at(px).train_flops)  # noqa: E731
+        recalibration_per_image = float(flops_at(shape.full_px).forward_flops)
     else:
         if plan.throughput is None:
             raise ConfigError(
@@ -385,14 +405,20 @@ def answer_budget(budget: Budget, plan: Estimate, flops_at: Callable[[int], Imag
         else:
             metric, budget_frac = "time", budget.value / plan.baseline_time_s
         cost_of_px = lambda px: plan.throughput.seconds_per_image(px, flops_at)  # noqa: E731
+        # A forward pass, without the backward, takes about its share of a training step's FLOPs.
+        full = flops_at(shape.full_px)
+        recalibration_per_image = cost_of_px(shape.full_px) * full.forward_flops / full.train_flops
+    # Every option solved reduces steps, so it recalibrates as trd train would after it.
+    batches = recalibration_batches(plan.bn_recalibrate, any_step_reduced=True)
+    recalibration_cost = recalibration_images(batches, shape) * recalibration_per_image
     schedule = plan.schedule
     if isinstance(schedule, TRDSchedule):
         low_px = schedule.low_px(shape.full_px)
     else:
         low_px = round(shape.full_px / 2)
-    best = solve_budget(budget_frac, low_px, shape, cost_of_px, plan.seed)
+    best = solve_budget(budget_frac, low_px, shape, cost_of_px, plan.seed, recalibration_cost)
     alternatives = [
-        solve_budget(budget_frac, px, shape, cost_of_px, plan.seed)
+        solve_budget(budget_frac, px, shape, cost_of_px, plan.seed, recalibration_cost)
         for px in alternative_low_resolutions(shape.full_px)
         if px != low_px
     ]
@@ -442,6 +468,7 @@ class PlanOptions:
     price_per_hour: float | None = None
     devices: int = 1
     budget: Budget | None = None
+    bn_recalibrate: int | None = None  # trd train's: batches after the run; None: its default
 
 
 @dataclass
@@ -535,6 +562,7 @@ def plan(options: PlanOptions) -> PlanReport:
         devices=options.devices,
         price_per_hour=options.price_per_hour,
         step_px=step_px,
+        bn_recalibrate=options.bn_recalibrate,
     )
     answer = answer_budget(options.budget, result, flops.at) if options.budget is not None else None
     return PlanReport(result, answer, flops.at)
@@ -551,7 +579,7 @@ def preset_table(arch: str, size_px: int, epochs: int, batch_size: int, train_im
     rows = []
     for preset in PRESETS.values():
         schedule = preset.schedule()
-        summary = plan_compute(schedule, shape, flops.at)
+        summary = plan_compute(schedule, shape, flops.at)  # recalibrating as trd train does by default
         rows.append(
             {
                 "name": preset.name,

@@ -70,7 +70,7 @@ def planned_fraction(
     ``seed`` None: the expectation over the draws of a random schedule (each step's chance of being
     reduced times its saving), which is what a budget is solved on; otherwise that seed's exact plan.
     """
-    from trdcli.core.cost import RunShape, plan_compute, plan_px
+    from trdcli.core.cost import RunShape, plan_compute, plan_px, recalibration_images
     from trdcli.run.flops_cache import arch_flops, default_cache
 
     shape = RunShape(train_images, recipe.batch_size, setting.epochs or recipe.epochs, recipe.size_px)
@@ -88,6 +88,6 @@ def planned_fraction(
         train_flops = plan_compute(schedule, shape, flops.at, step_px=step_px).train_flops
         any_reduced = bool((step_px != recipe.size_px).any())
     batches = recalibration_batches(setting.bn_recalibrate, any_reduced)
-    recal_flops = min(batches, shape.steps_per_epoch) * recipe.batch_size * full.forward_flops
+    recal_flops = recalibration_images(batches, shape) * full.forward_flops
     baseline = RunShape(train_images, recipe.batch_size, recipe.epochs, recipe.size_px)
     return (train_flops + recal_flops) / (int(baseline.images_per_step().sum()) * full.train_flops)

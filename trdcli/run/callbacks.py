@@ -105,8 +105,8 @@ class ReportProgress(Callback):
         row.update({n: float(v) for n, v in zip(names, values, strict=False)})
         row["wall_s"] = time.perf_counter() - self._t_epoch
         trd = self.learn.trd
-        pxs = [r.px for r in trd.records if r.epoch == self.learn.epoch and r.fit == trd.current_fit]
-        row["steps_by_px"] = {str(px): pxs.count(px) for px in sorted(set(pxs), reverse=True)}
+        ran = [g for g in trd.groups() if g.epoch == self.learn.epoch and g.fit == trd.current_fit]
+        row["steps_by_px"] = {str(g.px): g.steps for g in sorted(ran, key=lambda g: -g.px)}
         timer = getattr(self.learn, "data_wait_timer", None)
         if timer is not None and timer.last_phase is not None:
             row.update(epoch_columns(timer.last_phase))
@@ -134,7 +134,7 @@ class SaveCheckpoint(Callback):
         state = self.state
         progress = Progress(
             epochs_done=self.learn.epoch + 1,
-            records=[asdict(r) for r in self.learn.trd.records],
+            step_groups=[asdict(g) for g in self.learn.trd.groups()],
             history=state.history,
             wall_time_s=state.wall_time_s(),
             lr=state.lr,

@@ -41,7 +41,6 @@ class RunResult:
     skipped_images: list[BadImage] = field(default_factory=list)
     ignored_files: int = 0  # non-image files in the class folders
     warnings: list[str] = field(default_factory=list)
-    bn_recalibration_flops: int = 0
     data_wait: DataWait | None = None  # how long training waited for data; None if not measured
     world_size: int = 1  # processes that trained the run together (torchrun ranks)
     devices: list[str] = field(default_factory=list)  # each rank's device, in rank order
@@ -79,8 +78,13 @@ def compute_json(
         "images_by_px": {str(px): compute.images_by_px[px] for px in by_px},
         "train_flops": compute.train_flops,
         "baseline_train_flops": compute.baseline_train_flops,
+        "bn_recalibration_flops": compute.recalibration_flops,
+        # The run's compute: its steps and BatchNorm recalibration (design.md section 4) ...
         "compute_fraction": compute.compute_fraction,
         "compute_saved_frac": compute.compute_saved_frac,
+        # ... and the training steps alone.
+        "train_compute_fraction": compute.train_compute_fraction,
+        "train_compute_saved_frac": compute.train_compute_saved_frac,
         "valid_flops": compute.valid_flops,
         "flops_unit": FLOPS_UNIT,
     }
@@ -113,7 +117,6 @@ def run_json(result: RunResult) -> dict[str, Any]:
         run_dir=str(result.run_dir),
         skipped_images=[{"path": str(b.path), "reason": b.reason} for b in result.skipped_images],
         ignored_files=result.ignored_files,
-        bn_recalibration_flops=result.bn_recalibration_flops,
         data_wait=result.data_wait.json() if result.data_wait else None,
         warnings=result.warnings,
         config=config.describe(),

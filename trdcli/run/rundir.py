@@ -73,7 +73,9 @@ class Progress:
     """Where a run stands after its last complete epoch: what ``checkpoint.json`` holds."""
 
     epochs_done: int = 0
-    records: list[dict[str, Any]] = field(default_factory=list)  # TRDCallback's StepRecords, as dicts
+    # The steps so far, counted by fit, epoch and resolution (StepGroups, as dicts): a few hundred
+    # entries for an ImageNet run, where one record per step would be 450,000.
+    step_groups: list[dict[str, Any]] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
     wall_time_s: float = 0.0
     lr: float = 0.0
@@ -86,7 +88,7 @@ def load_progress(run_dir: Path, identity: dict[str, Any], epochs: int) -> Progr
     if not progress_path.is_file() or not (run_dir / CHECKPOINT_FILE).is_file():
         raise RunDirError(f"`resume` {run_dir}: no checkpoint there ({CHECKPOINT_FILE} and {PROGRESS_FILE})")
     try:
-        progress = Progress(**json.loads(progress_path.read_text()))
+        progress = Progress(**_step_groups_from_records(json.loads(progress_path.read_text())))
     except (OSError, ValueError, TypeError) as exc:
         raise RunDirError(f"`resume` {run_dir}: unreadable checkpoint ({exc})") from exc
     for key, value in identity.items():
@@ -98,6 +100,15 @@ def load_progress(run_dir: Path, identity: dict[str, Any], epochs: int) -> Progr
     if progress.epochs_done > epochs or (progress.epochs_done == epochs and (run_dir / RUN_FILE).is_file()):
         raise RunDirError(f"`resume` {run_dir}: that run already finished all {epochs} epochs")
     return progress
+
+
+def _step_groups_from_records(saved: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint written before step groups existed kept one record per step: count them."""
+    from trdcli.core.cost import StepRecord, group_steps
+
+    if "records" in saved:
+        saved["step_groups"] = [asdict(g) for g in group_steps(StepRecord(**r) for r in saved.pop("records"))]
+    return saved
 
 
 def save_checkpoint(run_dir: Path, learn, progress: Progress) -> None:

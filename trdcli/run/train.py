@@ -7,6 +7,7 @@ caller renders. Errors the user can fix are :class:`~trdcli.core.errors.TRDError
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -73,9 +74,9 @@ def _train(config: TrainConfig, observer: TrainObserver, ranks, device) -> RunRe
     # 5. The fit.
     _fit(learn, config, state)
     # 6. BatchNorm recalibration at full resolution; the final metrics.
-    metrics, bn_flops = _final_metrics(learn, config, state, flops)
+    metrics = _final_metrics(learn, state)
     # 7. The result, written to the run directory by rank 0.
-    return _finish(learn, config, folder, state, metrics, bn_flops, flops, device)
+    return _finish(learn, config, folder, state, metrics, flops, device)
 
 
 # Below this share of the peak rate, a full-resolution tail barely moves the weights.
@@ -255,12 +256,12 @@ def _build_learner(config: TrainConfig, folder: ImageFolder, model, device, log:
 
 def _start_point(learn, config: TrainConfig, progress, state, device) -> None:
     """Resume from the checkpoint, or run lr_find; sets ``state``'s starting epoch, history and rate."""
-    from trdcli.core.cost import StepRecord
+    from trdcli.core.cost import StepGroup
     from trdcli.run.rundir import load_checkpoint
 
     if config.resume:
         load_checkpoint(state.run_dir, learn, device)
-        learn.trd.resume_from([StepRecord(**r) for r in progress.records])
+        learn.trd.resume_from([StepGroup(**g) for g in progress.step_groups])
         state.start_epoch = state.epochs_saved = progress.epochs_done
         state.history = progress.history
         state.wall_before_s = progress.wall_time_s
@@ -323,14 +324,12 @@ def _saved_text(state, before: str, after: str = "") -> str:
     return f"epochs 1-{state.epochs_saved} are saved: {before} `resume` {state.run_dir}{after}"
 
 
-def _final_metrics(learn, config: TrainConfig, state, flops) -> tuple[dict[str, float], int]:
-    """(top-1, top-5 and losses of the finished model, FLOPs spent recalibrating BatchNorm)."""
-    from trdcli.run.distributed import buffers_from_main, summed
+def _final_metrics(learn, state) -> dict[str, float]:
+    """Top-1, top-5 and losses of the finished model."""
+    from trdcli.run.distributed import buffers_from_main
 
     last = state.history[-1]
-    (bn_images,) = summed([learn.recalibrate_bn.images], state.ranks)  # each rank on its shard
-    bn_flops = bn_images * flops.at(config.size_px).forward_flops
-    if bn_flops:
+    if learn.recalibrate_bn.images:
         buffers_from_main(learn.model, state.ranks)  # rank 0's statistics on every rank, as in model.pth
         # BatchNorm was recalibrated when the fit ended, after the last epoch's validation: measure again.
         batches = learn.recalibrate_bn.batches_after_fit()
@@ -342,10 +341,10 @@ def _final_metrics(learn, config: TrainConfig, state, flops) -> tuple[dict[str, 
         metrics["top5"] = float(last["top5"])
     metrics["train_loss"] = float(state.history[-1]["train_loss"])
     metrics["valid_loss"] = float(last["valid_loss"])
-    return metrics, bn_flops
+    return metrics
 
 
-def _finish(learn, config, folder, state, metrics, bn_flops, flops, device) -> RunResult:
+def _finish(learn, config, folder, state, metrics, flops, device) -> RunResult:
     from trdcli.core.data_wait import summarize
     from trdcli.run.device import device_name, versions
     from trdcli.run.distributed import barrier, gathered
@@ -363,7 +362,7 @@ def _finish(learn, config, folder, state, metrics, bn_flops, flops, device) -> R
         compute=replace(learn.trd.summary(), valid_flops=valid_flops),
         metrics=metrics,
         history=state.history,
-        step_px=[r.px for r in learn.trd.records],
+        step_px=_step_px(learn, config),
         wall_time_s=state.fit_wall_time_s,
         run_dir=state.run_dir,
         device=device_name(device),
@@ -374,7 +373,6 @@ def _finish(learn, config, folder, state, metrics, bn_flops, flops, device) -> R
         skipped_images=folder.skipped,
         ignored_files=folder.ignored_files,
         warnings=state.log.messages,
-        bn_recalibration_flops=bn_flops,
         data_wait=data_wait,
         world_size=ranks.world_size,
         devices=gathered(device_name(device), ranks),
@@ -385,17 +383,37 @@ def _finish(learn, config, folder, state, metrics, bn_flops, flops, device) -> R
     return result
 
 
+def _step_px(learn, config: TrainConfig) -> list[int]:
+    """The resolution of every step of the run, earlier processes' too: the schedule's plan, which
+    the loader was held to step by step, checked against the counts the run kept."""
+    import numpy as np
+
+    trd, steps_per_epoch = learn.trd, len(learn.dls.train)
+    planned = trd.schedule.plan_px(config.epochs * steps_per_epoch, config.size_px, steps_per_epoch)
+    expected = sorted(
+        (epoch, int(px), int(n))
+        for epoch, row in enumerate(planned.reshape(config.epochs, steps_per_epoch))
+        for px, n in zip(*np.unique(row, return_counts=True), strict=True)
+    )
+    if sorted((g.epoch, g.px, g.steps) for g in trd.groups()) != expected:
+        raise RuntimeError("the steps the run counted are not the schedule's plan")
+    return planned.tolist()
+
+
 def _check_ranks_agree(trd, ranks) -> None:
     """Every rank ran the same steps at the same resolutions, and together the images recorded.
 
     A disagreement is a bug in trd (the schedule and the sharding are meant to make it
     impossible), so it stops the run with its traceback rather than report wrong compute.
     """
+    import numpy as np
+
     from trdcli.run.distributed import gathered, summed
 
     if not ranks.distributed:
         return
-    steps = [(r.step, r.px) for r in trd.records[trd.resumed_records :]]
+    # A digest of every (step, px) this process ran: a few bytes to gather, however long the run.
+    steps = hashlib.sha256(np.asarray([(r.step, r.px) for r in trd.records], dtype=np.int64).tobytes()).hexdigest()
     if any(other != steps for other in gathered(steps, ranks)):
         raise RuntimeError("the ranks ran different steps or resolutions")
     # Each rank's own images: its batches, which it recorded times the world size.
