@@ -264,8 +264,16 @@ def estimate(
         schedule, shape, flops_at, valid_images=dataset.valid_images, step_px=step_px, bn_recalibrate=bn_recalibrate
     )
     result = Estimate(
-        arch, dataset, shape, schedule, seed, compute, step_px, throughput,
-        devices=devices, bn_recalibrate=bn_recalibrate,
+        arch,
+        dataset,
+        shape,
+        schedule,
+        seed,
+        compute,
+        step_px,
+        throughput,
+        devices=devices,
+        bn_recalibrate=bn_recalibrate,
     )
     if throughput is not None:
         result.time_s, result.baseline_time_s = run_time_s(compute, throughput, flops_at, devices)
