@@ -223,12 +223,12 @@ def test_compare_passes_every_option(folder, tmp_path, monkeypatch):
     args = ["compare", str(folder), "--arch", "resnet34", "--epochs", "3", "--size", "128", "--batch-size", "16"]
     args += ["--lr", "0.01", "--valid-pct", "0.3", "--workers", "0", "--device", "cpu", "--min-scale", "0.5"]
     args += ["--seeds", "4,7", "--out", str(tmp_path / "c"), "--no-equal-compute", "--setting", "trd-window"]
-    args += ["--budget", "0.4", "--budget", "0.6", "--family", "trd", "--family", "ffcv"]
+    args += ["--budget", "0.4", "--budget", "0.6", "--family", "trd", "--family", "ffcv", "--log-to", "tensorboard"]
     result = runner.invoke(cli.app, args)
     assert isinstance(result.exception, _Captured), result.output
     recipe = TrainConfig(
         data=folder, arch="resnet34", epochs=3, size_px=128, batch_size=16, lr=0.01, valid_pct=0.3, workers=0,
-        device="cpu", min_scale=0.5,
+        device="cpu", min_scale=0.5, log_to=("tensorboard",),
     )  # fmt: skip
     window = (Setting("trd-window", preset="trd-window"),)
     expected = CompareConfig(recipe, window, (4, 7), tmp_path / "c", False, (0.4, 0.6), ("trd", "ffcv"))

@@ -125,7 +125,7 @@ def test_train_passes_every_option(folder, captured, tmp_path):
     args += ["--device", "cpu", "--resize-mode", "area", "--bn-recalibrate", "4", "--seed", "9", "--no-check-images"]
     args += ["--low-res", "64", "--until", "0.8", "--prob", "0.5", "--weights", str(tmp_path / "w.pth")]
     args += ["--resume", str(tmp_path / "old"), "--bn-mode", "private", "--min-scale", "0.5", "--tail-lr", "0.2"]
-    args += ["--no-scheduled-loading", "--direct-crops", "--max-data-wait", "0.25"]
+    args += ["--no-scheduled-loading", "--direct-crops", "--max-data-wait", "0.25", "--log-to", "tensorboard"]
     result = runner.invoke(cli.app, args)
     assert result.exit_code == 0, result.output
     # The whole config: an option that is never forwarded leaves its default here and fails.
@@ -156,6 +156,7 @@ def test_train_passes_every_option(folder, captured, tmp_path):
             scheduled_loading=False,
             direct_crops=True,
             max_data_wait_frac=0.25,
+            log_to=("tensorboard",),
         )
     ]
     # The summary names the key figures: 1 - (8 * 30 + 72 * 10) / (80 * 30) = 60% saved.

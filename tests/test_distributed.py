@@ -116,6 +116,7 @@ def test_private_batchnorm_trains_under_the_launcher(tmp_path):
     data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
     args = ["train", str(data), "--size", "64", "--batch-size", "8", "--epochs", "2", "--workers", "0"]
     args += ["--low-res", "32", "--until", "1.0", "--prob", "0.5", "--seed", "3", "--bn-mode", "private"]
+    args += ["--log-to", "tensorboard"]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
     launcher += ["--master-port", str(_free_port())]
     two = subprocess.run(
@@ -128,6 +129,13 @@ def test_private_batchnorm_trains_under_the_launcher(tmp_path):
     assert 0 < planned.count(32) < 6  # both copies of BatchNorm trained
     assert run["steps_by_px"] == {str(px): planned.count(px) for px in (64, 32)} and run["world_size"] == 2
     assert run["config"]["bn_mode"] == "private"
+    # Rank 0 alone tracks the run: each step once, with the global batch's images (both ranks' 4).
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "two" / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("trd/px")] == [(i, float(px)) for i, px in enumerate(planned)]
+    assert [e.value for e in events.Scalars("trd/images")] == [8.0] * 6
 
 
 def test_an_explicit_gpu_under_the_launcher_is_refused(monkeypatch):

@@ -38,7 +38,8 @@ def test_blocks_that_do_not_run_say_so_and_are_few():
 
 
 @pytest.mark.parametrize(("doc", "index", "tags", "code"), BLOCKS, ids=[f"{d}#{i}" for d, i, _, _ in BLOCKS])
-def test_doc_example_runs(doc, index, tags, code, tmp_path):
+def test_doc_example_runs(doc, index, tags, code, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # what a block writes (runs/...) goes to a temporary folder
     namespace: dict = {}
     if "needs-dls" in tags:
         from fastai.vision.all import ImageDataLoaders, Resize

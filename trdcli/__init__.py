@@ -43,6 +43,9 @@ _EXPORTS = {
     "load_model": "trdcli.run.rundir",
     "TRDError": "trdcli.core.errors",
     "arch_flops": "trdcli.run.flops_cache",
+    "TRDTracker": "trdcli.run.tracking",
+    "TensorBoardTracker": "trdcli.run.tensorboard_tracker",
+    "Tracker": "trdcli.run.trackers",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -76,6 +79,9 @@ if TYPE_CHECKING:
     from trdcli.run.callbacks import lr_scheduler
     from trdcli.run.flops_cache import arch_flops
     from trdcli.run.rundir import load_model
+    from trdcli.run.tensorboard_tracker import TensorBoardTracker
+    from trdcli.run.trackers import Tracker
+    from trdcli.run.tracking import TRDTracker
 
 
 def __getattr__(name: str):

@@ -17,6 +17,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from trdcli import __version__
 from trdcli.cli.demo import DEMO_FULL_PX, DEMO_LOW_PX
@@ -118,12 +119,14 @@ _SETTINGS_WITH_FLAGS = [
     "devices",
     "budget",
     "family",
+    "log_to",
 ]
 FLAGS = {name: _FLAG_NAMES.get(name, "--" + name.replace("_", "-")) for name in _SETTINGS_WITH_FLAGS}
 
 
 def fail(message: str, code: int = EXIT_USER_ERROR) -> typer.Exit:
-    stderr.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # escape: a message may name a path or an extra in brackets (pip install 'trdcli[tensorboard]').
+    stderr.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -183,6 +186,13 @@ EpochsOpt = Annotated[int, typer.Option(help="Training epochs.")]
 SizeOpt = Annotated[int, typer.Option("--size", help="Full training and evaluation resolution in px.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per optimizer step.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout, nothing else.")]
+LogToOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="Watch the run in a tracker (repeat): tensorboard writes RUN/tensorboard/ "
+        "(pip install 'trdcli[tensorboard]'; then tensorboard --logdir RUN)."
+    ),
+]
 BnRecalibrateOpt = Annotated[
     int | None,
     typer.Option(
@@ -282,6 +292,7 @@ def train(
             help="Warn that the run is loader-bound above this share of training time spent waiting for data."
         ),
     ] = TrainConfig.max_data_wait_frac,
+    log_to: LogToOpt = None,
     json_out: JsonOpt = False,
 ):
     """Train a classifier on an image folder, with TRD or any preset, and report the compute it saved."""
@@ -323,6 +334,7 @@ def train(
             scheduled_loading=scheduled_loading,
             direct_crops=direct_crops,
             max_data_wait_frac=max_data_wait,
+            log_to=tuple(log_to or ()),
         )
         try:
             with RichTrainObserver(stderr) as observer:
@@ -586,6 +598,7 @@ def compare(
         list[str] | None,
         typer.Option(help="With --budget: only these families (repeat; default all, `trd compare --help` lists them)."),
     ] = None,
+    log_to: LogToOpt = None,
     json_out: JsonOpt = False,
 ):
     """Train settings x seeds with one recipe; compare accuracy, compute and time against equal-compute baselines.
@@ -609,7 +622,7 @@ def compare(
     with user_errors():
         recipe = TrainConfig(
             data=data, arch=arch, epochs=epochs, size_px=size, batch_size=batch_size, lr=lr, valid_pct=valid_pct,
-            workers=workers, device=device, min_scale=min_scale,
+            workers=workers, device=device, min_scale=min_scale, log_to=tuple(log_to or ()),
         )  # fmt: skip
         out = out or Path("runs") / f"compare-{data.resolve().name}-{arch}-{size}px-{epochs}ep"
         settings = tuple(parse_setting(s) for s in setting) if setting else default_settings(size, bool(budget))

@@ -11,6 +11,7 @@ from trdcli.core.defaults import BN_MODES
 from trdcli.core.errors import ConfigError, require_positive_int
 from trdcli.core.lr_schedule import OneCycle
 from trdcli.core.schedules import ConstantSchedule, ResolutionSchedule
+from trdcli.run.trackers import check_trackers
 
 # fastai book's from-scratch one-cycle rate for Imagenette (ch. 7).
 DEFAULT_LR = 3e-3
@@ -59,6 +60,8 @@ class TrainConfig:
     # Warn that the run is loader-bound when it waited for data longer than this share of its
     # training time (trdcli.core.data_wait).
     max_data_wait_frac: float = DEFAULT_MAX_DATA_WAIT_FRAC
+    # Trackers that watch the run (trdcli.run.tracking.TRACKERS), each writing under the run directory.
+    log_to: tuple[str, ...] = ()
 
     def __post_init__(self):
         for setting in ("epochs", "size_px", "batch_size"):
@@ -80,6 +83,7 @@ class TrainConfig:
                 f"`size_px` {self.size_px} is below the {self.schedule.min_px} px the network needs",
             )
         self.schedule.validate(self.size_px)
+        check_trackers(self.log_to)
         OneCycle(tail_start_frac=self.schedule.full_tail_start_frac, tail_lr_frac=self.tail_lr_frac)  # checks the tail
 
     @property

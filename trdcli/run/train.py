@@ -69,14 +69,48 @@ def _train(config: TrainConfig, observer: TrainObserver, ranks, device) -> RunRe
     )
     learn, flops = _build_learner(config, folder, model, device, log, ranks)
     state = FitState(run_dir, observer, identity, progress.lr, log, ranks=ranks)
-    # 4. Where the fit starts: a checkpoint, lr_find's suggestion, or the given rate.
-    _start_point(learn, config, progress, state, device)
-    # 5. The fit.
-    _fit(learn, config, state)
-    # 6. BatchNorm recalibration at full resolution; the final metrics.
-    metrics = _final_metrics(learn, state)
-    # 7. The result, written to the run directory by rank 0.
-    return _finish(learn, config, folder, state, metrics, flops, device)
+    tracker = _add_tracker(learn, config, state)
+    try:
+        # 4. Where the fit starts: a checkpoint, lr_find's suggestion, or the given rate.
+        _start_point(learn, config, progress, state, device)
+        # 5. The fit.
+        _fit(learn, config, state)
+        # 6. BatchNorm recalibration at full resolution; the final metrics.
+        metrics = _final_metrics(learn, state)
+        # 7. The result, written to the run directory by rank 0.
+        result = _finish(learn, config, folder, state, metrics, flops, device)
+        if tracker is not None:
+            _track_result(tracker, result)
+        return result
+    finally:
+        if tracker is not None:
+            tracker.close()
+
+
+def _add_tracker(learn, config: TrainConfig, state):
+    """Rank 0's trackers (one set of files per run, not per process), as a callback on ``learn``."""
+    if not config.log_to or not state.ranks.is_main:
+        return None
+    from trdcli.run.trackers import make_trackers
+    from trdcli.run.tracking import TRDTracker
+
+    try:
+        trackers = make_trackers(config.log_to, state.run_dir)
+    except Exception as exc:  # noqa: BLE001 - a tracker must never stop the run it would watch
+        names = ", ".join(config.log_to)
+        state.log.warn(f"`log_to` {names} could not start ({type(exc).__name__}: {exc}); training without it")
+        return None
+    tracker = TRDTracker(*trackers, config=config.describe(), warn=state.log.warn, finish_after_fit=False)
+    learn.add_cb(tracker)
+    return tracker
+
+
+def _track_result(tracker, result: RunResult) -> None:
+    from trdcli.run.results import run_json
+    from trdcli.run.rundir import PLOT_FILE
+    from trdcli.run.trackers import summary_of_run
+
+    tracker.finish(summary_of_run(run_json(result), result.run_dir / PLOT_FILE))
 
 
 # Below this share of the peak rate, a full-resolution tail barely moves the weights.

@@ -1,0 +1,239 @@
+"""Trackers: a real run's event files read back with TensorBoard's own reader, and the rules
+every tracker lives by (blocks of steps, rank 0, a failure is a warning)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastai.callback.core import Callback
+from fastai.learner import Learner
+from fastai.losses import CrossEntropyLossFlat
+from helpers import make_image_folder, tensor_dls, tiny_cnn
+from typer.testing import CliRunner
+
+from trdcli.callbacks.trd import TRDCallback
+from trdcli.core.schedules import TRDSchedule
+from trdcli.run.config import TrainConfig
+from trdcli.run.flops_cache import arch_flops
+from trdcli.run.trackers import RunSummary, StepLog, flat_hparams
+from trdcli.run.tracking import TRDTracker
+
+pytest.importorskip("tensorboard", reason="pip install -e '.[tensorboard]'")
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+
+
+class Kept:
+    """A tracker that keeps what it is sent, in memory: the interface's contract, seen from the inside."""
+
+    name = "kept"
+
+    def __init__(self):
+        self.started, self.blocks, self.epochs, self.summaries, self.closed = [], [], [], [], False
+
+    def start(self, config):
+        self.started.append(config)
+
+    def log_steps(self, steps):
+        self.blocks.append(list(steps))
+
+    def log_epoch(self, step, epoch, values):
+        self.epochs.append((step, epoch, values))
+
+    def finish(self, summary):
+        self.summaries.append(summary)
+
+    def close(self):
+        self.closed = True
+
+
+class DiskFull(Kept):
+    """Fails as a tracker on a full disk does, from the second block on (a full disk cannot be made here)."""
+
+    name = "full"
+
+    def log_steps(self, steps):
+        if self.blocks:
+            raise OSError(28, "No space left on device")
+        super().log_steps(steps)
+
+
+def _scalars(events: EventAccumulator, tag: str) -> list[tuple[int, float]]:
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+@pytest.fixture(scope="module")
+def tracked_run(tmp_path_factory):
+    from trdcli.run.train import train
+
+    root = tmp_path_factory.mktemp("tracked")
+    data = make_image_folder(root / "data", n_train=16, n_valid=4, px=48)
+    config = TrainConfig(
+        data=data, epochs=2, size_px=64, batch_size=8, workers=0, lr=1e-3, schedule=TRDSchedule(32),
+        log_to=("tensorboard",), out_dir=root / "run",
+    )  # fmt: skip
+    result = train(config)
+    events = EventAccumulator(str(root / "run" / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
+    events.Reload()
+    return result, json.loads((root / "run" / "run.json").read_text()), events
+
+
+def test_each_step_is_logged_at_the_resolution_the_schedule_planned(tracked_run):
+    result, run, events = tracked_run
+    # 48 images in batches of 8: 6 steps per epoch, 12 in all; the schedule's own plan, step by step.
+    planned = TRDSchedule(32).plan_px(12, 64, 6).tolist()
+    assert _scalars(events, "trd/px") == [(i, float(px)) for i, px in enumerate(planned)]
+    assert [v for _, v in _scalars(events, "trd/images")] == [8.0] * 12
+    assert [s for s, _ in _scalars(events, "trd/data_wait_s")] == list(range(12))
+    assert all(v >= 0 for _, v in _scalars(events, "trd/data_wait_s"))
+
+
+def test_the_logged_flops_add_up_to_the_runs_compute(tracked_run):
+    _, run, events = tracked_run
+    per_image = arch_flops("resnet18", 3)
+    planned = TRDSchedule(32).plan_px(12, 64, 6).tolist()
+    step_flops = [v for _, v in _scalars(events, "trd/step_train_flops")]
+    # TensorBoard keeps float32: 7 significant digits.
+    assert step_flops == pytest.approx([8 * per_image.at(px).train_flops for px in planned], rel=1e-6)
+    assert sum(step_flops) == pytest.approx(run["train_flops"], rel=1e-6)
+    so_far = _scalars(events, "trd/train_flops")
+    assert so_far[11][1] == pytest.approx(run["train_flops"], rel=1e-6)
+    baseline = [v for _, v in _scalars(events, "trd/baseline_train_flops")][:12]  # then the summary's
+    assert baseline == pytest.approx([8 * (i + 1) * per_image.at(64).train_flops for i in range(12)], rel=1e-6)
+    # Each step's point is the steps' saving so far; the last point is the run's, recalibration counted.
+    saved = _scalars(events, "trd/compute_saved_frac")
+    assert saved[10][1] == pytest.approx(1 - so_far[10][1] / baseline[10], rel=1e-6)
+    assert saved[-1] == (11, pytest.approx(run["compute_saved_frac"], rel=1e-6))
+    assert run["bn_recalibration_flops"] > 0 and run["compute_saved_frac"] < run["train_compute_saved_frac"]
+
+
+def test_epochs_summary_settings_and_schedule_reach_tensorboard(tracked_run):
+    result, run, events = tracked_run
+    # Validation after each epoch, at its last step, as run.json's history has it.
+    valid = _scalars(events, "trd/valid_loss")
+    assert [s for s, _ in valid] == [5, 11]
+    assert [v for _, v in valid] == pytest.approx([h["valid_loss"] for h in run["history"]], rel=1e-6)
+    assert _scalars(events, "trd/final/top1")[-1][1] == pytest.approx(run["metrics"]["top1"], rel=1e-6)
+    assert "trd/schedule" in events.Tags()["images"]
+    assert "trd/summary/text_summary" in events.Tags()["tensors"]
+    hparams = events.PluginTagToContent("hparams")
+    assert "_hparams_/session_start_info" in hparams
+    session = hparams["_hparams_/session_start_info"].decode("latin-1")
+    assert "resnet18" in session and "schedule.low_px" in session
+    assert not result.warnings
+
+
+def test_steps_reach_the_tracker_in_blocks_with_the_losses_of_the_steps():
+    kept, losses = Kept(), []
+    tracker = TRDTracker(kept, flush_every=4)
+
+    class KeepLoss(Callback):  # after the tracker, the loss each step had
+        order = 70
+
+        def after_batch(self):
+            if self.training:
+                losses.append(self.learn.loss.detach().item())
+
+    learn = Learner(
+        tensor_dls(n_train=80, bs=8, px=64), tiny_cnn(), loss_func=CrossEntropyLossFlat(),
+        cbs=[TRDCallback(low_res=32, until=0.5), tracker, KeepLoss()],
+    )  # fmt: skip
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(1)
+    # 10 steps in blocks of 4: 4, 4, then the rest when the training pass ends.
+    assert [len(b) for b in kept.blocks] == [4, 4, 2]
+    steps = [log for block in kept.blocks for log in block]
+    assert [log.step for log in steps] == list(range(10))
+    assert [log.px for log in steps] == [32] * 5 + [64] * 5  # the window: the first half reduced
+    assert [log.loss for log in steps] == pytest.approx(losses)
+    assert [log.lr for log in steps] == pytest.approx(learn.recorder.lrs)
+    # The fit's summary, with BatchNorm recalibration (the default 8 batches of 8) counted.
+    (summary,) = kept.summaries
+    assert summary.scalars["trd/compute_saved_frac"] == pytest.approx(learn.trd.summary().compute_saved_frac)
+    assert summary.scalars["trd/bn_recalibration_flops"] == 64 * learn.trd.flops.at(64).forward_flops
+    assert not kept.closed
+    learn.trd_tracker.close()
+    assert kept.closed
+
+
+def test_a_second_fit_continues_the_step_count():
+    kept = Kept()
+    learn = Learner(
+        tensor_dls(n_train=32, bs=8, px=64), tiny_cnn(), loss_func=CrossEntropyLossFlat(),
+        cbs=[TRDCallback(low_res=32), TRDTracker(kept)],
+    )  # fmt: skip
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(1)
+        learn.fit(1)
+    assert [log.step for block in kept.blocks for log in block] == list(range(8))
+    assert len(kept.started) == 1 and len(kept.summaries) == 2
+
+
+def test_a_failing_tracker_is_dropped_with_a_warning_and_the_others_go_on():
+    kept, full, warned = Kept(), DiskFull(), []
+    learn = Learner(
+        tensor_dls(n_train=48, bs=8, px=64), tiny_cnn(), loss_func=CrossEntropyLossFlat(),
+        cbs=[TRDCallback(low_res=32), TRDTracker(full, kept, flush_every=2, warn=warned.append)],
+    )  # fmt: skip
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(1)
+    assert [len(b) for b in full.blocks] == [2] and full.closed
+    assert [len(b) for b in kept.blocks] == [2, 2, 2]
+    assert warned == ["full stopped logging (OSError: [Errno 28] No space left on device); the run goes on"]
+
+
+def test_a_real_run_goes_on_when_its_tracker_fails(tmp_path, monkeypatch):
+    from trdcli.run.tensorboard_tracker import TensorBoardTracker
+    from trdcli.run.train import train
+
+    def full_disk(self, steps):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(TensorBoardTracker, "log_steps", full_disk)  # a full disk cannot be made here
+    data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
+    config = TrainConfig(
+        data=data, epochs=1, size_px=64, batch_size=8, workers=0, lr=1e-3, log_to=("tensorboard",),
+        out_dir=tmp_path / "run",
+    )  # fmt: skip
+    result = train(config)
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["metrics"]["top1"] == result.metrics["top1"]
+    assert any(w.startswith("tensorboard stopped logging (OSError") for w in run["warnings"])
+
+
+def test_the_configuration_flattens_to_settings_a_tracker_can_compare():
+    config = TrainConfig(data="d", schedule=TRDSchedule(112), log_to=("tensorboard",)).describe()
+    flat = flat_hparams(config)
+    assert flat["schedule.low_px"] == 112 and flat["schedule.prob"] == 0.9 and flat["epochs"] == 5
+    assert flat["log_to"] == "tensorboard" and "lr" not in flat  # None is left out
+    assert all(isinstance(v, bool | int | float | str) for v in flat.values())
+
+
+def test_a_step_logs_run_json_keys_under_trd():
+    log = StepLog(step=3, px=112, images=256, step_train_flops=10, train_flops=30, baseline_train_flops=120,
+                  lr=0.1, loss=2.0)  # fmt: skip
+    assert log.scalars() == {
+        "trd/px": 112.0, "trd/images": 256.0, "trd/step_train_flops": 10.0, "trd/train_flops": 30.0,
+        "trd/baseline_train_flops": 120.0, "trd/compute_saved_frac": 0.75, "trd/lr": 0.1, "trd/loss": 2.0,
+    }  # fmt: skip
+    assert RunSummary(step=0, scalars={}).images == {}
+
+
+runner = CliRunner()
+
+
+def test_an_unknown_tracker_or_a_missing_package_is_one_line_before_training(tmp_path, monkeypatch):
+    from trdcli.cli import app as cli
+
+    data = make_image_folder(tmp_path / "data", n_train=4, n_valid=2, px=48)
+    result = runner.invoke(cli.app, ["train", str(data), "--log-to", "nosuch"])
+    assert result.exit_code == 1 and not (tmp_path / "runs").exists()
+    assert "error: --log-to must be one of tensorboard, got 'nosuch'" in " ".join(result.stderr.split())
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    result = runner.invoke(cli.app, ["train", str(data), "--log-to", "tensorboard"])
+    assert result.exit_code == 1
+    assert "pip install 'trdcli[tensorboard]'" in " ".join(result.stderr.split())
+    assert len(result.stderr.strip().splitlines()) <= 2 and "Traceback" not in result.output

@@ -1,0 +1,156 @@
+"""Trackers: the one interface a run's steps, epochs and summary reach the tools users watch training in.
+
+fastai's own tracker callbacks log the loss and the optimiser's settings; none of them knows
+what only trd knows: the resolution each step ran at, its FLOPs, the compute saved so far and
+the time the step waited for data. :class:`Tracker` is what the training loop calls
+(``start``, ``log_steps``, ``log_epoch``, ``finish``, ``close``), so that each tool is one small
+module (:mod:`trdcli.run.tensorboard_tracker`); :class:`trdcli.run.tracking.TRDTracker` is the
+fastai callback that feeds them. Keys are ``run.json``'s with a ``trd/`` prefix. This module
+imports nothing heavy: ``TrainConfig`` checks ``--log-to`` names with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from trdcli.core.errors import ConfigError
+
+PREFIX = "trd/"
+
+
+@dataclass(frozen=True)
+class StepLog:
+    """One finished training step, as a tracker shows it."""
+
+    step: int  # the run's step index, counting every fit and earlier processes' steps
+    px: int
+    images: int  # every rank's share of the step
+    step_train_flops: int  # this step's training FLOPs
+    train_flops: int  # the run's training FLOPs so far, this step included
+    baseline_train_flops: int  # the same steps at full resolution
+    lr: float
+    loss: float
+    data_wait_s: float | None = None  # how long the step waited for its batch; None if not timed
+
+    @property
+    def compute_saved_frac(self) -> float:
+        """Of the training steps so far (BatchNorm recalibration comes after the last step)."""
+        return 1.0 - self.train_flops / self.baseline_train_flops
+
+    def scalars(self) -> dict[str, float]:
+        out = {
+            "px": self.px,
+            "images": self.images,
+            "step_train_flops": self.step_train_flops,
+            "train_flops": self.train_flops,
+            "baseline_train_flops": self.baseline_train_flops,
+            "compute_saved_frac": self.compute_saved_frac,
+            "lr": self.lr,
+            "loss": self.loss,
+        }
+        if self.data_wait_s is not None:
+            out["data_wait_s"] = self.data_wait_s
+        return {PREFIX + k: float(v) for k, v in out.items()}
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a tracker keeps of the finished run: final figures, the settings, a text, pictures."""
+
+    step: int  # the last step's index
+    scalars: dict[str, float]  # trd/-prefixed, as run.json names them
+    hparams: dict[str, bool | int | float | str] = field(default_factory=dict)
+    text: str = ""  # markdown
+    images: dict[str, Path] = field(default_factory=dict)  # tag -> PNG
+
+
+class Tracker(Protocol):
+    name: str
+
+    def start(self, config: dict[str, Any]) -> None: ...
+
+    def log_steps(self, steps: Sequence[StepLog]) -> None: ...
+
+    def log_epoch(self, step: int, epoch: int, values: dict[str, float]) -> None: ...
+
+    def finish(self, summary: RunSummary) -> None: ...
+
+    def close(self) -> None: ...
+
+
+# name -> (the package it needs, the module that makes it from the run directory)
+TRACKERS = {"tensorboard": ("tensorboard", "trdcli.run.tensorboard_tracker")}
+
+
+def check_trackers(names: Iterable[str]) -> None:
+    """Before any training: every name is a tracker and its package is installed."""
+    import importlib.util
+
+    for name in names:
+        if name not in TRACKERS:
+            raise ConfigError(f"`log_to` must be one of {', '.join(TRACKERS)}, got {name!r}")
+        package = TRACKERS[name][0]
+        if importlib.util.find_spec(package) is None:
+            raise ConfigError(f"`log_to` {name} needs the {package} package: pip install 'trdcli[{name}]'")
+
+
+def make_trackers(names: Iterable[str], run_dir: Path) -> list[Tracker]:
+    """The trackers ``names`` asks for, each writing under ``run_dir`` (checked by :func:`check_trackers`)."""
+    import importlib
+
+    return [importlib.import_module(TRACKERS[name][1]).tracker_for_run(run_dir) for name in names]
+
+
+def flat_hparams(config: dict[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:
+    """A run's configuration as the flat scalar settings trackers compare runs by."""
+    out: dict[str, bool | int | float | str] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(flat_hparams(value, f"{prefix}{key}."))
+        elif isinstance(value, bool | int | float | str):
+            out[prefix + key] = value
+        elif isinstance(value, list | tuple):
+            out[prefix + key] = ",".join(str(v) for v in value)
+        elif value is not None:
+            out[prefix + key] = str(value)
+    return out
+
+
+def summary_of_run(run: dict[str, Any], plot: Path | None = None) -> RunSummary:
+    """A :class:`RunSummary` of a finished run, from its ``run.json`` payload."""
+    keys = ("compute_fraction", "compute_saved_frac", "train_compute_fraction", "train_compute_saved_frac",
+            "train_flops", "baseline_train_flops", "bn_recalibration_flops", "valid_flops", "wall_time_s")  # fmt: skip
+    scalars = {PREFIX + k: float(run[k]) for k in keys if isinstance(run.get(k), int | float)}
+    scalars.update({f"{PREFIX}final/{k}": float(v) for k, v in run.get("metrics", {}).items()})
+    wait = run.get("data_wait") or {}
+    if isinstance(wait.get("wait_frac"), int | float):
+        scalars[PREFIX + "data_wait_frac"] = float(wait["wait_frac"])
+    lines = ["| figure | value |", "|---|---|"] + [f"| {k} | {v:.6g} |" for k, v in scalars.items()]
+    return RunSummary(
+        step=max(int(run.get("steps", 1)) - 1, 0),
+        scalars=scalars,
+        hparams=flat_hparams(run.get("config", {})),
+        text="\n".join(lines),
+        images={PREFIX + "schedule": plot} if plot is not None and plot.is_file() else {},
+    )
+
+
+class _Guarded:
+    """The trackers, each call guarded: one that fails is dropped with a warning, the run goes on."""
+
+    def __init__(self, trackers: Sequence[Tracker], warn: Callable[[str], None]):
+        self.trackers, self.warn = list(trackers), warn
+
+    def call(self, method: str, *args) -> None:
+        for tracker in list(self.trackers):
+            try:
+                getattr(tracker, method)(*args)
+            except Exception as exc:  # noqa: BLE001 - a tracker must never stop the run it watches
+                self.trackers.remove(tracker)
+                self.warn(f"{tracker.name} stopped logging ({type(exc).__name__}: {exc}); the run goes on")
+                with contextlib.suppress(Exception):  # it has failed already; the warning said so
+                    tracker.close()

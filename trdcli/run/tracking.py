@@ -1,0 +1,141 @@
+"""``TRDTracker``: the fastai callback that feeds a run's :mod:`trackers <trdcli.run.trackers>`.
+
+Steps are sent in blocks (every ``flush_every`` steps and at the end of each training pass):
+the losses of a block come to the host in one transfer, so logging adds no synchronisation per
+step. A tracker that fails mid-run (disk full, folder removed) is dropped with one warning; the
+run and its own files go on.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from fastai.callback.core import Callback
+from fastai.callback.schedule import LRFinder
+
+from trdcli.core.errors import ConfigError
+from trdcli.run.trackers import PREFIX, RunSummary, StepLog, Tracker, _Guarded
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, stacklevel=2)
+
+
+class TRDTracker(Callback):
+    """Sends each step's resolution, FLOPs, compute saved, learning rate, loss and data wait, and
+    each epoch's validation, to ``trackers``; needs the Learner's ``TRDCallback``.
+
+    In a notebook, ``Learner(..., cbs=[TRDCallback(low_res=112), TRDTracker(TensorBoardTracker(dir))])``
+    logs the compute summary when each fit ends (recalibration included) and writes it out;
+    ``learn.trd_tracker.close()`` ends the trackers. ``trd train`` calls :meth:`finish` itself with
+    the run's result (``finish_after_fit=False``).
+    """
+
+    order = 60  # after TRDCallback (-5) has recorded the step and the Recorder (50) its values
+
+    def __init__(
+        self,
+        *trackers: Tracker,
+        flush_every: int = 50,
+        config: dict[str, Any] | None = None,
+        warn: Callable[[str], None] = _warn,
+        finish_after_fit: bool = True,
+    ):
+        if flush_every < 1:
+            raise ConfigError(f"`flush_every` must be 1 or more steps, got {flush_every}")
+        self.trackers = _Guarded(trackers, warn)
+        self.flush_every, self.config, self.finish_after_fit = flush_every, config, finish_after_fit
+        self.step = 0  # steps so far, every fit's
+        self._flops = [0, 0]  # training FLOPs so far, and the baseline's
+        self._pending: list[tuple[StepLog, torch.Tensor]] = []
+        self._started = self._active = self._trained = False
+
+    def before_fit(self):
+        # learn.validate() and get_preds() send before_fit, after_epoch and after_fit too, with no
+        # training pass: only a fit that trains is logged.
+        self._trained = False
+        self._active = not any(isinstance(cb, LRFinder) for cb in self.learn.cbs)
+        if self._active and not self._started:
+            self._started = True
+            trd = self.learn.trd
+            if trd.resumed:  # a resumed run continues its step count and its compute so far
+                self.step = sum(g.steps for g in trd.resumed)
+                summary = trd.summary()
+                self._flops = [summary.train_flops, summary.baseline_train_flops]
+            self.trackers.call("start", self.config or {})
+
+    def after_batch(self):
+        if not (self._active and self.training and self.learn.trd.records):
+            return
+        trd, record = self.learn.trd, self.learn.trd.records[-1]
+        self._flops[0] += record.train_flops
+        self._flops[1] += record.images * trd.flops_at(record.full_px).train_flops
+        waits = getattr(self.learn.dl, "batch_wait_s", None)
+        log = StepLog(
+            step=self.step,
+            px=record.px,
+            images=record.images,
+            step_train_flops=record.train_flops,
+            train_flops=self._flops[0],
+            baseline_train_flops=self._flops[1],
+            lr=float(self.learn.opt.hypers[-1]["lr"]),
+            loss=0.0,  # filled in when the block is sent
+            data_wait_s=float(waits[self.learn.iter]) if waits and len(waits) > self.learn.iter else None,
+        )
+        self._pending.append((log, self.learn.loss.detach()))
+        self.step += 1
+        if len(self._pending) >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the steps not sent yet: their losses reach the host in one transfer."""
+        if not self._pending:
+            return
+        losses = torch.stack([loss.float() for _, loss in self._pending]).tolist()
+        logs = [StepLog(**{**log.__dict__, "loss": loss}) for (log, _), loss in zip(self._pending, losses, strict=True)]
+        self._pending = []
+        self.trackers.call("log_steps", logs)
+
+    def before_train(self):
+        self._trained = True
+
+    def after_train(self):
+        if self._active:
+            self.flush()
+
+    def after_epoch(self):
+        if not (self._active and self._trained):
+            return
+        recorder = self.learn.recorder
+        values = {
+            PREFIX + n: float(v)
+            for n, v in zip(recorder.metric_names, recorder.log, strict=False)
+            if n not in ("epoch", "time") and isinstance(v, int | float)
+        }
+        self.trackers.call("log_epoch", self.step - 1, self.epoch, values)
+
+    def after_fit(self):
+        if not (self._active and self._trained):
+            return
+        self.flush()
+        if self.finish_after_fit:
+            summary = self.learn.trd.summary()  # RecalibrateBatchNorm (-4) has run: counted
+            scalars = {
+                PREFIX + "compute_fraction": summary.compute_fraction,
+                PREFIX + "compute_saved_frac": summary.compute_saved_frac,
+                PREFIX + "train_compute_saved_frac": summary.train_compute_saved_frac,
+                PREFIX + "bn_recalibration_flops": float(summary.recalibration_flops),
+            }
+            self.trackers.call("finish", RunSummary(step=max(self.step - 1, 0), scalars=scalars))
+
+    def finish(self, summary: RunSummary) -> None:
+        """The run's summary (``trd train``, after the final validation), then close."""
+        self.flush()
+        self.trackers.call("finish", summary)
+        self.close()
+
+    def close(self) -> None:
+        self.trackers.call("close")
