@@ -43,17 +43,18 @@ class TensorBoardTracker:
         import numpy as np
         from PIL import Image
 
-        for tag, value in summary.scalars.items():
-            self.writer.add_scalar(tag, value, summary.step)
         if summary.text:
             self.writer.add_text("trd/summary", summary.text, summary.step)
         for tag, path in summary.images.items():
             image = np.asarray(Image.open(path).convert("RGB"))
             self.writer.add_image(tag, image, summary.step, dataformats="HWC")
         if summary.hparams:
-            # run_name ".": the HParams record beside the run's other events, not in a new subfolder.
-            metrics = {f"hparams/{k}": v for k, v in summary.scalars.items()}
-            self.writer.add_hparams(summary.hparams, metrics, run_name=".", global_step=summary.step)
+            # The HParams table pairs the settings with these figures, and add_hparams writes them as
+            # scalars itself; run_name ".": beside the run's other events, not in a new subfolder.
+            self.writer.add_hparams(summary.hparams, summary.scalars, run_name=".", global_step=summary.step)
+        else:
+            for tag, value in summary.scalars.items():
+                self.writer.add_scalar(tag, value, summary.step)
         self.writer.flush()
 
     def close(self) -> None:
