@@ -2,8 +2,10 @@
 
 A fastai Learner (ResNet-18, random tensors at 64 px, batch 32, TRD's default at 32 px) fits one
 epoch of STEPS steps with and without ``TRDTracker(TensorBoardTracker(...))``, the two
-interleaved round by round in one process (so a slow moment of the machine hits both alike).
-Prints the median time per step of each and the overhead of the tracker, in percent.
+interleaved round by round in one process, the order flipping every round (so a slow moment
+of the machine, or running second, favours neither).
+Prints the median time per step of each and the overhead of the tracker, in percent: the ratio
+of the medians, and the median of each round's own ratio.
 
     python benchmarks/tracker_overhead.py --steps 40 --repeats 5
 """
@@ -49,6 +51,21 @@ def seconds_per_step(learn: Learner, steps: int) -> float:
         return (time.perf_counter() - start) / steps
 
 
+def tracker_seconds_per_step(log_dir: Path, block: int = 50, repeats: int = 20) -> float:
+    """The tracker's own work per step, alone: blocks of ``block`` steps written to TensorBoard."""
+    from trdcli.run.trackers import StepLog
+
+    tracker = TensorBoardTracker(log_dir)
+    times = []
+    for r in range(repeats):
+        steps = [StepLog(r * block + i, 32, 32, 10**9, 10**12, 4 * 10**12, 1e-3, 2.3, 0.001) for i in range(block)]
+        start = time.perf_counter()
+        tracker.log_steps(steps)
+        times.append((time.perf_counter() - start) / block)
+    tracker.close()
+    return statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=40)
@@ -60,7 +77,8 @@ def main() -> None:
     times: dict[str, list[float]] = {"without tracker": [], "with TensorBoard": []}
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(args.repeats + 1):  # round 0 warms up and is not counted
-            for name in times:
+            # ABBA: the order flips every round, so neither setting always runs second (warmer).
+            for name in list(times) if round_ % 2 else list(times)[::-1]:
                 tracked = Path(tmp) / f"r{round_}" if name == "with TensorBoard" else None
                 learn = learner(args.steps, args.batch, args.px, tracked)
                 spent = seconds_per_step(learn, args.steps)
@@ -74,7 +92,15 @@ def main() -> None:
         print(f"{name:<18} {statistics.median(values) * 1000:8.1f} ms per step  (all: "
               + ", ".join(f"{v * 1000:.1f}" for v in values) + ")")  # fmt: skip
     base, tracked = (statistics.median(v) for v in times.values())
-    print(f"overhead of the tracker: {(tracked / base - 1) * 100:+.2f}% of a step")
+    print(f"overhead of the tracker: {(tracked / base - 1) * 100:+.2f}% of a step (ratio of the medians)")
+    # Each round ran both back to back: the ratio within a round cancels the machine's slow moments.
+    ratios = sorted(t / b - 1 for b, t in zip(*times.values(), strict=True))
+    with tempfile.TemporaryDirectory() as tmp:
+        alone_s = tracker_seconds_per_step(Path(tmp))
+    print(f"the tracker's own work, alone: {alone_s * 1e6:.0f} us per step = "
+          f"{alone_s / base * 100:.2f}% of the median step without it")  # fmt: skip
+    print(f"per round: median {statistics.median(ratios) * 100:+.2f}%, range {ratios[0] * 100:+.2f}% .. "
+          f"{ratios[-1] * 100:+.2f}%")  # fmt: skip
 
 
 if __name__ == "__main__":
