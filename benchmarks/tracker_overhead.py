@@ -1,18 +1,21 @@
-"""What does logging every step to TensorBoard cost a training step? Side by side, medians over repeats.
+"""What does logging every step to a tracker cost a training step? Side by side, medians over repeats.
 
 A fastai Learner (ResNet-18, random tensors at 64 px, batch 32, TRD's default at 32 px) fits one
-epoch of STEPS steps with and without ``TRDTracker(TensorBoardTracker(...))``, the two
-interleaved round by round in one process, the order flipping every round (so a slow moment
-of the machine, or running second, favours neither).
-Prints the median time per step of each and the overhead of the tracker, in percent: the ratio
-of the medians, and the median of each round's own ratio.
+epoch of STEPS steps without a tracker and with ``TRDTracker`` feeding each tracker named
+(TensorBoard, W&B offline, MLflow on a local SQLite store), all interleaved round by round in
+one process, the order turning every round (so a slow moment of the machine, or running last,
+favours none). Prints the median time per step of each and its overhead in percent (the ratio
+of the medians, and the median of each round's own ratio); then each tracker's own work alone:
+blocks of 50 steps sent to it, per step.
 
-    python benchmarks/tracker_overhead.py --steps 40 --repeats 5
+    python benchmarks/tracker_overhead.py --steps 60 --repeats 10 --trackers tensorboard wandb mlflow
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import statistics
 import tempfile
 import time
@@ -27,11 +30,19 @@ from torch.utils.data import TensorDataset
 
 from trdcli.callbacks.trd import TRDCallback
 from trdcli.run.models import build_model
-from trdcli.run.tensorboard_tracker import TensorBoardTracker
+from trdcli.run.trackers import TRACKERS, StepLog
 from trdcli.run.tracking import TRDTracker
 
+NONE = "without tracker"
 
-def learner(steps: int, batch: int, px: int, tracked_dir: Path | None) -> Learner:
+
+def make_tracker(name: str, run_dir: Path):
+    tracker = importlib.import_module(TRACKERS[name]).tracker_for_run(run_dir, None, lambda line: None)
+    tracker.start({"arch": "resnet18"})
+    return tracker
+
+
+def learner(steps: int, batch: int, px: int, tracker) -> Learner:
     from fastai.data.load import DataLoader
 
     set_seed(0)
@@ -39,8 +50,8 @@ def learner(steps: int, batch: int, px: int, tracked_dir: Path | None) -> Learne
     train = DataLoader(TensorDataset(x, y), bs=batch, shuffle=True, drop_last=True)
     valid = DataLoader(TensorDataset(x[:batch], y[:batch]), bs=batch)
     cbs = [TRDCallback(low_res=px // 2, bn_recalibrate=0)]
-    if tracked_dir is not None:
-        cbs.append(TRDTracker(TensorBoardTracker(tracked_dir), finish_after_fit=False))
+    if tracker is not None:
+        cbs.append(TRDTracker(tracker, finish_after_fit=False))
     return Learner(DataLoaders(train, valid), build_model("resnet18", 10), loss_func=CrossEntropyLossFlat(), cbs=cbs)
 
 
@@ -51,11 +62,9 @@ def seconds_per_step(learn: Learner, steps: int) -> float:
         return (time.perf_counter() - start) / steps
 
 
-def tracker_seconds_per_step(log_dir: Path, block: int = 50, repeats: int = 20) -> float:
-    """The tracker's own work per step, alone: blocks of ``block`` steps written to TensorBoard."""
-    from trdcli.run.trackers import StepLog
-
-    tracker = TensorBoardTracker(log_dir)
+def tracker_seconds_per_step(name: str, run_dir: Path, block: int = 50, repeats: int = 20) -> float:
+    """The tracker's own work per step, alone: blocks of ``block`` steps sent to it."""
+    tracker = make_tracker(name, run_dir)
     times = []
     for r in range(repeats):
         steps = [StepLog(r * block + i, 32, 32, 10**9, 10**12, 4 * 10**12, 1e-3, 2.3, 0.001) for i in range(block)]
@@ -68,39 +77,41 @@ def tracker_seconds_per_step(log_dir: Path, block: int = 50, repeats: int = 20) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--px", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--trackers", nargs="+", default=["tensorboard"], choices=list(TRACKERS))
     args = parser.parse_args()
+    os.environ.setdefault("WANDB_MODE", "offline")  # nothing leaves the machine
+    os.environ.setdefault("WANDB_SILENT", "true")
 
-    times: dict[str, list[float]] = {"without tracker": [], "with TensorBoard": []}
+    settings = [NONE, *args.trackers]
+    times: dict[str, list[float]] = {name: [] for name in settings}
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(args.repeats + 1):  # round 0 warms up and is not counted
-            # ABBA: the order flips every round, so neither setting always runs second (warmer).
-            for name in list(times) if round_ % 2 else list(times)[::-1]:
-                tracked = Path(tmp) / f"r{round_}" if name == "with TensorBoard" else None
-                learn = learner(args.steps, args.batch, args.px, tracked)
-                spent = seconds_per_step(learn, args.steps)
-                if tracked is not None:
-                    learn.trd_tracker.close()
+            turn = round_ % len(settings)
+            for name in settings[turn:] + settings[:turn]:
+                tracker = None if name == NONE else make_tracker(name, Path(tmp) / f"{name}-{round_}")
+                spent = seconds_per_step(learner(args.steps, args.batch, args.px, tracker), args.steps)
+                if tracker is not None:
+                    tracker.close()
                 if round_:
                     times[name].append(spent)
+        alone = {name: tracker_seconds_per_step(name, Path(tmp) / f"{name}-alone") for name in args.trackers}
     print(f"resnet18, {args.px} px (TRD's default at {args.px // 2} px), batch {args.batch}, {args.steps} steps a fit, "
           f"{torch.get_num_threads()} threads, median of {args.repeats}")  # fmt: skip
+    base = statistics.median(times[NONE])
     for name, values in times.items():
-        print(f"{name:<18} {statistics.median(values) * 1000:8.1f} ms per step  (all: "
-              + ", ".join(f"{v * 1000:.1f}" for v in values) + ")")  # fmt: skip
-    base, tracked = (statistics.median(v) for v in times.values())
-    print(f"overhead of the tracker: {(tracked / base - 1) * 100:+.2f}% of a step (ratio of the medians)")
-    # Each round ran both back to back: the ratio within a round cancels the machine's slow moments.
-    ratios = sorted(t / b - 1 for b, t in zip(*times.values(), strict=True))
-    with tempfile.TemporaryDirectory() as tmp:
-        alone_s = tracker_seconds_per_step(Path(tmp))
-    print(f"the tracker's own work, alone: {alone_s * 1e6:.0f} us per step = "
-          f"{alone_s / base * 100:.2f}% of the median step without it")  # fmt: skip
-    print(f"per round: median {statistics.median(ratios) * 100:+.2f}%, range {ratios[0] * 100:+.2f}% .. "
-          f"{ratios[-1] * 100:+.2f}%")  # fmt: skip
+        line = f"{name:<16} {statistics.median(values) * 1000:7.1f} ms per step"
+        if name != NONE:
+            # Each round ran every setting back to back: a ratio within a round cancels the machine's slow moments.
+            ratios = sorted(t / b - 1 for b, t in zip(times[NONE], values, strict=True))
+            own_s = alone[name]
+            line += (f"  overhead {(statistics.median(values) / base - 1) * 100:+6.2f}% (medians), per round "
+                     f"{statistics.median(ratios) * 100:+6.2f}% [{ratios[0] * 100:+.1f}% .. {ratios[-1] * 100:+.1f}%]"
+                     f"; its own work alone {own_s * 1e6:6.0f} us per step = {own_s / base * 100:.2f}%")  # fmt: skip
+        print(line)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from trdcli.callbacks.trd import TRDCallback
 from trdcli.core.schedules import TRDSchedule
 from trdcli.run.config import TrainConfig
 from trdcli.run.flops_cache import arch_flops
+from trdcli.run.observer import TrainObserver
 from trdcli.run.trackers import RunSummary, StepLog, flat_hparams
 from trdcli.run.tracking import TRDTracker
 
@@ -225,15 +226,167 @@ runner = CliRunner()
 def test_an_unknown_tracker_or_a_missing_package_is_one_line_before_training(tmp_path, monkeypatch):
     from trdcli.cli import app as cli
 
+    monkeypatch.chdir(tmp_path)  # a run that started would make runs/ here
     data = make_image_folder(tmp_path / "data", n_train=4, n_valid=2, px=48)
     result = runner.invoke(cli.app, ["train", str(data), "--log-to", "nosuch"])
     assert result.exit_code == 1 and not (tmp_path / "runs").exists()
-    assert "error: --log-to must be one of tensorboard, got 'nosuch'" in " ".join(result.stderr.split())
+    assert "error: --log-to must be one of tensorboard, wandb, mlflow, got 'nosuch'" in " ".join(result.stderr.split())
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
-    result = runner.invoke(cli.app, ["train", str(data), "--log-to", "tensorboard"])
-    assert result.exit_code == 1
-    assert "pip install 'trdcli[tensorboard]'" in " ".join(result.stderr.split())
-    assert len(result.stderr.strip().splitlines()) <= 2 and "Traceback" not in result.output
+    absent = {"tensorboard", "sqlalchemy"}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in absent else real(name, *a))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for tracker, missing in (("tensorboard", "tensorboard"), ("mlflow", "sqlalchemy")):
+        result = runner.invoke(cli.app, ["train", str(data), "--log-to", tracker])
+        assert result.exit_code == 1 and not (tmp_path / "runs").exists()
+        assert f"needs {missing}: pip install 'trdcli[{tracker}]'" in " ".join(result.stderr.split())
+        assert len(result.stderr.strip().splitlines()) <= 2 and "Traceback" not in result.output
+    # With a server named, MLflow's client alone is enough: no local store to build.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert TrainConfig(data=data, log_to=("mlflow",)).log_to == ("mlflow",)
+
+
+# --- Weights & Biases (offline) and MLflow (local SQLite), read back with their own formats ---
+
+
+def _wandb_records(run_dir):
+    """The records of a run's offline ``.wandb`` file, parsed with W&B's own protobuf messages.
+
+    The file is W&B's header (":W&B", magic, version: 7 bytes) and then a LevelDB log: 32 KiB
+    blocks of chunks, each with a 7-byte header (CRC, length, type: 1 full, 2 first, 3 middle,
+    4 last); a block's tail shorter than a header is padding.
+    """
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    (path,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
+    data, block = path.read_bytes(), 32768
+    assert data[:4] == b":W&B"
+    pos, chunks, records = 7, b"", []
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if left < 7 or (kind == 0 and length == 0):
+            pos += left
+            continue
+        chunks += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(chunks)
+            records.append(record)
+            chunks = b""
+    return records
+
+
+def _wandb_history(records) -> list[dict[str, float]]:
+    rows = [r.history for r in records if r.WhichOneof("record_type") == "history"]
+    return [{item.nested_key[0] if item.nested_key else item.key: json.loads(item.value_json) for item in row.item}
+            for row in rows]  # fmt: skip
+
+
+@pytest.fixture
+def offline_wandb(monkeypatch, tmp_path):
+    pytest.importorskip("wandb", reason="pip install -e '.[wandb]'")
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_PROJECT", "WANDB_ENTITY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no netrc login: offline, as for a new user
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "home" / ".config" / "wandb"))
+
+
+@pytest.fixture
+def local_mlflow(monkeypatch):
+    pytest.importorskip("mlflow", reason="pip install -e '.[mlflow]'")
+    pytest.importorskip("sqlalchemy", reason="pip install -e '.[mlflow]'")
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _tiny_run(tmp_path, log_to, epochs=2):
+    from trdcli.run.train import train
+
+    data = make_image_folder(tmp_path / "data", n_train=16, n_valid=4, px=48)
+    config = TrainConfig(
+        data=data, epochs=epochs, size_px=64, batch_size=8, workers=0, lr=1e-3, schedule=TRDSchedule(32),
+        log_to=log_to, out_dir=tmp_path / "run",
+    )  # fmt: skip
+    notes = []
+
+    class Notes(TrainObserver):
+        def warn(self, message):
+            notes.append(message)
+
+    result = train(config, Notes())
+    return result, json.loads((tmp_path / "run" / "run.json").read_text()), notes
+
+
+def test_wandb_offline_keeps_every_step_the_config_and_the_files(tmp_path, offline_wandb):
+    result, run, notes = _tiny_run(tmp_path, ("wandb",))
+    assert any(n.startswith("W&B: not logged in, so offline") for n in notes)
+    records = _wandb_records(tmp_path / "run")
+    steps = [row for row in _wandb_history(records) if "trd/px" in row]
+    planned = TRDSchedule(32).plan_px(12, 64, 6).tolist()
+    assert [(row["_step"], row["trd/step"], row["trd/px"]) for row in steps] == [
+        (i, i, px) for i, px in enumerate(planned)
+    ]
+    # JSON doubles: exact for these integers. The measured FLOPs per image times 8, adding up to run.json's.
+    per_image = arch_flops("resnet18", 3)
+    assert [row["trd/step_train_flops"] for row in steps] == [8 * per_image.at(px).train_flops for px in planned]
+    assert sum(row["trd/step_train_flops"] for row in steps) == run["train_flops"]
+    final = [row for row in _wandb_history(records) if "trd/final/top1" in row]
+    assert final[-1]["trd/compute_saved_frac"] == pytest.approx(run["compute_saved_frac"], rel=1e-12)
+    (run_record,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    config = {item.key: json.loads(item.value_json) for item in run_record.config.update}
+    assert config["schedule.low_px"] == 32 and config["epochs"] == 2
+    assert run_record.project == "trd" and run_record.display_name == "run"
+    files = {p.name for p in (tmp_path / "run" / "wandb").glob("offline-run-*/files/*")}
+    assert {"run.json", "history.csv", "schedule.png"} <= files
+    assert not result.warnings
+
+
+def test_mlflow_local_store_keeps_every_step_the_params_and_the_artifacts(tmp_path, local_mlflow):
+    from mlflow import MlflowClient
+
+    result, run, notes = _tiny_run(tmp_path, ("mlflow",))
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}")
+    (found,) = client.search_runs([client.get_experiment_by_name("trd").experiment_id])
+    run_id = found.info.run_id
+    planned = TRDSchedule(32).plan_px(12, 64, 6).tolist()
+    px = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "trd/px"))
+    assert px == [(i, float(p)) for i, p in enumerate(planned)]
+    flops = client.get_metric_history(run_id, "trd/step_train_flops")
+    assert sum(m.value for m in flops) == run["train_flops"]  # float64: exact for these integers
+    assert found.data.metrics["trd/compute_saved_frac"] == pytest.approx(run["compute_saved_frac"], rel=1e-12)
+    assert found.data.params["schedule.low_px"] == "32" and found.data.params["arch"] == "resnet18"
+    assert found.info.status == "FINISHED" and found.info.run_name == "run"
+    assert {a.path for a in client.list_artifacts(run_id)} >= {"run.json", "history.csv", "schedule.png"}
+    assert any(n.startswith("MLflow: the run is in sqlite:///") for n in notes) and not result.warnings
+
+
+def test_a_comparison_is_one_group_in_each_tracker(tmp_path, offline_wandb, local_mlflow):
+    from mlflow import MlflowClient
+
+    from trdcli.plan.compare import CompareConfig, run_compare
+    from trdcli.plan.setting import Setting
+
+    data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
+    recipe = TrainConfig(data=data, epochs=1, size_px=64, batch_size=8, workers=0, lr=1e-3, log_to=("wandb", "mlflow"))
+    settings = (Setting("baseline"), Setting("trd", low_res=32))
+    out = tmp_path / "cmp"
+    run_compare(CompareConfig(recipe, settings, (0, 1), out, equal_compute=False))
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("trd").experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.info.run_name == "cmp" and len(runs) == 5
+    assert sorted(r.info.run_name for r in children) == ["baseline/seed0", "baseline/seed1", "trd/seed0", "trd/seed1"]
+    groups = []
+    for run_dir in sorted(out.glob("*/seed*")):
+        (record,) = [r.run for r in _wandb_records(run_dir) if r.WhichOneof("record_type") == "run"]
+        groups.append((record.run_group, record.display_name))
+    assert groups == [("cmp", "baseline/seed0"), ("cmp", "baseline/seed1"), ("cmp", "trd/seed0"), ("cmp", "trd/seed1")]
+    # Rerun: nothing trains, and MLflow keeps the one parent.
+    run_compare(CompareConfig(recipe, settings, (0, 1), out, equal_compute=False))
+    assert len(client.search_runs([client.get_experiment_by_name("trd").experiment_id])) == 5

@@ -46,6 +46,8 @@ _EXPORTS = {
     "TRDTracker": "trdcli.run.tracking",
     "TensorBoardTracker": "trdcli.run.tensorboard_tracker",
     "Tracker": "trdcli.run.trackers",
+    "WandbTracker": "trdcli.run.wandb_tracker",
+    "MlflowTracker": "trdcli.run.mlflow_tracker",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -78,10 +80,12 @@ if TYPE_CHECKING:
     )
     from trdcli.run.callbacks import lr_scheduler
     from trdcli.run.flops_cache import arch_flops
+    from trdcli.run.mlflow_tracker import MlflowTracker
     from trdcli.run.rundir import load_model
     from trdcli.run.tensorboard_tracker import TensorBoardTracker
     from trdcli.run.trackers import Tracker
     from trdcli.run.tracking import TRDTracker
+    from trdcli.run.wandb_tracker import WandbTracker
 
 
 def __getattr__(name: str):

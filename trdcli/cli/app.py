@@ -120,6 +120,7 @@ _SETTINGS_WITH_FLAGS = [
     "budget",
     "family",
     "log_to",
+    "wandb_project",
 ]
 FLAGS = {name: _FLAG_NAMES.get(name, "--" + name.replace("_", "-")) for name in _SETTINGS_WITH_FLAGS}
 
@@ -189,9 +190,12 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON 
 LogToOpt = Annotated[
     list[str] | None,
     typer.Option(
-        help="Watch the run in a tracker (repeat): tensorboard writes RUN/tensorboard/ "
-        "(pip install 'trdcli[tensorboard]'; then tensorboard --logdir RUN)."
+        help="Watch the run in a tracker (repeat): tensorboard (RUN/tensorboard/), wandb (offline unless "
+        "logged in), mlflow (MLFLOW_TRACKING_URI, else RUN/mlflow.db); pip install 'trdcli[trackers]'."
     ),
+]
+WandbProjectOpt = Annotated[
+    str | None, typer.Option(help="With --log-to wandb: the W&B project (sets WANDB_PROJECT; default trd).")
 ]
 BnRecalibrateOpt = Annotated[
     int | None,
@@ -293,11 +297,13 @@ def train(
         ),
     ] = TrainConfig.max_data_wait_frac,
     log_to: LogToOpt = None,
+    wandb_project: WandbProjectOpt = None,
     json_out: JsonOpt = False,
 ):
     """Train a classifier on an image folder, with TRD or any preset, and report the compute it saved."""
     with user_errors():
         _quiet_unless_main()
+    _use_wandb_project(wandb_project)
     from trdcli.cli.progress import RichTrainObserver
     from trdcli.cli.values import parse_lr
     from trdcli.core.errors import TrainingInterrupted
@@ -369,6 +375,12 @@ def _print_result(result, json_out: bool) -> None:
 def _print_json(payload) -> None:
     if not stdout.quiet:
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+
+
+def _use_wandb_project(project: str | None) -> None:
+    """W&B reads its project from the environment, as `wandb.init` documents; the flag sets it."""
+    if project is not None:
+        os.environ["WANDB_PROJECT"] = project
 
 
 def _quiet_unless_main() -> None:
@@ -599,6 +611,7 @@ def compare(
         typer.Option(help="With --budget: only these families (repeat; default all, `trd compare --help` lists them)."),
     ] = None,
     log_to: LogToOpt = None,
+    wandb_project: WandbProjectOpt = None,
     json_out: JsonOpt = False,
 ):
     """Train settings x seeds with one recipe; compare accuracy, compute and time against equal-compute baselines.
@@ -619,6 +632,7 @@ def compare(
         summary_rows,
     )
 
+    _use_wandb_project(wandb_project)
     with user_errors():
         recipe = TrainConfig(
             data=data, arch=arch, epochs=epochs, size_px=size, batch_size=batch_size, lr=lr, valid_pct=valid_pct,

@@ -158,6 +158,7 @@ def _is_full_baseline(setting: Setting) -> bool:
 def run_compare(config: CompareConfig, observer: TrainObserver | None = None) -> CompareResult:
     """Train every setting x seed (skipping finished runs, resuming interrupted ones); summarise from run.json."""
     from trdcli.data.folders import scan_image_folder
+    from trdcli.run.trackers import close_run_group, open_run_group
     from trdcli.run.train import train
 
     observer = observer or TrainObserver()
@@ -166,6 +167,8 @@ def run_compare(config: CompareConfig, observer: TrainObserver | None = None) ->
     settings, budget_rows = planned_settings(config, len(folder.train), folder.num_classes)
     results = [SettingResult(s) for s in settings]
     recipe, first = config.recipe, True
+    # The runs as one group in the trackers (a W&B group, an MLflow parent run), when any is asked for.
+    group = open_run_group(recipe.log_to, config.out_dir) if recipe.log_to else None
     for result in results:
         for seed in config.seeds:
             run_dir = config.out_dir / run_dir_name(result.setting.label) / f"seed{seed}"
@@ -173,11 +176,13 @@ def run_compare(config: CompareConfig, observer: TrainObserver | None = None) ->
                 observer.run_label(f"{result.setting.label} seed {seed}")
                 # Every image is decoded once, in the first run; the others train on the same folder.
                 train(result.setting.config(replace(recipe, check_images=recipe.check_images and first), seed, run_dir),
-                      observer)  # fmt: skip
+                      observer, group)  # fmt: skip
                 first = False
             run = _finished_run(run_dir, result.setting, seed, result.setting.epochs or recipe.epochs)
             result.runs.append({**run, "run_dir": str(run_dir)})
     observer.run_label("")
+    if group is not None:
+        close_run_group(group)
     reference = _reference_train_flops(results, config.recipe.epochs)
     compared = CompareResult(config, results, reference, budget_rows)
     _save(compared)

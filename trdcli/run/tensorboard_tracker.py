@@ -15,6 +15,7 @@ from typing import Any
 from trdcli.run.trackers import RunSummary, StepLog
 
 SUBDIR = "tensorboard"
+PACKAGES = ("tensorboard",)
 
 
 class TensorBoardTracker:
@@ -61,5 +62,5 @@ class TensorBoardTracker:
         self.writer.close()
 
 
-def tracker_for_run(run_dir: Path) -> TensorBoardTracker:
-    return TensorBoardTracker(run_dir / SUBDIR)
+def tracker_for_run(run_dir: Path, group=None, note=None) -> TensorBoardTracker:
+    return TensorBoardTracker(run_dir / SUBDIR)  # a comparison's runs line up under its folder already

@@ -66,6 +66,24 @@ class RunSummary:
     hparams: dict[str, bool | int | float | str] = field(default_factory=dict)
     text: str = ""  # markdown
     images: dict[str, Path] = field(default_factory=dict)  # tag -> PNG
+    files: list[Path] = field(default_factory=list)  # the run directory's files to keep with the run
+
+
+@dataclass(frozen=True)
+class RunGroup:
+    """Runs trained together (``trd compare``), as each tracker groups them: a W&B group, an MLflow
+    parent run with a child per setting and seed."""
+
+    name: str  # the compare folder's name
+    store_dir: Path  # where local stores go (MLflow's SQLite): the compare folder
+    parents: dict[str, str] = field(default_factory=dict)  # tracker name -> the id of its parent run
+
+
+def run_label(run_dir: Path, group: RunGroup | None) -> str:
+    """A run's name in a tracker: ``<setting>/seed<k>`` within a comparison, else its folder's name."""
+    if group is not None and run_dir.is_relative_to(group.store_dir):
+        return run_dir.relative_to(group.store_dir).as_posix()
+    return run_dir.name
 
 
 class Tracker(Protocol):
@@ -82,27 +100,61 @@ class Tracker(Protocol):
     def close(self) -> None: ...
 
 
-# name -> (the package it needs, the module that makes it from the run directory)
-TRACKERS = {"tensorboard": ("tensorboard", "trdcli.run.tensorboard_tracker")}
+# name -> the module that makes it (``tracker_for_run``) and says which packages it needs (``PACKAGES``)
+TRACKERS = {
+    "tensorboard": "trdcli.run.tensorboard_tracker",
+    "wandb": "trdcli.run.wandb_tracker",
+    "mlflow": "trdcli.run.mlflow_tracker",
+}
+
+
+def _packages(name: str) -> tuple[str, ...]:
+    import importlib
+
+    module = importlib.import_module(TRACKERS[name])
+    return module.packages() if callable(getattr(module, "packages", None)) else module.PACKAGES
 
 
 def check_trackers(names: Iterable[str]) -> None:
-    """Before any training: every name is a tracker and its package is installed."""
+    """Before any training: every name is a tracker and the packages it needs are installed."""
     import importlib.util
 
     for name in names:
         if name not in TRACKERS:
             raise ConfigError(f"`log_to` must be one of {', '.join(TRACKERS)}, got {name!r}")
-        package = TRACKERS[name][0]
-        if importlib.util.find_spec(package) is None:
-            raise ConfigError(f"`log_to` {name} needs the {package} package: pip install 'trdcli[{name}]'")
+        missing = [p for p in _packages(name) if importlib.util.find_spec(p) is None]
+        if missing:
+            raise ConfigError(f"`log_to` {name} needs {', '.join(missing)}: pip install 'trdcli[{name}]'")
 
 
-def make_trackers(names: Iterable[str], run_dir: Path) -> list[Tracker]:
-    """The trackers ``names`` asks for, each writing under ``run_dir`` (checked by :func:`check_trackers`)."""
+def make_trackers(
+    names: Iterable[str], run_dir: Path, group: RunGroup | None = None, note: Callable[[str], None] = print
+) -> list[Tracker]:
+    """The trackers ``names`` asks for, each keeping ``run_dir``'s run (checked by :func:`check_trackers`).
+    ``note`` takes a line a tracker has to say (W&B offline, where its store is)."""
     import importlib
 
-    return [importlib.import_module(TRACKERS[name][1]).tracker_for_run(run_dir) for name in names]
+    return [importlib.import_module(TRACKERS[n]).tracker_for_run(run_dir, group, note) for n in names]
+
+
+def open_run_group(names: Iterable[str], store_dir: Path) -> RunGroup:
+    """The group a comparison's runs go in, with a parent run from each tracker that keeps one
+    (its module's ``open_parent_run``: MLflow's; the same parent again when the comparison reruns)."""
+    import importlib
+
+    group = RunGroup(store_dir.name, store_dir)
+    for name in names:
+        module = importlib.import_module(TRACKERS[name])
+        if hasattr(module, "open_parent_run"):
+            group.parents[name] = module.open_parent_run(group)
+    return group
+
+
+def close_run_group(group: RunGroup) -> None:
+    import importlib
+
+    for name, run_id in group.parents.items():
+        importlib.import_module(TRACKERS[name]).close_parent_run(group, run_id)
 
 
 def flat_hparams(config: dict[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:
@@ -120,8 +172,9 @@ def flat_hparams(config: dict[str, Any], prefix: str = "") -> dict[str, bool | i
     return out
 
 
-def summary_of_run(run: dict[str, Any], plot: Path | None = None) -> RunSummary:
-    """A :class:`RunSummary` of a finished run, from its ``run.json`` payload."""
+def summary_of_run(run: dict[str, Any], files: Sequence[Path] = ()) -> RunSummary:
+    """A :class:`RunSummary` of a finished run, from its ``run.json`` payload; ``files`` its run
+    directory's files to keep with it, the PNGs among them also shown as images."""
     keys = ("compute_fraction", "compute_saved_frac", "train_compute_fraction", "train_compute_saved_frac",
             "train_flops", "baseline_train_flops", "bn_recalibration_flops", "valid_flops", "wall_time_s")  # fmt: skip
     scalars = {PREFIX + k: float(run[k]) for k in keys if isinstance(run.get(k), int | float)}
@@ -135,7 +188,8 @@ def summary_of_run(run: dict[str, Any], plot: Path | None = None) -> RunSummary:
         scalars=scalars,
         hparams=flat_hparams(run.get("config", {})),
         text="\n".join(lines),
-        images={PREFIX + "schedule": plot} if plot is not None and plot.is_file() else {},
+        images={PREFIX + path.stem: path for path in files if path.suffix == ".png"},
+        files=list(files),
     )
 
 

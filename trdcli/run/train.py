@@ -17,12 +17,13 @@ from trdcli.data.folders import ImageFolder
 from trdcli.run.config import TrainConfig
 from trdcli.run.observer import TrainObserver, WarningLog
 from trdcli.run.results import RunResult
+from trdcli.run.trackers import RunGroup
 
 # --size above this multiple of the images' own shorter side only upsamples: warn.
 _UPSAMPLE_WARN_RATIO = 2.0
 
 
-def train(config: TrainConfig, observer: TrainObserver | None = None) -> RunResult:
+def train(config: TrainConfig, observer: TrainObserver | None = None, group: RunGroup | None = None) -> RunResult:
     """Train ``config.arch`` on ``config.data`` under ``config.schedule``; write the run directory.
 
     Raises :class:`~trdcli.core.errors.TRDError` for unusable input (before any training) and
@@ -38,12 +39,12 @@ def train(config: TrainConfig, observer: TrainObserver | None = None) -> RunResu
     device = pick_device(config.device, ranks.local_rank, ranks.distributed)
     distributed.start(ranks, device)
     try:
-        return _train(config, observer or TrainObserver(), ranks, device)
+        return _train(config, observer or TrainObserver(), ranks, device, group)
     finally:
         distributed.stop(ranks)
 
 
-def _train(config: TrainConfig, observer: TrainObserver, ranks, device) -> RunResult:
+def _train(config: TrainConfig, observer: TrainObserver, ranks, device, group) -> RunResult:
     from fastai.torch_core import set_seed
 
     from trdcli.run.callbacks import FitState
@@ -69,7 +70,7 @@ def _train(config: TrainConfig, observer: TrainObserver, ranks, device) -> RunRe
     )
     learn, flops = _build_learner(config, folder, model, device, log, ranks)
     state = FitState(run_dir, observer, identity, progress.lr, log, ranks=ranks)
-    tracker = _add_tracker(learn, config, state)
+    tracker = _add_tracker(learn, config, state, group)
     try:
         # 4. Where the fit starts: a checkpoint, lr_find's suggestion, or the given rate.
         _start_point(learn, config, progress, state, device)
@@ -87,15 +88,16 @@ def _train(config: TrainConfig, observer: TrainObserver, ranks, device) -> RunRe
             tracker.close()
 
 
-def _add_tracker(learn, config: TrainConfig, state):
-    """Rank 0's trackers (one set of files per run, not per process), as a callback on ``learn``."""
+def _add_tracker(learn, config: TrainConfig, state, group):
+    """Rank 0's trackers (one set of files per run, not per process), as a callback on ``learn``;
+    ``group``: the comparison the run belongs to."""
     if not config.log_to or not state.ranks.is_main:
         return None
     from trdcli.run.trackers import make_trackers
     from trdcli.run.tracking import TRDTracker
 
     try:
-        trackers = make_trackers(config.log_to, state.run_dir)
+        trackers = make_trackers(config.log_to, state.run_dir, group, note=state.observer.warn)
     except Exception as exc:  # noqa: BLE001 - a tracker must never stop the run it would watch
         names = ", ".join(config.log_to)
         state.log.warn(f"`log_to` {names} could not start ({type(exc).__name__}: {exc}); training without it")
@@ -107,10 +109,11 @@ def _add_tracker(learn, config: TrainConfig, state):
 
 def _track_result(tracker, result: RunResult) -> None:
     from trdcli.run.results import run_json
-    from trdcli.run.rundir import PLOT_FILE
+    from trdcli.run.rundir import HISTORY_FILE, PLOT_FILE, RUN_FILE
     from trdcli.run.trackers import summary_of_run
 
-    tracker.finish(summary_of_run(run_json(result), result.run_dir / PLOT_FILE))
+    files = [result.run_dir / name for name in (RUN_FILE, HISTORY_FILE, PLOT_FILE)]
+    tracker.finish(summary_of_run(run_json(result), [f for f in files if f.is_file()]))
 
 
 # Below this share of the peak rate, a full-resolution tail barely moves the weights.
