@@ -339,3 +339,17 @@ def test_eval_names_batchnorm_recalibration_as_train_does():
     assert "--bn-recalibrate" in shown  # trd train's name; the old --recalibrate-bn still parses
     old = CliRunner().invoke(cli.app, ["eval", "/nonexistent-run", "--recalibrate-bn", "2"])
     assert old.exit_code == 1 and "No such option" not in old.output
+
+
+def test_a_table_written_to_a_file_keeps_its_rows_whole(monkeypatch):
+    # `trd compare ... > log` under nohup: no terminal sets the width, and rich's 80 columns cut a
+    # table's cells into fragments. Here the preset's row must stay on one line, as wide as it needs.
+    monkeypatch.delenv("COLUMNS", raising=False)
+    result = runner.invoke(cli.app, ["presets", "--arch", "resnet18"])
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.stdout.splitlines() if "trd-window" in line)
+    assert "half resolution for the first 90% of steps, then full" in row and "arXiv:2112.00954" in row
+    # COLUMNS is the user's word for the width, and is kept.
+    monkeypatch.setenv("COLUMNS", "100")
+    narrow = runner.invoke(cli.app, ["presets", "--arch", "resnet18"])
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= 100

@@ -40,7 +40,27 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-stdout = Console()
+
+class _WholeRowsConsole(Console):
+    """stdout. In a terminal, or with COLUMNS set, as wide as that; written to a file or a pipe
+    (``trd compare ... > log``, ``nohup``), as wide as what it prints, so a table keeps its rows
+    whole where rich would wrap it at 80 columns into fragments."""
+
+    def print(self, *objects, **kwargs):
+        if not objects or self.is_terminal or "COLUMNS" in os.environ:
+            return super().print(*objects, **kwargs)
+        from rich.measure import Measurement
+
+        wide = self.options.update(width=10_000)
+        before = self._width  # print(width=) is capped at the console's width: widen the console itself
+        self.width = max(80, *(Measurement.get(self, wide, o).maximum for o in objects))
+        try:
+            return super().print(*objects, **kwargs)
+        finally:
+            self.width = before
+
+
+stdout = _WholeRowsConsole()
 stderr = Console(stderr=True)
 
 
