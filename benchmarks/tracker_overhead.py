@@ -82,10 +82,17 @@ def main() -> None:
     parser.add_argument("--px", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--trackers", nargs="+", default=["tensorboard"], choices=list(TRACKERS))
+    parser.add_argument("--alone-only", action="store_true", help="only each tracker's own work, no training")
     args = parser.parse_args()
     os.environ.setdefault("WANDB_MODE", "offline")  # nothing leaves the machine
     os.environ.setdefault("WANDB_SILENT", "true")
 
+    if args.alone_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in args.trackers:
+                own_s = tracker_seconds_per_step(name, Path(tmp) / name)
+                print(f"{name:<16} its own work alone {own_s * 1e6:6.0f} us per step (blocks of 50 steps)")
+        return
     settings = [NONE, *args.trackers]
     times: dict[str, list[float]] = {name: [] for name in settings}
     with tempfile.TemporaryDirectory() as tmp:

@@ -190,6 +190,37 @@ def test_a_diverging_run_stops_with_its_learning_rate_named(tmp_path):
     assert (tmp_path / "run" / "checkpoint.json").is_file() and not (tmp_path / "run" / "run.json").exists()
 
 
+def test_the_final_loss_rule_by_hand():
+    import math
+
+    from trdcli.core.divergence import ended_far_above_chance
+
+    # 10 x chance: 6.93 for 2 classes, 23.0 for 10; a non-finite loss is never a trained model.
+    assert ended_far_above_chance(1209.0, 2) and ended_far_above_chance(6.94, 2)
+    assert not ended_far_above_chance(6.93, 2) and not ended_far_above_chance(2.58, 10)
+    assert ended_far_above_chance(math.inf, 10) and ended_far_above_chance(math.nan, 10)
+
+
+def test_a_short_run_that_diverges_says_so_with_its_learning_rate(tmp_path):
+    import json
+
+    from helpers import make_image_folder
+
+    # The case as a user met it: 32 images of 2 classes, 12 steps at lr 9, too short for the watch's
+    # 20 steps; it ended with train loss 1,209 (chance ln 2 = 0.69), top-1 at chance, exit 0 and no word.
+    data = make_image_folder(tmp_path / "data", classes=("a", "b"), n_train=16, n_valid=4, px=48)
+    args = ["train", str(data), "--arch", "resnet18", "--size", "64", "--batch-size", "8", "--epochs", "3"]
+    args += ["--lr", "9", "--workers", "0", "--out", str(tmp_path / "run"), "--json"]
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    final_loss = payload["history"][-1]["train_loss"]
+    assert final_loss > 10 * 0.6931  # the run did diverge: the warning must follow from it
+    (warning,) = [w for w in payload["warnings"] if w.startswith("the run diverged")]
+    assert "peak `lr` was 9" in warning and "ln 2 = 0.69" in warning
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["warnings"] == payload["warnings"]
+
+
 def test_ranks_that_hold_another_plan_stop_before_the_epoch(monkeypatch):
     import pytest
     from fastai.learner import Learner

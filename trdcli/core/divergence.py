@@ -53,3 +53,15 @@ class DivergenceWatch:
             f"the training loss diverged: its running average {self.smoothed:.4g} stayed above {self.ratio:g}x its "
             f"lowest ({self.lowest:.3g}) and above chance ({self.chance_loss:.3g}) for {self.steps_above} steps"
         )
+
+
+# A run too short for the watch (fewer than DIVERGENCE_STEPS steps) can still end diverged. Its
+# final training loss against this many times chance (ln(classes), a uniform guess) says so: a
+# run that learned nothing but stayed sane ends near chance (the budget benchmark's worst epoch
+# was 1.12x chance), a diverged one thousands of times above it (the lr 9 case: 1,209 at ln 2).
+FAR_ABOVE_CHANCE = 10.0
+
+
+def ended_far_above_chance(final_train_loss: float, num_classes: int, ratio: float = FAR_ABOVE_CHANCE) -> bool:
+    """Whether a run's last training loss is no trained model's: above ``ratio`` x chance, or not finite."""
+    return not math.isfinite(final_train_loss) or final_train_loss > ratio * math.log(num_classes)

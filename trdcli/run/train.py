@@ -391,6 +391,7 @@ def _finish(learn, config, folder, state, metrics, flops, device) -> RunResult:
     _check_ranks_agree(learn.trd, ranks)
     data_wait = summarize(state.history)
     _warn_if_loader_bound(data_wait, config, learn.dls.train.fake_l.num_workers, state.log)
+    _warn_if_ended_diverged(metrics["train_loss"], folder.num_classes, state.lr, state.log)
 
     valid_flops = len(folder.valid) * config.epochs * flops.at(config.size_px).forward_flops
     result = RunResult(
@@ -457,6 +458,20 @@ def _check_ranks_agree(trd, ranks) -> None:
     (seen,) = summed([trd.images_recorded_here() // trd.world_size], ranks)
     if seen != trd.images_recorded_here():
         raise RuntimeError(f"the ranks trained {seen} images, the record says {trd.images_recorded_here()}")
+
+
+def _warn_if_ended_diverged(train_loss: float, classes: int, peak_lr: float, log: WarningLog) -> None:
+    """A short run the divergence watch cannot judge (it needs 20 steps) is still not a silent success."""
+    import math
+
+    from trdcli.core.divergence import FAR_ABOVE_CHANCE, ended_far_above_chance
+
+    if ended_far_above_chance(train_loss, classes):
+        log.warn(
+            f"the run diverged: its final training loss {train_loss:,.4g} is over {FAR_ABOVE_CHANCE:g}x chance "
+            f"(ln {classes} = {math.log(classes):.2f}), so the model is no better than a guess; its peak `lr` was "
+            f"{peak_lr:g}: train again with a lower one (a tenth of it, or `lr` find)"
+        )
 
 
 def _warn_if_loader_bound(data_wait, config: TrainConfig, workers: int, log: WarningLog) -> None:
