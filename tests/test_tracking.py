@@ -13,6 +13,7 @@ from helpers import make_image_folder, tensor_dls, tiny_cnn
 from typer.testing import CliRunner
 
 from trdcli.callbacks.trd import TRDCallback
+from trdcli.core.errors import ConfigError
 from trdcli.core.schedules import TRDSchedule
 from trdcli.run.config import TrainConfig
 from trdcli.run.flops_cache import arch_flops
@@ -390,3 +391,25 @@ def test_a_comparison_is_one_group_in_each_tracker(tmp_path, offline_wandb, loca
     # Rerun: nothing trains, and MLflow keeps the one parent.
     run_compare(CompareConfig(recipe, settings, (0, 1), out, equal_compute=False))
     assert len(client.search_runs([client.get_experiment_by_name("trd").experiment_id])) == 5
+
+
+def test_the_notebook_callback_takes_the_trackers_names(tmp_path, local_mlflow):
+    from mlflow import MlflowClient
+
+    learn = Learner(
+        tensor_dls(n_train=32, bs=8, px=64), tiny_cnn(), loss_func=CrossEntropyLossFlat(),
+        cbs=[TRDCallback(low_res=32, until=0.5), TRDTracker("tensorboard", "mlflow", run_dir=tmp_path / "nb")],
+    )  # fmt: skip
+    with learn.no_bar(), learn.no_logging(), pytest.warns(UserWarning, match="MLflow: the run is in sqlite:///"):
+        learn.fit(1)
+    learn.trd_tracker.close()
+    events = EventAccumulator(str(tmp_path / "nb" / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [v for _, v in _scalars(events, "trd/px")] == [32.0, 32.0, 64.0, 64.0]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'nb' / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("trd").experiment_id])
+    assert [m.value for m in sorted(client.get_metric_history(run.info.run_id, "trd/px"), key=lambda m: m.step)] == [
+        32.0, 32.0, 64.0, 64.0,
+    ]  # fmt: skip
+    with pytest.raises(ConfigError, match="must be one of tensorboard, wandb, mlflow"):
+        TRDTracker("nosuch")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +18,7 @@ from fastai.callback.core import Callback
 from fastai.callback.schedule import LRFinder
 
 from trdcli.core.errors import ConfigError
-from trdcli.run.trackers import PREFIX, RunSummary, StepLog, Tracker, _Guarded
+from trdcli.run.trackers import PREFIX, RunSummary, StepLog, Tracker, _Guarded, check_trackers, make_trackers
 
 
 def _warn(message: str) -> None:
@@ -38,7 +39,8 @@ class TRDTracker(Callback):
 
     def __init__(
         self,
-        *trackers: Tracker,
+        *trackers: Tracker | str,
+        run_dir: str | Path = "runs/notebook",
         flush_every: int = 50,
         config: dict[str, Any] | None = None,
         warn: Callable[[str], None] = _warn,
@@ -46,6 +48,11 @@ class TRDTracker(Callback):
     ):
         if flush_every < 1:
             raise ConfigError(f"`flush_every` must be 1 or more steps, got {flush_every}")
+        # A name (`--log-to`'s: "tensorboard", "wandb", "mlflow") makes that tracker for ``run_dir``.
+        names = [t for t in trackers if isinstance(t, str)]
+        check_trackers(names)
+        made = iter(make_trackers(names, Path(run_dir), note=warn))
+        trackers = tuple(next(made) if isinstance(t, str) else t for t in trackers)
         self.trackers = _Guarded(trackers, warn)
         self.flush_every, self.config, self.finish_after_fit = flush_every, config, finish_after_fit
         self.step = 0  # steps so far, every fit's
