@@ -123,14 +123,24 @@ def test_utilisation_per_resolution_interpolates_in_flops():
     assert rates[224] == pytest.approx(312e12 * 0.2 / per_image[224])
     assert rates[112] == pytest.approx(312e12 * 0.1 / per_image[112])
     table = arch_flops("resnet50", 1000, cache=default_cache())
-    throughput = Throughput(rates, "test")
     f224, f160, f112 = (table.at(px).train_flops for px in (224, 160, 112))
     between = 0.1 + (f160 - f112) / (f224 - f112) * 0.1  # linear in FLOPs between the two given shares
     from trdcli.plan.estimate import throughput_from_gpu_flops
 
     rate_160 = throughput_from_gpu_flops(312e12, {224: 0.2, 112: 0.1}, [160], table.at).images_per_s[160]
     assert rate_160 == pytest.approx(312e12 * between / f160)
-    assert throughput.images_per_s[224] == rates[224]
+
+
+def test_known_rates_are_interpolated_in_flops_and_scaled_outside():
+    # docs/estimate-cost.md: "resolutions in between are interpolated linearly in training FLOPs,
+    # outside scaled by FLOPs": time per image at 160 px lies on the line between 112 and 224 px.
+    table = arch_flops("resnet50", 1000, cache=default_cache())
+    f224, f160, f112, f96 = (table.at(px).train_flops for px in (224, 160, 112, 96))
+    throughput = Throughput({224: 1000.0, 112: 3000.0}, "test")
+    expected_160 = 1 / 3000 + (f160 - f112) / (f224 - f112) * (1 / 1000 - 1 / 3000)
+    assert throughput.seconds_per_image(160, table.at) == pytest.approx(expected_160, rel=1e-12)
+    assert throughput.seconds_per_image(96, table.at) == pytest.approx(f96 / f112 / 3000, rel=1e-12)
+    assert throughput.seconds_per_image(224, table.at) == 1 / 1000
 
 
 def test_an_assumed_rate_is_never_called_measured():

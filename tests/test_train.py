@@ -17,7 +17,6 @@ from trdcli.cli import app as cli
 from trdcli.core.errors import DataError, RunDirError, TrainingInterrupted
 from trdcli.core.schedules import TRDSchedule
 from trdcli.run.config import TrainConfig
-from trdcli.run.flops_cache import arch_flops
 from trdcli.run.observer import TrainObserver
 from trdcli.run.rundir import load_model
 from trdcli.run.train import train
@@ -101,27 +100,44 @@ def test_json_has_every_documented_key(trained):
         assert at_px["wait_s"] == pytest.approx(sum(row["data_wait_s_by_px"][px] for row in payload["history"]))
 
 
+def _counted_flops(px: int):
+    """FLOPs per image of torchvision's ResNet-18 (3 classes), counted in the test with torch's
+    FlopCounterMode on a real forward and backward: not trd's counter (a meta-device copy)."""
+    from types import SimpleNamespace
+
+    from torch.utils.flop_counter import FlopCounterMode
+    from torchvision.models import resnet18
+
+    model, images = resnet18(num_classes=3).train(), torch.randn(2, 3, px, px)
+    with FlopCounterMode(display=False) as forward:
+        out = model(images)
+    with FlopCounterMode(display=False) as backward:
+        out.sum().backward()
+    fwd, bwd = forward.get_total_flops() // 2, backward.get_total_flops() // 2
+    return SimpleNamespace(forward_flops=fwd, train_flops=fwd + bwd)
+
+
 def test_compute_saved_recomputed_independently(trained):
     payload, _, _ = trained
     # The steps from the schedule's own plan (the run's records are not used), the FLOPs per
-    # image measured here on a freshly built ResNet-18.
+    # image counted here on a freshly built torchvision ResNet-18.
     total_steps = 32 // 8 * 2  # the 32 readable training images, batch 8, 2 epochs
     planned = TRDSchedule(32, until=1.0, prob=0.5, seed=4).plan_px(total_steps, 64).tolist()
     steps = {px: planned.count(px) for px in (64, 32)}
-    table = arch_flops("resnet18", 3)
-    train_flops = sum(n * 8 * table.at(px).train_flops for px, n in steps.items())
-    baseline = total_steps * 8 * table.at(64).train_flops
+    counted = {px: _counted_flops(px) for px in (64, 32)}
+    train_flops = sum(n * 8 * counted[px].train_flops for px, n in steps.items())
+    baseline = total_steps * 8 * counted[64].train_flops
     assert payload["steps"] == total_steps and payload["steps_by_px"] == {str(px): n for px, n in steps.items()}
     assert payload["train_flops"] == train_flops
     assert payload["baseline_train_flops"] == baseline
     # BatchNorm recalibration: the default 8 batches, capped at the epoch's 4, of 8 images forward at 64 px.
-    recal = 4 * 8 * table.at(64).forward_flops
+    recal = 4 * 8 * counted[64].forward_flops
     assert payload["bn_recalibration_flops"] == recal
     assert payload["compute_fraction"] == pytest.approx((train_flops + recal) / baseline, rel=1e-12)
     assert payload["compute_saved_frac"] == pytest.approx(1 - (train_flops + recal) / baseline, rel=1e-12)
     assert payload["train_compute_fraction"] == pytest.approx(train_flops / baseline, rel=1e-12)
-    assert payload["train_flops_per_image"]["64"] == table.at(64).train_flops
-    assert payload["forward_flops_per_image"]["32"] == table.at(32).forward_flops
+    assert payload["train_flops_per_image"]["64"] == counted[64].train_flops
+    assert payload["forward_flops_per_image"]["32"] == counted[32].forward_flops
 
 
 def test_run_directory(trained):
