@@ -249,3 +249,14 @@ def test_the_solved_parameters_are_flags_of_train_and_estimate_cost():
         json.loads(falling.stdout)["schedule"] | {"seed": 0}
         == TRDSchedule(112, until=1.0, prob=1.0, prob_end=0.2).describe()
     )
+
+
+@pytest.mark.parametrize("budget", [0.4, 0.6])
+def test_estimate_cost_and_compare_give_the_same_setting_for_the_same_budget(budget):
+    args = ["estimate-cost", "--arch", "resnet18", "--images", "80", "--classes", "3", "--size", "64"]
+    args += ["--epochs", "10", "--batch-size", "8", "--low-res", "32", "--budget", str(budget), "--json"]
+    result = runner.invoke(cli.app, args)
+    assert result.exit_code == 0, result.output
+    (best,) = [o for o in json.loads(result.stdout)["budget"]["options"] if o["low_px"] == 32]
+    assert best["spread_prob"] == solve_family("trd", budget, RECIPE, IMAGES, CLASSES).setting.prob
+    assert best["until"] == solve_family("window", budget, RECIPE, IMAGES, CLASSES).setting.until

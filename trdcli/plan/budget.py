@@ -20,11 +20,8 @@ import numpy as np
 from trdcli.core.errors import ConfigError
 from trdcli.core.schedules import MIN_PX
 from trdcli.plan.setting import Setting, planned_fraction
+from trdcli.plan.solve import grid, most_within, nearest_below_note
 from trdcli.run.config import TrainConfig
-
-# A solved row may spend this much less than its budget before it says so: the issue's "within 2%".
-BUDGET_TOLERANCE_FRAC = 0.02
-
 
 # The families, each with the one parameter solved for it (docs/cli.md has the table): trd's default
 # recipe (prob), the paper's window (until), TRD with a falling chance (its line), Composer
@@ -65,13 +62,6 @@ def check_families(names: Sequence[str] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def _grid(start: float, stop: float, step: float = 0.001) -> list[float]:
-    """Values from ``start`` to ``stop`` inclusive on a 0.001 grid (either direction), rounded to 3 decimals."""
-    count = int(round(abs(stop - start) / step))
-    sign = 1 if stop >= start else -1
-    return [round(start + sign * i * step, 3) for i in range(count + 1)]
-
-
 @dataclass(frozen=True)
 class _Candidates:
     """A family's parameter values in order of rising compute, and the setting each makes."""
@@ -90,19 +80,19 @@ def _falling(share: float) -> tuple[float, float]:
 def _candidates(family: str, recipe: TrainConfig, label: str) -> _Candidates:
     full, half = recipe.size_px, recipe.size_px // 2
     if family == "trd":
-        return _Candidates(_grid(1.0, 0.0), lambda p: Setting(label, low_res=half, prob=p), lambda p: f"prob {p:g}")
+        return _Candidates(grid(1.0, 0.0), lambda p: Setting(label, low_res=half, prob=p), lambda p: f"prob {p:g}")
     if family == "window":
-        return _Candidates(_grid(1.0, 0.001), lambda u: Setting(label, low_res=half, until=u), lambda u: f"until {u:g}")
+        return _Candidates(grid(1.0, 0.001), lambda u: Setting(label, low_res=half, until=u), lambda u: f"until {u:g}")
     if family == "falling":
         return _Candidates(
-            _grid(1.0, 0.0),
+            grid(1.0, 0.0),
             lambda r: Setting(label, low_res=half, until=1.0, prob=_falling(r)[0], prob_end=_falling(r)[1]),
             lambda r: "chance {:g} -> {:g}".format(*_falling(r)),
         )
     if family == "composer":
         smallest = np.ceil(MIN_PX / full * 1000) / 1000
         return _Candidates(
-            _grid(float(smallest), 1.0),
+            grid(float(smallest), 1.0),
             lambda s: Setting(label, preset="composer", initial_scale=s),
             lambda s: f"initial_scale {s:g} ({int(round(full * s / 4)) * 4} px)",
         )
@@ -113,7 +103,7 @@ def _candidates(family: str, recipe: TrainConfig, label: str) -> _Candidates:
     if family == "fastbook":
         low = int(round(full * 128 / 224))
         return _Candidates(
-            _grid(1.0, 0.001),
+            grid(1.0, 0.001),
             lambda u: Setting(label, preset="fastbook", until=u),
             lambda u: f"{low} px until {u:g}",
         )
@@ -139,8 +129,8 @@ def budget_label(family: str, budget_frac: float) -> str:
 def solve_family(
     family: str, budget_frac: float, recipe: TrainConfig, train_images: int, num_classes: int
 ) -> BudgetRow:
-    """The family's setting with the most compute that does not exceed ``budget_frac`` (bisection on its
-    parameter's grid, where compute rises with the index)."""
+    """The family's setting with the most compute that does not exceed ``budget_frac``
+    (:func:`~trdcli.plan.solve.most_within` on its parameter's grid, where compute rises with the index)."""
     candidates = _candidates(family, recipe, budget_label(family, budget_frac))
     cache: dict[int, float] = {}
 
@@ -150,22 +140,14 @@ def solve_family(
             cache[index] = planned_fraction(setting, recipe, train_images, num_classes, seed=None)
         return cache[index]
 
-    if not candidates.values or fraction(0) > budget_frac * (1 + 1e-9):
+    lo = most_within(len(candidates.values), fraction, budget_frac)
+    if lo is None:
         cheapest = fraction(0) if candidates.values else 1.0
         shown = candidates.show(candidates.values[0]) if candidates.values else "-"
         note = f"cannot reach {budget_frac:.0%}: its cheapest setting ({shown}) spends {cheapest:.1%}"
         return BudgetRow(budget_frac, family, None, shown, cheapest, note)
-    lo, hi = 0, len(candidates.values) - 1  # invariant: fraction(lo) fits
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if fraction(mid) <= budget_frac * (1 + 1e-9):
-            lo = mid
-        else:
-            hi = mid - 1
     value, spent = candidates.values[lo], fraction(lo)
-    note = ""
-    if spent < budget_frac * (1 - BUDGET_TOLERANCE_FRAC):
-        note = f"spends {spent:.1%}: the nearest setting below {budget_frac:.0%}"
+    note = nearest_below_note(spent, budget_frac)
     return BudgetRow(budget_frac, family, candidates.make(value), candidates.show(value), spent, note)
 
 

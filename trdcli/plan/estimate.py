@@ -21,6 +21,7 @@ from trdcli.core.cost import ComputeSummary, ImageFlops, RunShape, plan_compute,
 from trdcli.core.defaults import recalibration_batches
 from trdcli.core.errors import ConfigError, named
 from trdcli.core.schedules import ResolutionSchedule, TRDSchedule
+from trdcli.plan.solve import grid, most_within, schedule_cost
 
 
 @dataclass(frozen=True)
@@ -314,11 +315,6 @@ class BudgetOption:
     reason: str = ""
 
 
-def _round_up(value: float, digits: int = 3) -> float:
-    scale = 10**digits
-    return min(math.ceil(value * scale - 1e-9) / scale, 1.0)
-
-
 def solve_budget(
     budget_frac: float,
     low_px: int,
@@ -331,51 +327,35 @@ def solve_budget(
 
     ``cost_of_px`` is the per-image cost in the budget's metric (train FLOPs, seconds, money);
     ``recalibration_cost`` what BatchNorm recalibration after the run costs in it (a reduced run
-    pays it, the baseline does not: design.md section 4).
-    Less reduction keeps more of the full-resolution training, so the answer is the smallest
-    ``until`` (window reading) and the smallest ``prob`` (spread reading) that fit; both are
-    rounded up to 3 decimals and checked against the exact plan.
+    pays it, the baseline does not: design.md section 4). The window (``until``) and the spread
+    (``prob``, in expectation over the draws) are each solved by :mod:`trdcli.plan.solve`, the
+    solver ``trd compare --budget`` uses: the smallest value on a 0.001 grid that fits.
     """
     full = shape.full_px
     ratio = cost_of_px(low_px) / cost_of_px(full)
+    baseline = float(shape.images_per_step().sum()) * cost_of_px(full)
 
     def fraction_of(schedule: ResolutionSchedule) -> float:
-        px = plan_px(schedule, shape)
-        images = shape.images_per_step()
-        costs = {p: cost_of_px(int(p)) for p in np.unique(px)}
-        planned = sum(costs[p] * images[px == p].sum() for p in costs) + recalibration_cost
-        return float(planned / (images.sum() * cost_of_px(full)))
+        return (schedule_cost(schedule, shape, cost_of_px)[0] + recalibration_cost) / baseline
 
     if budget_frac >= 1:
         return BudgetOption(low_px, None, None, 1.0, 1.0, "the full-resolution baseline already fits")
     if budget_frac < ratio:
-        return BudgetOption(
-            low_px,
-            None,
-            None,
-            None,
-            None,
-            f"infeasible: even every step at {low_px} px costs {ratio:.1%} of the baseline",
-        )
-    baseline = float(shape.images_per_step().sum()) * cost_of_px(full)
-    needed = (1 - budget_frac + recalibration_cost / baseline) / (1 - ratio)
-    if needed > 1:
-        return BudgetOption(
-            low_px, None, None, None, None,
-            f"infeasible: every step at {low_px} px and BatchNorm recalibration cost more than the budget",
-        )  # fmt: skip
-    until = _round_up(needed)
-    while True:
-        window = fraction_of(TRDSchedule(low_px, until=until))
-        if window <= budget_frac * (1 + 1e-12) or until >= 1:
-            break
-        until = _round_up(until + 0.001)
-    prob = _round_up(needed)
-    spread = fraction_of(TRDSchedule(low_px, until=1.0, prob=prob, seed=seed))
-    # The spread reading draws steps at random: nudge prob up until this seed's draw fits.
-    while spread > budget_frac * (1 + 1e-12) and prob < 1:
-        prob = _round_up(prob + 0.001)
-        spread = fraction_of(TRDSchedule(low_px, until=1.0, prob=prob, seed=seed))
+        reason = f"infeasible: even every step at {low_px} px costs {ratio:.1%} of the baseline"
+        return BudgetOption(low_px, None, None, None, None, reason)
+    # Values in order of rising compute: the most reduction first.
+    untils, probs = grid(1.0, 0.001), grid(1.0, 0.0)
+    windows = [TRDSchedule(low_px, until=u) for u in untils]
+    spreads = [TRDSchedule(low_px, until=1.0, prob=p, seed=seed) for p in probs]
+    at_until = most_within(len(untils), lambda i: fraction_of(windows[i]), budget_frac)
+    at_prob = most_within(len(probs), lambda i: fraction_of(spreads[i]), budget_frac)
+    if at_until is None and at_prob is None:
+        reason = f"infeasible: every step at {low_px} px and BatchNorm recalibration cost more than the budget"
+        return BudgetOption(low_px, None, None, None, None, reason)
+    until = untils[at_until] if at_until is not None else None
+    prob = probs[at_prob] if at_prob is not None else None
+    window = fraction_of(windows[at_until]) if at_until is not None else None
+    spread = fraction_of(spreads[at_prob]) if at_prob is not None else None
     return BudgetOption(low_px, until, prob, window, spread)
 
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
-
 from trdcli.core.defaults import BN_MODES, recalibration_batches
 from trdcli.core.errors import ConfigError
 from trdcli.core.lr_schedule import OneCycle
 from trdcli.core.presets import build_schedule
-from trdcli.core.schedules import ResolutionSchedule, TRDSchedule
+from trdcli.core.schedules import ResolutionSchedule
 from trdcli.run.config import TrainConfig
 from trdcli.run.rundir import PROGRESS_FILE
 
@@ -70,23 +68,15 @@ def planned_fraction(
     ``seed`` None: the expectation over the draws of a random schedule (each step's chance of being
     reduced times its saving), which is what a budget is solved on; otherwise that seed's exact plan.
     """
-    from trdcli.core.cost import RunShape, plan_compute, plan_px, recalibration_images
+    from trdcli.core.cost import RunShape, recalibration_images
+    from trdcli.plan.solve import schedule_cost
     from trdcli.run.flops_cache import arch_flops, default_cache
 
     shape = RunShape(train_images, recipe.batch_size, setting.epochs or recipe.epochs, recipe.size_px)
     flops = arch_flops(recipe.arch, num_classes, cache=default_cache())
     schedule = setting.schedule(0 if seed is None else seed)
     full = flops.at(recipe.size_px)
-    if seed is None and isinstance(schedule, TRDSchedule) and schedule.is_random:
-        chance = schedule.reduction_chance(np.arange(shape.total_steps), shape.total_steps)
-        low = flops.at(schedule.low_px(recipe.size_px))
-        images = shape.images_per_step()
-        train_flops = float((images * (chance * low.train_flops + (1 - chance) * full.train_flops)).sum())
-        any_reduced = bool(chance.any())
-    else:
-        step_px = plan_px(schedule, shape)
-        train_flops = plan_compute(schedule, shape, flops.at, step_px=step_px).train_flops
-        any_reduced = bool((step_px != recipe.size_px).any())
+    train_flops, any_reduced = schedule_cost(schedule, shape, lambda px: flops.at(px).train_flops, seed is None)
     batches = recalibration_batches(setting.bn_recalibrate, any_reduced)
     recal_flops = recalibration_images(batches, shape) * full.forward_flops
     baseline = RunShape(train_images, recipe.batch_size, recipe.epochs, recipe.size_px)

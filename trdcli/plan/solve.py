@@ -1,0 +1,72 @@
+"""The one budget solver: what a schedule costs over a run, and the setting that spends the most within a budget.
+
+``trd estimate-cost --budget`` and ``trd compare --budget`` both answer "which setting spends this
+share of the baseline?" with these two functions, so for the same recipe and budget they give the
+same setting. A random schedule is costed in expectation (each step's chance of being reduced
+times its cost), which is what a budget over seeds means; one rule decides among a parameter's
+values: the one with the most compute (the least reduction) that does not exceed the budget,
+found by bisection over values in order of rising compute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from trdcli.core.cost import RunShape, plan_px
+from trdcli.core.schedules import ResolutionSchedule, TRDSchedule
+
+# Rounding slack when a cost is compared with its budget (a fraction computed two ways).
+BUDGET_SLACK_FRAC = 1e-9
+# A solved setting may spend this much less than its budget before it says so (sizes and epochs move
+# in steps, so the nearest setting can land below).
+BUDGET_TOLERANCE_FRAC = 0.02
+
+
+def schedule_cost(
+    schedule: ResolutionSchedule, shape: RunShape, cost_of_px: Callable[[int], float], expected: bool = True
+) -> tuple[float, bool]:
+    """(the run's training cost, sum over steps of images x ``cost_of_px(px)``; whether a step is reduced).
+
+    ``expected``: a random TRD schedule in expectation over its draws; otherwise its seed's plan.
+    """
+    images = shape.images_per_step()
+    full = float(cost_of_px(shape.full_px))
+    if expected and isinstance(schedule, TRDSchedule) and schedule.is_random:
+        chance = schedule.reduction_chance(np.arange(shape.total_steps), shape.total_steps)
+        low = float(cost_of_px(schedule.low_px(shape.full_px)))
+        return float((images * (chance * low + (1 - chance) * full)).sum()), bool(chance.any())
+    px = plan_px(schedule, shape)
+    costs = {int(p): float(cost_of_px(int(p))) for p in np.unique(px)}
+    return float(sum(c * images[px == p].sum() for p, c in costs.items())), bool((px != shape.full_px).any())
+
+
+def most_within(count: int, fraction_at: Callable[[int], float], budget_frac: float) -> int | None:
+    """The last index of ``count`` values, in order of rising compute, whose ``fraction_at`` is within
+    ``budget_frac``; None when even the first (the cheapest) spends more."""
+    fits = lambda i: fraction_at(i) <= budget_frac * (1 + BUDGET_SLACK_FRAC)  # noqa: E731
+    if count == 0 or not fits(0):
+        return None
+    lo, hi = 0, count - 1  # invariant: lo fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def grid(start: float, stop: float, step: float = 0.001) -> list[float]:
+    """Values from ``start`` to ``stop`` inclusive on a 0.001 grid (either direction), rounded to 3 decimals."""
+    count = int(round(abs(stop - start) / step))
+    sign = 1 if stop >= start else -1
+    return [round(start + sign * i * step, 3) for i in range(count + 1)]
+
+
+def nearest_below_note(spent_frac: float, budget_frac: float) -> str:
+    """The one rule for a setting that lands below its budget: said when more than 2% below."""
+    if spent_frac < budget_frac * (1 - BUDGET_TOLERANCE_FRAC):
+        return f"spends {spent_frac:.1%}: the nearest setting below {budget_frac:.0%}"
+    return ""
