@@ -89,3 +89,72 @@ def test_sigterm_saves_the_last_epoch_says_how_to_resume_and_the_resume_keeps_th
     resumed = train(config)
     assert resumed.step_px == SCHEDULE.plan_px(90, 64).tolist()
     assert [row["epoch"] for row in resumed.history] == list(range(30))
+
+
+def test_the_loss_reaches_the_host_once_per_check_not_every_step(tmp_path, monkeypatch):
+    # trd's own callbacks on the training path (the schedule, data-wait timing, the loss check, the
+    # progress display) over a real fit of 40 steps: every host read of a tensor counted while training.
+    from fastai.callback.core import Callback
+    from fastai.learner import Learner
+    from fastai.losses import CrossEntropyLossFlat
+    from helpers import tensor_dls, tiny_cnn
+
+    from trdcli.callbacks.trd import TRDCallback
+    from trdcli.run.callbacks import LOSS_CHECK_EVERY, DataWaitTimer, FitState, ReportProgress, StopOnNonFiniteLoss
+    from trdcli.run.observer import TrainObserver, WarningLog
+
+    reads, counting, depth = [], [False], [0]
+    for name in ("__float__", "item", "tolist"):
+        real = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _real=real, _name=name):
+            if counting[0] and not depth[0]:  # fastai's tensors pass a read on to torch's: count it once
+                reads.append(_name)
+            depth[0] += 1
+            try:
+                return _real(self, *args)
+            finally:
+                depth[0] -= 1
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+
+    class Count(Callback):
+        order = -100  # first in, last out: around every other callback's training events
+
+        def before_train(self):
+            counting[0] = True
+
+        def after_train(self):
+            counting[0] = False
+
+    observer = TrainObserver()
+    state = FitState(tmp_path, observer, {}, 1e-3, WarningLog(observer))
+    cbs = [TRDCallback(low_res=32, bn_recalibrate=0), DataWaitTimer(), StopOnNonFiniteLoss(), ReportProgress(state)]
+    learn = Learner(
+        tensor_dls(n_train=320, bs=8, px=64), tiny_cnn(), loss_func=CrossEntropyLossFlat(), cbs=[*cbs, Count()]
+    )
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(1)
+    assert LOSS_CHECK_EVERY == 16
+    # 40 steps: the loss check reads steps 1-16, 17-32 and 33-40 (the epoch's end) in one transfer each;
+    # the display reads the smoothed loss at steps 0, 16, 32 and the last. Not 40 of either. (The one
+    # item() is torch's DataLoader drawing its base seed on the CPU as the pass starts.)
+    assert sorted(reads) == sorted(["tolist"] * 3 + ["__float__"] * 4 + ["item"]), reads
+
+
+def test_a_bad_loss_mid_epoch_stops_within_one_check():
+    from fastai.learner import Learner
+    from helpers import tensor_dls, tiny_cnn
+
+    from trdcli.callbacks.trd import TRDCallback
+    from trdcli.run.callbacks import LOSS_CHECK_EVERY, LossDiverged, StopOnNonFiniteLoss
+
+    trd = TRDCallback(low_res=32, bn_recalibrate=0)
+    learn = Learner(
+        tensor_dls(n_train=320, bs=8, px=64), tiny_cnn(), loss_func=DivergesAtStep(3), cbs=[trd, StopOnNonFiniteLoss()]
+    )
+    with learn.no_bar(), learn.no_logging(), pytest.raises(LossDiverged) as info:
+        learn.fit(1)
+    assert info.value.where.startswith("the training loss became nan at step 3 of 40 (epoch 1,")
+    # Found at the first check: after step 16's loss, before its backward; 15 steps finished.
+    assert len(trd.records) == LOSS_CHECK_EVERY - 1

@@ -73,11 +73,13 @@ class ReportProgress(Callback):
     def __init__(self, state: FitState):
         self.state = state
         self._ips: float | None = None
+        self._loss: float | None = None
         self._t_step = self._t_epoch = 0.0
 
     def before_fit(self):
         self._t_step = self._t_epoch = time.perf_counter()
         self._ips = None
+        self._loss: float | None = None  # the smoothed loss last read, shown until the next read
 
     def before_epoch(self):
         self._t_epoch = time.perf_counter()
@@ -91,7 +93,9 @@ class ReportProgress(Callback):
         self._t_step = now
         step, _ = fit_step(self.learn)
         px = self.learn.xb[0].shape[-1]
-        self.state.observer.step_done(step, self.learn.epoch, px, float(self.learn.smooth_loss), self._ips)
+        if self._loss is None or step % LOSS_CHECK_EVERY == 0 or self.learn.iter == self.learn.n_iter - 1:
+            self._loss = float(self.learn.smooth_loss)  # a host read: once per LOSS_CHECK_EVERY steps
+        self.state.observer.step_done(step, self.learn.epoch, px, self._loss, self._ips)
 
     def before_validate(self):
         self.state.observer.validating(self.learn.epoch)
@@ -242,42 +246,60 @@ class LossDiverged(Exception):
         self.where = where  # fastai rewrites a callback's exception message; this stays as said
 
 
-class StopOnNonFiniteLoss(Callback):
-    """Stop the fit at the first training step whose loss is NaN or infinite, before its backward pass,
-    or that finds the run diverged (:mod:`trdcli.core.divergence`: the smoothed loss far above its lowest and
-    above chance for 20 steps).
+# The loss reaches the host once per this many training steps (and at every epoch's last step): a
+# read per step would make the host wait for each forward pass before queueing its backward.
+LOSS_CHECK_EVERY = 16
 
-    fastai's ``TerminateOnNaNCallback`` cancels the fit silently; this names the step, epoch
-    and resolution, and stops before the step can write NaN into the weights. Reading the
-    loss costs no extra device sync (the progress display reads it every step already); a
-    distributed run adds one all-reduce of a single number per step, so all ranks stop together.
+
+class StopOnNonFiniteLoss(Callback):
+    """Stop the fit once a training step's loss is NaN or infinite, or the run has diverged
+    (:mod:`trdcli.core.divergence`: the smoothed loss far above its lowest and above chance for 20 steps).
+
+    fastai's ``TerminateOnNaNCallback`` cancels the fit silently; this names the step, epoch and
+    resolution of the first bad loss. The losses stay on the device and come to the host together
+    every ``check_every`` steps and at each epoch's last step, before its backward pass: a bad step
+    stops the run at most ``check_every - 1`` steps later, and always before the epoch's checkpoint,
+    so what is saved never holds it. A distributed run adds one all-reduce of a single number per
+    check, so all ranks stop together.
     """
 
     order = 5  # after_loss: once the loss exists, before backward
 
-    def __init__(self, ranks: Ranks | None = None, peak_lr: float | None = None):
+    def __init__(self, ranks: Ranks | None = None, peak_lr: float | None = None, check_every: int = LOSS_CHECK_EVERY):
         self.ranks = ranks or Ranks()
         self.peak_lr = peak_lr
+        self.check_every = check_every
 
     def before_fit(self):
-        self.watch = DivergenceWatch(max(int(self.learn.dls.c), 2))  # a fresh watch for every fit
+        classes = getattr(self.learn.dls, "c", None)  # DataLoaders of plain tensors have no class count
+        self.watch = DivergenceWatch(max(int(classes or 0), 2))  # a fresh watch for every fit
+        self._pending: list[tuple[Any, str]] = []  # (the loss on its device, where the step ran)
 
     def after_loss(self):
         if not self.learn.training:
             return
-        loss = float(self.learn.loss.detach())
-        finite = math.isfinite(loss)
-        diverged = finite and self.watch.update(loss)
+        self._pending.append((self.learn.loss.detach(), self._where()))
+        if len(self._pending) >= self.check_every or self.learn.iter == self.learn.n_iter - 1:
+            self._check()
+
+    def _check(self) -> None:
+        import torch
+
+        losses = torch.stack([loss.float() for loss, _ in self._pending]).tolist()  # one transfer
+        places = [where for _, where in self._pending]
+        self._pending = []
+        what = None
+        for loss, where in zip(losses, places, strict=True):
+            if not math.isfinite(loss):
+                what = f"the training loss became {loss} at {where}"
+            elif self.watch.update(loss):
+                what = f"{self.watch.describe()} at {where}"
+            if what:
+                break
         # Every rank stops at the same step, whichever rank's loss went bad: a rank that
         # stopped alone would leave the others waiting in the next gradient all-reduce.
-        if any_rank(not finite or diverged, self.ranks):
-            if not finite:
-                what = f"the training loss became {loss}"
-            elif diverged:
-                what = self.watch.describe()
-            else:
-                what = "the training loss became nan or inf, or diverged, on another process"
-            raise LossDiverged(f"{what} at {self._where()}")
+        if any_rank(what is not None, self.ranks):
+            raise LossDiverged(what or "the training loss became nan or inf, or diverged, on another process")
 
     def _where(self) -> str:
         step, total_steps = fit_step(self.learn)
