@@ -345,3 +345,17 @@ def test_train_builds_the_loader_the_config_asks_for(jpeg_folder, monkeypatch):
     result = train(config)
     assert built[0]["crops"].direct_crops is True and built[0]["crops"].draft is True
     assert result.step_px == SCHEDULE.plan_px(4, FULL_PX).tolist()
+
+
+def test_batches_bound_for_a_gpu_come_from_pinned_memory(jpeg_folder):
+    # A loader for CUDA cannot be built without a GPU (fastai moves its transforms there): the rule
+    # that decides it is checked on its own, and a CPU loader built for real.
+    from trdcli.data.loaders import _on_cuda, image_dataloader
+
+    assert [_on_cuda(d) for d in ("cuda", "cuda:1", torch.device("cuda", 0), "cpu", torch.device("cpu"), None)] == [
+        True, True, True, False, False, False,
+    ]  # fmt: skip
+    for train in (True, False):
+        loader = image_dataloader(jpeg_folder.train, 64, 4, train, workers=1, device="cpu")
+        assert loader.fake_l.pin_memory is False
+        assert not loader.fake_l.persistent_workers  # fastai makes new workers every pass: not promised

@@ -158,8 +158,19 @@ def image_dataloader(
         num_workers=workers,
         after_batch=[IntToFloatTensor(), Normalize.from_stats(*imagenet_stats, cuda=False)],
         device=device,
-        persistent_workers=workers > 0,
+        # Pinned host memory lets the copy to the GPU run asynchronously (to_device, non_blocking).
+        pin_memory=_on_cuda(device),
+        # No persistent_workers: fastai starts a new worker iterator every pass, and each pass's
+        # shuffled order (and, on the training loader, the size of every step) is decided in the
+        # main process and handed to the workers as they start. Workers that lived across passes
+        # would need a channel for each pass's plan; until then the flag was a promise it did not keep.
     )
+
+
+def _on_cuda(device) -> bool:
+    import torch
+
+    return device is not None and torch.device(device).type == "cuda"
 
 
 def default_workers(processes_here: int = 1) -> int:
