@@ -85,7 +85,7 @@ def test_exif_orientation_is_applied(tmp_path):
     assert load_rgb(path).size == (30, 60)
 
 
-def test_unreadable_images_are_found(tmp_path):
+def test_unreadable_images_are_found(tmp_path, monkeypatch):
     bad = write_bad_images(tmp_path / "x")
     write_odd_images(tmp_path / "y")
     all_paths = sorted((tmp_path / "x").iterdir()) + sorted((tmp_path / "y").iterdir())
@@ -93,9 +93,21 @@ def test_unreadable_images_are_found(tmp_path):
     assert sorted(b.path for b in found) == sorted(bad)
     reasons = {b.path.name: b.reason for b in found}
     assert "truncated" in reasons["truncated.jpg"]
-    # The same answer from worker processes.
-    many = all_paths * 40
-    assert len(find_bad_images(many, workers=2)) == 2 * 40
+    # The same answer from worker processes, started by a forkserver (never forked from a process
+    # that may hold a CUDA context): the pool's own record of how it started them.
+    import concurrent.futures
+
+    contexts = []
+    real_pool = concurrent.futures.ProcessPoolExecutor
+
+    class Recording(real_pool):
+        def __init__(self, *args, mp_context=None, **kwargs):
+            contexts.append(mp_context.get_start_method())
+            super().__init__(*args, mp_context=mp_context, **kwargs)
+
+    monkeypatch.setattr("trdcli.data.folders.ProcessPoolExecutor", Recording)
+    found_by_workers = find_bad_images(all_paths * 40, workers=2)
+    assert len(found_by_workers) == 2 * 40 and contexts == ["forkserver"]
 
 
 def test_imagenet_layout_hidden_and_non_image_files(tmp_path):
