@@ -67,6 +67,8 @@ def test_two_gloo_ranks_train_the_run_one_process_would(tmp_path):
     assert two_runs["steps_by_px"] == {str(px): planned.count(px) for px in (64, 32) if px in planned}
     assert {key: two_runs[key] for key in COMPUTE_KEYS} == {key: one_run[key] for key in COMPUTE_KEYS}
     assert (two_runs["world_size"], one_run["world_size"]) == (2, 1)
+    # Every rank validates the whole set: the two ranks spent twice one process's validation.
+    assert two_runs["valid_flops"] == 2 * one_run["valid_flops"]
     assert len(two_runs["devices"]) == 2 and all(d.startswith("cpu") for d in two_runs["devices"])
     # One run directory, complete, no temporary files; rank 1 said nothing at all.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "logs", "one", "two"]

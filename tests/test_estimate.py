@@ -40,8 +40,9 @@ def test_paper_settings(until, expected):
     per_image = payload["train_flops_per_image"]["224"]
     assert payload["baseline_train_flops"] == 90 * (IMAGENET_TRAIN // 256) * 256 * per_image
     assert payload["baseline_train_flops"] == pytest.approx(90 * IMAGENET_TRAIN * per_image, rel=2e-4)
-    # Validation: 50,000 images per epoch, forward only, at full resolution.
-    assert payload["valid_flops"] == 90 * 50_000 * payload["forward_flops_per_image"]["224"]
+    # Validation: 50,000 images per epoch and once more after BatchNorm recalibration, forward only,
+    # at full resolution.
+    assert payload["valid_flops"] == 91 * 50_000 * payload["forward_flops_per_image"]["224"]
 
 
 def test_default_run_matches_train_defaults():

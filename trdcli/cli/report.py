@@ -67,7 +67,7 @@ def train_summary_table(result: RunResult) -> Table:
         table.add_row("top-5 accuracy", fmt_pct(result.metrics["top5"]))
     table.add_row("final losses", f"train {result.metrics['train_loss']:.4f}, valid {result.metrics['valid_loss']:.4f}")
     _compute_rows(table, result.compute)
-    table.add_row("validation compute", f"{fmt_flops(result.compute.valid_flops)} (same for the baseline)")
+    table.add_row("validation compute", f"{fmt_flops(result.compute.valid_flops)} (not part of compute saved)")
     table.add_row("wall time", f"{fmt_duration(result.wall_time_s)} on {result.device}")
     if result.data_wait is not None:
         table.add_row("waiting for data", _data_wait_text(result.data_wait))

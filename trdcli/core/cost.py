@@ -476,7 +476,8 @@ def plan_compute(
         shape.full_px,
         flops_at,
         valid_images=valid_images,
-        valid_passes=shape.epochs if valid_images else 0,
+        # Every epoch validates, and trd train validates once more after recalibrating BatchNorm.
+        valid_passes=(shape.epochs + (1 if batches else 0)) if valid_images else 0,
         recalibration_images=recalibration_images(batches, shape),
     )
 
