@@ -8,7 +8,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from trdcli.core.schedules import TRDSchedule, progress_frac, step_uniforms
+from trdcli.core.schedules import ComposerSchedule, FFCVSchedule, TRDSchedule, progress_frac, step_uniforms
 
 
 def _window_steps(until: float, total_steps: int) -> int:
@@ -169,3 +169,18 @@ def test_the_command_line_reads_trd_options_as_the_api_does():
 
     assert (schedule_of()["until_frac"], schedule_of()["prob"]) == (1.0, 0.9)
     assert (schedule_of("--until", "0.9")["until_frac"], schedule_of("--until", "0.9")["prob"]) == (0.9, 1.0)
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [ComposerSchedule(), ComposerSchedule(0.6, 0.3, 0.3, 8), ComposerSchedule(0.5, 0.6, 0.4), FFCVSchedule(128)],
+    ids=["composer", "composer-0.6", "composer-no-ramp", "ffcv"],
+)
+@pytest.mark.parametrize(("total", "per_epoch", "full"), [(450_360, 5004, 224), (777, 7, 176), (90, 9, 224)])
+def test_a_whole_plan_at_once_is_every_step_asked_one_by_one(schedule, total, per_epoch, full):
+    # The plans are computed over all steps at once (numpy; per epoch for FFCV): the same sizes as
+    # the per-step rule the training loop asks, at ImageNet's length and at odd short ones.
+    steps = range(0, total, max(1, total // 2000))  # every step of the short runs, 2,000 of ImageNet's
+    plan = schedule.plan_px(total, full, per_epoch)
+    assert len(plan) == total
+    assert [int(plan[t]) for t in steps] == [schedule.resolution_px(t, total, full, per_epoch) for t in steps]
