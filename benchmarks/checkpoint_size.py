@@ -6,7 +6,7 @@ trd's default schedule is simulated step by step through the same ``StepCounter`
 serialised and written as ``save_checkpoint`` writes it (``atomic_write_text``). Beside it, the
 format before step groups (one ``StepRecord`` per step). Medians over repeats, one process.
 
-    python benchmarks/checkpoint_size.py --repeats 5
+    python benchmarks/checkpoint_size.py --repeats 5 --epochs 90   (and --epochs 9)
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from trdcli.core.schedules import TRDSchedule
 from trdcli.run.fileio import atomic_write_text
 from trdcli.run.rundir import Progress
 
-EPOCHS, STEPS_PER_EPOCH, BATCH, FULL_PX = 90, 5004, 256, 224
+STEPS_PER_EPOCH, BATCH, FULL_PX = 5004, 256, 224
 
 
-def simulated_records() -> list[StepRecord]:
-    total = EPOCHS * STEPS_PER_EPOCH
+def simulated_records(epochs: int) -> list[StepRecord]:
+    total = epochs * STEPS_PER_EPOCH
     plan = TRDSchedule(112).plan_px(total, FULL_PX, STEPS_PER_EPOCH)
     # The FLOPs field is a placeholder of the right magnitude: the size, not the value, matters here.
     return [
@@ -51,9 +51,11 @@ def time_write(text: str, repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=90)
     args = parser.parse_args()
+    EPOCHS = args.epochs  # noqa: N806 - the simulated run's length, named as the docstring names it
 
-    records = simulated_records()
+    records = simulated_records(EPOCHS)
     counter = StepCounter()
     for record in records:
         counter.add(record)
