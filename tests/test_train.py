@@ -186,6 +186,40 @@ def test_interrupt_then_resume_continues_the_same_schedule(tmp_path):
     assert resumed.compute.steps == 9
 
 
+def test_a_checkpoint_from_before_step_groups_resumes_the_same_run(tmp_path):
+    # Checkpoints written before this version kept one record per step ("records"); such a run
+    # still resumes, its steps counted on load, and finishes with the plan's compute.
+    data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
+    schedule = TRDSchedule(32, until=1.0, prob=0.5, seed=2)
+    config = TrainConfig(
+        data=data, arch="resnet18", epochs=3, size_px=64, batch_size=8, workers=0, out_dir=tmp_path / "run",
+        schedule=schedule,
+    )  # fmt: skip
+    with pytest.raises(TrainingInterrupted):
+        train(config, InterruptAfter(step=4))  # epoch 1 (3 steps) saved
+    progress_path = tmp_path / "run" / "checkpoint.json"
+    saved = json.loads(progress_path.read_text())
+    planned = schedule.plan_px(9, 64).tolist()
+    counted = {px: _counted_flops(px) for px in (64, 32)}
+    del saved["step_groups"]  # the old format, written out by hand from the plan
+    saved["records"] = [
+        {"fit": 0, "epoch": 0, "step": t, "total_steps": 9, "px": planned[t], "full_px": 64, "images": 8,
+         "train_flops": 8 * counted[planned[t]].train_flops}
+        for t in range(3)
+    ]  # fmt: skip
+    progress_path.write_text(json.dumps(saved))
+    resumed = train(TrainConfig(**{**config.__dict__, "resume": tmp_path / "run"}))
+    assert resumed.step_px == planned
+    assert resumed.compute.steps_by_px == {px: planned.count(px) for px in (64, 32)}
+    assert resumed.compute.train_flops == sum(8 * counted[px].train_flops for px in planned)
+    # A corrupt checkpoint is one line, and nothing in the run directory changes.
+    progress_path.write_text("{not json")
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "run").iterdir())
+    with pytest.raises(RunDirError, match="unreadable checkpoint"):
+        train(TrainConfig(**{**config.__dict__, "resume": tmp_path / "run"}))
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "run").iterdir()) == before
+
+
 def test_resume_refuses_a_different_run(tmp_path):
     data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
     config = TrainConfig(data=data, epochs=2, size_px=64, batch_size=8, workers=0, out_dir=tmp_path / "run")
