@@ -1,0 +1,117 @@
+"""trd prepare: the copy at the size reduced steps need, its manifest, resuming, and staleness."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+import pytest
+from helpers import make_jpeg_folder
+from PIL import Image
+
+from trdcli.core.errors import DataError
+from trdcli.data.folders import scan_image_folder
+from trdcli.data.prepare import MANIFEST_FILE, PrepareSettings, default_out_dir, prepare_copy, stale_reason
+
+SETTINGS = PrepareSettings(reduced_px=56, min_scale=0.35, trd_version="test")
+
+
+@pytest.fixture
+def data(tmp_path):
+    # 500 x 375 and 375 x 500 photo-like JPEGs, and one already small (kept as it is).
+    root = make_jpeg_folder(tmp_path / "data", n_train=4, n_valid=1, sizes=((500, 375), (375, 500), (96, 96)))
+    return root
+
+
+def _sources(root):
+    return [path for path, _ in scan_image_folder(root).train]
+
+
+def test_each_image_is_written_at_the_size_the_rule_gives_and_small_ones_are_kept(data, tmp_path):
+    out = tmp_path / "copy"
+    result = prepare_copy(data, _sources(data), out, SETTINGS)
+    assert result.written == 12 and result.already == 0
+    for source in _sources(data):
+        copy = out / source.relative_to(data)
+        with Image.open(source) as original, Image.open(copy) as made:
+            # By hand: sqrt(0.35 * W * H * 3/4) is the smallest crop's side; 56 px of it. 500 x 375:
+            # sqrt(0.2625 * 187500) = 221.9 -> k = 0.2524 -> 127 x 95 (each side rounded up).
+            expected = {(500, 375): (127, 95), (375, 500): (95, 127), (96, 96): (96, 96)}[original.size]
+            assert made.size == expected
+    small = next(s for s in _sources(data) if Image.open(s).size == (96, 96))
+    assert os.path.samefile(small, out / small.relative_to(data))  # linked, not enlarged or re-encoded
+    assert result.kept == 4 and result.copy_bytes < result.source_bytes / 2
+
+
+def test_the_manifest_records_every_file_and_the_settings(data, tmp_path):
+    out = tmp_path / "copy"
+    prepare_copy(data, _sources(data), out, SETTINGS)
+    db = sqlite3.connect(out / MANIFEST_FILE)
+    settings = dict(db.execute("SELECT key, value FROM settings"))
+    assert settings["reduced_px"] == "56" and settings["min_scale"] == "0.35" and settings["quality"] == "90"
+    assert settings["source"] == str(data.resolve()) and settings["trd_version"] == "test"
+    rows = {r[0]: r for r in db.execute("SELECT * FROM files")}
+    assert sorted(rows) == sorted(s.relative_to(data).as_posix() for s in _sources(data))
+    for source in _sources(data):
+        row = rows[source.relative_to(data).as_posix()]
+        assert row[1:3] == (source.stat().st_size, source.stat().st_mtime_ns)
+    assert stale_reason(data, _sources(data), out, SETTINGS) is None
+
+
+def test_a_rerun_continues_and_a_changed_file_is_made_again(data, tmp_path):
+    out = tmp_path / "copy"
+    sources = _sources(data)
+    prepare_copy(data, sources[:5], out, SETTINGS)  # as if stopped after 5 files
+    result = prepare_copy(data, sources, out, SETTINGS)
+    assert (result.already, result.written) == (5, 7)
+    # A source rewritten since: stale until made again, then fresh.
+    Image.open(sources[0]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(sources[0], quality=80)
+    assert "changed since" in stale_reason(data, sources, out, SETTINGS)
+    again = prepare_copy(data, sources, out, SETTINGS)
+    assert (again.already, again.written) == (11, 1) and stale_reason(data, sources, out, SETTINGS) is None
+
+
+def test_a_copy_for_other_settings_or_another_folder_is_stale(data, tmp_path):
+    out = tmp_path / "copy"
+    prepare_copy(data, _sources(data), out, SETTINGS)
+    other = PrepareSettings(reduced_px=112, min_scale=0.35)
+    assert stale_reason(data, _sources(data), out, other) == "it was made for reduced_px 56, not 112"
+    elsewhere = make_jpeg_folder(tmp_path / "other", n_train=1, n_valid=1)
+    assert "it was made from" in stale_reason(elsewhere, _sources(elsewhere), out, SETTINGS)
+    assert stale_reason(data, _sources(data), tmp_path / "nothing", SETTINGS).startswith("no manifest")
+    (out / MANIFEST_FILE).write_bytes(b"not a database" * 100)
+    assert "unreadable" in stale_reason(data, _sources(data), out, SETTINGS)
+    # Made again for the new settings: every file is rewritten, none kept from the old copy.
+    (out / MANIFEST_FILE).unlink()
+    prepare_copy(data, _sources(data), out, SETTINGS)
+    redone = prepare_copy(data, _sources(data), out, other)
+    assert (redone.already, redone.written) == (0, 12)
+
+
+def test_worker_processes_make_the_same_copy(data, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    prepare_copy(data, _sources(data), one, SETTINGS)
+    prepare_copy(data, _sources(data), two, SETTINGS, workers=2)
+    for source in _sources(data):
+        rel = source.relative_to(data)
+        assert (one / rel).read_bytes() == (two / rel).read_bytes()
+
+
+def test_bad_input_is_one_error_and_what_was_written_stays(data, tmp_path):
+    with pytest.raises(DataError, match="no training images"):
+        prepare_copy(data, [], tmp_path / "copy", SETTINGS)
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    with pytest.raises(DataError, match="cannot write the copy"):
+        prepare_copy(data, _sources(data), blocked / "copy", SETTINGS)
+    broken = _sources(data)[3]
+    broken.write_bytes(broken.read_bytes()[:200])  # truncated
+    with pytest.raises(DataError, match=r"1 training image\(s\) could not be read"):
+        prepare_copy(data, _sources(data), tmp_path / "copy", SETTINGS)
+    # The others were written and recorded: the next run (with the image fixed) continues.
+    db = sqlite3.connect(tmp_path / "copy" / MANIFEST_FILE)
+    assert db.execute("SELECT COUNT(*) FROM files").fetchone()[0] == 11
+
+
+def test_the_default_folder_is_beside_the_data(data):
+    assert default_out_dir(data, 112) == data.resolve().parent / "data-trd-112px"

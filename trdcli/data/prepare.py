@@ -1,0 +1,256 @@
+"""``trd prepare``: a copy of the training images at the size reduced steps need, with a manifest.
+
+Each training image is written at :func:`~trdcli.core.prepared_size.prepared_size_px` (the smallest
+size at which every crop a reduced step can draw keeps full detail), as a JPEG, its EXIF orientation
+applied; an image with nothing to spare is linked (or copied), never enlarged. Every file is written
+under a temporary name and renamed, and recorded in the manifest only then, so a run stopped at any
+point (Ctrl-C, a full disk) leaves a copy the next run continues from.
+
+The manifest is SQLite (``trd-prepared.sqlite`` in the copy): one row per training file (its path in
+the data folder, size and mtime, the copy's dimensions) and the settings the copy was made for
+(sizes, crop range, quality, trd version). SQLite rather than JSON because an ImageNet copy is 1.28
+million rows written as they finish: a JSON manifest would be rewritten whole to stay resumable.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from trdcli.core.errors import DataError
+from trdcli.core.prepared_size import CROP_RATIO, prepared_size_px
+
+MANIFEST_FILE = "trd-prepared.sqlite"
+# JPEG quality of the copies. Not yet chosen by measurement: the PSNR benchmark against
+# originals-made reduced images (issue 33, part 4) is to set it.
+DEFAULT_QUALITY = 90
+
+
+@dataclass(frozen=True)
+class PrepareSettings:
+    """What a copy is made for: a copy made for other settings is stale."""
+
+    reduced_px: int  # the largest reduced size the runs will read from it
+    min_scale: float  # the training crops' smallest area share
+    quality: int = DEFAULT_QUALITY
+    ratio_low: float = CROP_RATIO[0]
+    ratio_high: float = CROP_RATIO[1]
+    trd_version: str = ""
+
+
+@dataclass(frozen=True)
+class PreparedFile:
+    """One training file and its copy, as the manifest keeps it."""
+
+    rel_path: str  # in the data folder (and in the copy, which keeps the layout)
+    source_bytes: int
+    source_mtime_ns: int
+    width: int  # the copy's
+    height: int
+    kept: bool  # linked or copied as it is: it had no pixels to spare
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    out_dir: Path
+    written: int  # made now
+    already: int  # found fresh from an earlier run
+    kept: int  # of all, stored at their own size
+    source_bytes: int
+    copy_bytes: int
+
+
+def default_out_dir(data: Path, reduced_px: int) -> Path:
+    """Beside the data folder: ``<data>-trd-<px>px``."""
+    data = Path(data).resolve()
+    return data.parent / f"{data.name}-trd-{reduced_px}px"
+
+
+def prepare_one(source: Path, target: Path, rel_path: str, settings: PrepareSettings) -> PreparedFile | str:
+    """Write ``source``'s copy at ``target`` (atomically); its manifest row, or why it could not be read.
+
+    The copy keeps the file's name whatever it holds (a resized PNG is stored as JPEG): images are
+    opened by their content."""
+    from PIL import Image, ImageOps
+
+    stat = source.stat()
+    try:
+        with Image.open(source) as image:
+            image = ImageOps.exif_transpose(image)
+            width, height = image.size
+            size = prepared_size_px(width, height, settings.reduced_px, settings.min_scale,
+                                    (settings.ratio_low, settings.ratio_high))  # fmt: skip
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+            try:
+                kept = size == (width, height)
+                if kept:
+                    _link_or_copy(source, tmp)
+                else:
+                    rgb = image.convert("RGB") if image.mode != "RGB" else image
+                    rgb.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0).save(
+                        tmp, "JPEG", quality=settings.quality
+                    )
+                os.replace(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        if isinstance(exc, OSError) and exc.errno in (28, 13, 30):  # disk full, permission, read-only
+            raise
+        return f"{type(exc).__name__}: {exc}"
+    return PreparedFile(rel_path, stat.st_size, stat.st_mtime_ns, size[0], size[1], kept)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+class Manifest:
+    """The SQLite manifest of a copy: its settings and one row per finished file."""
+
+    def __init__(self, out_dir: Path):
+        self.path = Path(out_dir) / MANIFEST_FILE
+        self.db = sqlite3.connect(self.path)
+        self.db.execute("CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT)")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS files (rel_path TEXT PRIMARY KEY, source_bytes INTEGER, "
+            "source_mtime_ns INTEGER, width INTEGER, height INTEGER, kept INTEGER)"
+        )
+
+    def settings(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT key, value FROM settings"))
+
+    def start(self, settings: PrepareSettings, source: Path) -> None:
+        """Record what the copy is for; a copy made for anything else is emptied first."""
+        wanted = {k: str(v) for k, v in asdict(settings).items() if k != "trd_version"} | {"source": str(source)}
+        have = self.settings()
+        if have and {k: have.get(k) for k in wanted} != wanted:
+            self.db.execute("DELETE FROM files")
+        with self.db:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO settings VALUES (?, ?)",
+                [*wanted.items(), ("trd_version", settings.trd_version)],
+            )
+
+    def rows(self) -> dict[str, PreparedFile]:
+        return {r[0]: PreparedFile(*r[:5], bool(r[5])) for r in self.db.execute("SELECT * FROM files")}
+
+    def add(self, files: Sequence[PreparedFile]) -> None:
+        with self.db:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
+                [(f.rel_path, f.source_bytes, f.source_mtime_ns, f.width, f.height, int(f.kept)) for f in files],
+            )
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _is_fresh(row: PreparedFile | None, source: Path, target: Path) -> bool:
+    if row is None or not target.is_file():
+        return False
+    stat = source.stat()
+    return (row.source_bytes, row.source_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+
+
+def _prepare_chunk(args: tuple[list[tuple[str, str, str]], PrepareSettings]) -> list[tuple[str, PreparedFile | str]]:
+    jobs, settings = args
+    return [(rel, prepare_one(Path(source), Path(target), rel, settings)) for rel, source, target in jobs]
+
+
+def prepare_copy(
+    data: Path,
+    sources: Sequence[Path],
+    out_dir: Path,
+    settings: PrepareSettings,
+    *,
+    workers: int = 0,
+    progress: Callable[[int, int], None] = lambda done, total: None,
+) -> PrepareResult:
+    """Write (or finish) the copy of ``sources`` (training files under ``data``) in ``out_dir``."""
+    data, out_dir = Path(data).resolve(), Path(out_dir)
+    if not sources:
+        raise DataError(f"no training images in {data} to prepare")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        manifest = Manifest(out_dir)
+    except (OSError, sqlite3.Error) as exc:
+        raise DataError(f"cannot write the copy in {out_dir}: {exc}") from None
+    try:
+        manifest.start(settings, data)
+        rows = manifest.rows()
+        jobs, already = [], 0
+        for source in sources:
+            rel = Path(source).resolve().relative_to(data).as_posix()
+            target = out_dir / rel
+            if _is_fresh(rows.get(rel), Path(source), target):
+                already += 1
+            else:
+                jobs.append((rel, str(source), str(target)))
+        progress(already, len(sources))
+        written, bad = 0, []
+        for results in _run_chunks(jobs, settings, workers):
+            made = [f for _, f in results if isinstance(f, PreparedFile)]
+            bad += [(rel, f) for rel, f in results if isinstance(f, str)]
+            manifest.add(made)
+            written += len(made)
+            progress(already + written + len(bad), len(sources))
+        if bad:
+            rel, reason = bad[0]
+            raise DataError(f"{len(bad)} training image(s) could not be read, e.g. {rel} ({reason})")
+        final = manifest.rows()
+    except OSError as exc:
+        raise DataError(f"the copy in {out_dir} stopped: {exc}; what was written stays valid, run again") from None
+    finally:
+        manifest.close()
+    copy_bytes = sum((out_dir / rel).stat().st_size for rel in final)
+    return PrepareResult(
+        out_dir, written, already, sum(f.kept for f in final.values()),
+        sum(f.source_bytes for f in final.values()), copy_bytes,
+    )  # fmt: skip
+
+
+def _run_chunks(jobs, settings: PrepareSettings, workers: int, chunk: int = 64) -> Iterator[list]:
+    chunks = [(jobs[i : i + chunk], settings) for i in range(0, len(jobs), chunk)]
+    if workers <= 1 or len(chunks) <= 1:
+        yield from map(_prepare_chunk, chunks)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # forkserver: never a fork of a process that may hold a CUDA context (trdcli.data.folders).
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
+        yield from pool.map(_prepare_chunk, chunks)
+
+
+def stale_reason(data: Path, sources: Sequence[Path], out_dir: Path, settings: PrepareSettings) -> str | None:
+    """Why the copy in ``out_dir`` cannot stand in for ``sources`` at ``settings``; None when it is fresh:
+    made for these settings from this folder, every training file in it unchanged since."""
+    data, out_dir = Path(data).resolve(), Path(out_dir)
+    if not (out_dir / MANIFEST_FILE).is_file():
+        return f"no manifest in {out_dir}"
+    try:
+        manifest = Manifest(out_dir)
+        try:
+            have, rows = manifest.settings(), manifest.rows()
+        finally:
+            manifest.close()
+    except sqlite3.Error as exc:
+        return f"its manifest is unreadable ({exc})"
+    if have.get("source") != str(data):
+        return f"it was made from {have.get('source')}, not {data}"
+    for key, value in asdict(settings).items():
+        if key != "trd_version" and have.get(key) != str(value):
+            return f"it was made for {key} {have.get(key)}, not {value}"
+    for source in sources:
+        rel = Path(source).resolve().relative_to(data).as_posix()
+        if not _is_fresh(rows.get(rel), Path(source), out_dir / rel):
+            return f"{rel} is missing from it or changed since"
+    return None
