@@ -55,6 +55,8 @@ def test_the_manifest_records_every_file_and_the_settings(data, tmp_path):
     for source in _sources(data):
         row = rows[source.relative_to(data).as_posix()]
         assert row[1:3] == (source.stat().st_size, source.stat().st_mtime_ns)
+        with Image.open(source) as original, Image.open(out / source.relative_to(data)) as made:
+            assert row[3:7] == (*original.size, *made.size)
     assert stale_reason(data, _sources(data), out, SETTINGS) is None
 
 

@@ -7,7 +7,7 @@ under a temporary name and renamed, and recorded in the manifest only then, so a
 point (Ctrl-C, a full disk) leaves a copy the next run continues from.
 
 The manifest is SQLite (``trd-prepared.sqlite`` in the copy): one row per training file (its path in
-the data folder, size and mtime, the copy's dimensions) and the settings the copy was made for
+the data folder, size, mtime and displayed dimensions, the copy's dimensions) and the settings the copy was made for
 (sizes, crop range, quality, trd version). SQLite rather than JSON because an ImageNet copy is 1.28
 million rows written as they finish: a JSON manifest would be rewritten whole to stay resumable.
 """
@@ -49,7 +49,9 @@ class PreparedFile:
     rel_path: str  # in the data folder (and in the copy, which keeps the layout)
     source_bytes: int
     source_mtime_ns: int
-    width: int  # the copy's
+    source_width: int  # as displayed (EXIF orientation applied): a crop box is drawn on these
+    source_height: int
+    width: int  # the copy's: the box, scaled by width / source_width, is the same crop in the copy
     height: int
     kept: bool  # linked or copied as it is: it had no pixels to spare
 
@@ -102,7 +104,7 @@ def prepare_one(source: Path, target: Path, rel_path: str, settings: PrepareSett
         if isinstance(exc, OSError) and exc.errno in (28, 13, 30):  # disk full, permission, read-only
             raise
         return f"{type(exc).__name__}: {exc}"
-    return PreparedFile(rel_path, stat.st_size, stat.st_mtime_ns, size[0], size[1], kept)
+    return PreparedFile(rel_path, stat.st_size, stat.st_mtime_ns, width, height, size[0], size[1], kept)
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -121,7 +123,8 @@ class Manifest:
         self.db.execute("CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT)")
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS files (rel_path TEXT PRIMARY KEY, source_bytes INTEGER, "
-            "source_mtime_ns INTEGER, width INTEGER, height INTEGER, kept INTEGER)"
+            "source_mtime_ns INTEGER, source_width INTEGER, source_height INTEGER, width INTEGER, height INTEGER, "
+            "kept INTEGER)"
         )
 
     def settings(self) -> dict[str, str]:
@@ -140,13 +143,25 @@ class Manifest:
             )
 
     def rows(self) -> dict[str, PreparedFile]:
-        return {r[0]: PreparedFile(*r[:5], bool(r[5])) for r in self.db.execute("SELECT * FROM files")}
+        return {r[0]: PreparedFile(*r[:7], bool(r[7])) for r in self.db.execute("SELECT * FROM files")}
 
     def add(self, files: Sequence[PreparedFile]) -> None:
         with self.db:
             self.db.executemany(
-                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
-                [(f.rel_path, f.source_bytes, f.source_mtime_ns, f.width, f.height, int(f.kept)) for f in files],
+                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        f.rel_path,
+                        f.source_bytes,
+                        f.source_mtime_ns,
+                        f.source_width,
+                        f.source_height,
+                        f.width,
+                        f.height,
+                        int(f.kept),
+                    )
+                    for f in files
+                ],  # fmt: skip
             )
 
     def close(self) -> None:
