@@ -204,8 +204,13 @@ def test_measure_times_real_steps_here():
 def test_counts_a_data_folder_without_decoding(tmp_path):
     root = make_image_folder(tmp_path / "data", n_train=5, n_valid=2)
     (root / "train" / "circle" / "broken.jpg").write_bytes(b"not decoded, only counted")
-    payload = estimate_json(str(root), "--batch-size", "4", "--size", "64")
+    # --feed-sample 0: no loader timing, so nothing is decoded (the feed check decodes a sample).
+    payload = estimate_json(str(root), "--batch-size", "4", "--size", "64", "--feed-sample", "0")
     assert payload["train_images"] == 16 and payload["valid_images"] == 6 and payload["num_classes"] == 3
+    # With the feed check, the broken file in its sample is one line, exit 1, naming it.
+    result = runner.invoke(cli.app, ["estimate-cost", str(root), "--batch-size", "4", "--size", "64"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.strip().endswith("cannot identify image file '" + str(root / "train/circle/broken.jpg") + "'")
 
 
 def test_plot_and_table_output(tmp_path):

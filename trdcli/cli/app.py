@@ -141,6 +141,7 @@ _SETTINGS_WITH_FLAGS = [
     "family",
     "log_to",
     "wandb_project",
+    "feed_sample",
 ]
 FLAGS = {name: _FLAG_NAMES.get(name, "--" + name.replace("_", "-")) for name in _SETTINGS_WITH_FLAGS}
 
@@ -467,7 +468,10 @@ class DatasetName(str, Enum):
 
 @app.command("estimate-cost")
 def estimate_cost(
-    data: Annotated[Path | None, typer.Argument(help="An image folder whose images are counted (not decoded).")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Argument(help="An image folder: its images are counted, and a sample times the loader (the feed check)."),
+    ] = None,
     dataset: Annotated[
         DatasetName | None,
         typer.Option(help="A known dataset: imagenet = 1,281,167 train / 50,000 val, 1,000 classes."),
@@ -521,6 +525,14 @@ def estimate_cost(
         ),
     ] = None,
     plot: Annotated[Path | None, typer.Option(help="Save the planned resolution per step as a PNG.")] = None,
+    feed_sample: Annotated[
+        int,
+        typer.Option(
+            help="With DATA: time trd's training loader on this many of its images at each resolution the "
+            "schedule uses, and with a throughput say how many workers keep a device fed (0: skip)."
+        ),
+    ] = 256,
+    min_scale: MinScaleOpt = TrainConfig.min_scale,
     json_out: JsonOpt = False,
 ):
     """Plan a run's compute, time and money before spending it; answer budget questions."""
@@ -552,7 +564,11 @@ def estimate_cost(
             devices=devices,
             budget=parse_budget(budget) if budget is not None else None,
             bn_recalibrate=bn_recalibrate,
+            feed_sample=feed_sample,
+            min_scale=min_scale,
         )
+        if data is not None and feed_sample and not json_out:
+            stderr.print(f"[dim]timing the loader on {feed_sample} of the images at each resolution...[/]")
         if measure and not json_out:
             stderr.print("[dim]timing training steps at each resolution (--measure)...[/]")
         result = plan(options)

@@ -152,8 +152,30 @@ def estimate_tables(report) -> list:
     out = [_plan_header(report.estimate), _per_px_table(report), _totals_table(report.estimate)]
     if report.budget is not None:
         out.append(budget_table(report.budget))
+    if report.feed is not None:
+        out.append(feed_table(report.feed))
     out.append(Text("\n".join(_plan_notes(report.estimate)), style="dim"))
     return out
+
+
+def feed_table(feed) -> Table:
+    """The feed check: one worker's rate at each resolution and, with the model's, the workers a device needs."""
+    table = Table(
+        title=f"the loader, timed on {feed.sample_images} of your images (one worker, decode + crop + resize)",
+        title_justify="left",
+        caption=f"this machine gives trd train {feed.workers_available} worker(s) a device",
+        caption_justify="left",
+    )
+    for name in ("px", "loader images/s per worker", "model images/s per device", "workers to keep it fed"):
+        table.add_column(name, justify="right")
+    bound = {row.px for row in feed.loader_bound()}
+    for row in feed.rows:
+        model = f"{row.model_images_per_s:,.0f}" if row.model_images_per_s else "- (no throughput given)"
+        workers = "-" if row.workers_needed is None else f"{row.workers_needed:,}"
+        if row.px in bound:
+            workers = Text(f"{workers}: loader-bound here", style="bold red")
+        table.add_row(str(row.px), f"{row.loader_images_per_s:,.0f}", model, workers)
+    return table
 
 
 def _saved_text(fraction: float) -> Text:

@@ -21,6 +21,7 @@ from trdcli.core.cost import ComputeSummary, ImageFlops, RunShape, plan_compute,
 from trdcli.core.defaults import recalibration_batches
 from trdcli.core.errors import ConfigError, named
 from trdcli.core.schedules import ResolutionSchedule, TRDSchedule
+from trdcli.plan.feed import FeedCheck, feed_check, measure_loader
 from trdcli.plan.solve import grid, most_within, schedule_cost
 
 
@@ -457,6 +458,14 @@ class PlanOptions:
     devices: int = 1
     budget: Budget | None = None
     bn_recalibrate: int | None = None  # trd train's: batches after the run; None: its default
+    # With a DATA folder: time the training loader on this many of its images at each resolution
+    # the schedule uses (trdcli.plan.feed); 0 skips it.
+    feed_sample: int = 256
+    min_scale: float = 0.35  # the training crops', as trd train takes it
+
+    def __post_init__(self):
+        if self.feed_sample < 0:
+            raise ConfigError(f"`feed_sample` must be 0 (no feed check) or a number of images, got {self.feed_sample}")
 
 
 @dataclass
@@ -464,6 +473,7 @@ class PlanReport:
     estimate: Estimate
     budget: BudgetAnswer | None
     flops_at: Callable[[int], ImageFlops]
+    feed: FeedCheck | None = None
 
 
 def resolve_dataset(options: PlanOptions) -> DatasetSize:
@@ -553,7 +563,24 @@ def plan(options: PlanOptions) -> PlanReport:
         bn_recalibrate=options.bn_recalibrate,
     )
     answer = answer_budget(options.budget, result, flops.at) if options.budget is not None else None
-    return PlanReport(result, answer, flops.at)
+    return PlanReport(result, answer, flops.at, _feed(options, step_px, throughput, flops.at))
+
+
+def _feed(options: PlanOptions, step_px: np.ndarray, throughput: Throughput | None, flops_at) -> FeedCheck | None:
+    """The feed check on the DATA folder's own images, at each resolution the schedule uses."""
+    if options.data is None or not options.feed_sample:
+        return None
+    from trdcli.data.folders import scan_image_folder
+    from trdcli.data.loaders import default_workers
+
+    folder = scan_image_folder(options.data, options.valid_pct, options.seed)
+    pxs = [int(p) for p in np.unique(step_px)]
+    batch = min(options.batch_size, 32)
+    loader = measure_loader(
+        folder.train, options.size_px, pxs, options.min_scale, sample=options.feed_sample, batch=batch
+    )
+    model = {px: 1 / throughput.seconds_per_image(px, flops_at) for px in pxs} if throughput is not None else None
+    return feed_check(loader, model, default_workers(), min(options.feed_sample, len(folder.train)))
 
 
 def preset_table(arch: str, size_px: int, epochs: int, batch_size: int, train_images: int) -> list[dict[str, Any]]:

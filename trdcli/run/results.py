@@ -167,6 +167,8 @@ def plan_json(report) -> dict[str, Any]:
         )
     if est.cost is not None:
         out.update(cost=est.cost, baseline_cost=est.baseline_cost, price_per_hour=est.price_per_hour)
+    if report.feed is not None:
+        out["feed"] = report.feed.json()
     if report.budget is not None:
         answer = report.budget
         out["budget"] = {

@@ -1,0 +1,62 @@
+"""The feed check: the loader's rate at each resolution on the user's images, and the workers a device needs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from helpers import make_jpeg_folder
+from typer.testing import CliRunner
+
+from trdcli.cli import app as cli
+from trdcli.data.folders import scan_image_folder
+from trdcli.plan.feed import feed_check, measure_loader
+
+runner = CliRunner()
+
+
+def test_workers_needed_by_hand():
+    # NVIDIA's 2,470 img/s at 224 px over a worker's 300: 8.2 -> 9 workers; 9,400 at 112 over 500: 18.8 -> 19.
+    check = feed_check({224: 300.0, 112: 500.0}, {224: 2470.0, 112: 9400.0}, workers_available=8, sample=256)
+    assert [(r.px, r.workers_needed) for r in check.rows] == [(224, 9), (112, 19)]
+    assert [r.px for r in check.loader_bound()] == [224, 112]
+    assert feed_check({224: 300.0, 112: 500.0}, {224: 2470.0, 112: 9400.0}, 20, 256).loader_bound() == []
+    # Without the model's rate there is nothing to compare: rates only, no verdict.
+    alone = feed_check({224: 300.0}, None, 8, 256)
+    assert alone.rows[0].workers_needed is None and alone.loader_bound() == []
+
+
+def test_the_loader_is_timed_at_each_size_on_a_sample(tmp_path):
+    folder = scan_image_folder(make_jpeg_folder(tmp_path / "data", n_train=10, n_valid=1))
+    rates = measure_loader(folder.train, 64, [64, 32], 0.35, sample=24, batch=8)
+    assert sorted(rates) == [32, 64] and all(rate > 0 for rate in rates.values())
+
+
+def test_estimate_cost_with_a_folder_and_a_throughput_says_how_many_workers(tmp_path):
+    data = make_jpeg_folder(tmp_path / "data", n_train=10, n_valid=1)
+    args = ["estimate-cost", str(data), "--arch", "resnet18", "--size", "64", "--low-res", "32", "--epochs", "2"]
+    args += ["--batch-size", "8", "--throughput", "64=1000,32=4000", "--feed-sample", "20", "--json"]
+    result = runner.invoke(cli.app, args)
+    assert result.exit_code == 0, result.output
+    feed = json.loads(result.stdout)["feed"]
+    assert feed["sample_images"] == 20 and [row["px"] for row in feed["by_px"]] == [64, 32]
+    for row in feed["by_px"]:
+        model = {64: 1000.0, 32: 4000.0}[row["px"]]  # as given
+        assert row["model_images_per_s_per_device"] == model
+        assert row["workers_needed_per_device"] == math.ceil(model / row["loader_images_per_s_per_worker"])
+    bound = [r["px"] for r in feed["by_px"] if r["workers_needed_per_device"] > feed["workers_available"]]
+    assert feed["loader_bound_px"] == bound
+    # 0 skips it; a folder given only to count images then costs no decoding.
+    skipped = runner.invoke(cli.app, [*args[:-3], "--feed-sample", "0", "--json"])
+    assert skipped.exit_code == 0 and "feed" not in json.loads(skipped.stdout)
+    table = runner.invoke(cli.app, args[:-1])
+    assert "the loader, timed on 20 of your images" in table.stdout and "workers to keep it fed" in table.stdout
+
+
+def test_a_negative_sample_is_one_line(tmp_path):
+    data = make_jpeg_folder(tmp_path / "data", n_train=2, n_valid=1)
+    result = runner.invoke(
+        cli.app, ["estimate-cost", str(data), "--low-res", "32", "--size", "64", "--feed-sample", "-3"]
+    )
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr == "error: --feed-sample must be 0 (no feed check) or a number of images, got -3\n"
