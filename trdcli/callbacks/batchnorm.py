@@ -170,6 +170,10 @@ class RecalibrateBatchNorm(Callback):
     def images(self) -> int:
         return sum(self.images_by_fit.values())
 
+    def images_after(self, fit: int | None = None) -> int:
+        """Images run forward after ``fit`` (every fit's when None), on this process."""
+        return sum(n for f, n in self.images_by_fit.items() if fit is None or f == fit)
+
     def batches_after_fit(self) -> int:
         """Batches it recalibrates on after the current (or last) fit."""
         trd = getattr(self.learn, "trd", None)

@@ -2,8 +2,14 @@
 
 Every decision is the schedule's (:mod:`trdcli.core.schedules`); the summary of the records
 goes through :func:`trdcli.core.cost.summarize_counts`, the function that plans a run, so
-plan and record agree exactly. BatchNorm handling is its own callbacks
-(:mod:`trdcli.callbacks.batchnorm`), which this one adds for its ``bn`` arguments.
+plan and record agree exactly. A training loader with ``plan_next_pass``
+(:class:`~trdcli.data.sized_loader.SizedBatchesDL`) is told each epoch's sizes and delivers each
+batch at its size, which is checked; any other loader (or ``resize_in_loader=False``) delivers
+full size and the batch is resized with an antialiased ``mode``. Validation runs at full size.
+BatchNorm handling is its own callbacks (:mod:`trdcli.callbacks.batchnorm`), which this one adds
+for its ``bn`` arguments: ``bn_recalibrate`` (default: 8 batches after a fit that reduced a step)
+:class:`~trdcli.callbacks.batchnorm.RecalibrateBatchNorm`, ``bn="private"``
+:class:`~trdcli.callbacks.batchnorm.PrivateBatchNormCallback` (give it when the Learner is created).
 """
 
 from __future__ import annotations
@@ -30,33 +36,70 @@ from trdcli.core.resize import check_resize_mode, resize_batch
 from trdcli.core.schedules import ResolutionSchedule, TRDSchedule
 
 
+def callback_schedule(low_res, until, prob, seed, schedule) -> ResolutionSchedule:
+    """``TRDCallback``'s schedule: TRD at ``low_res`` (trd's reading of until and prob), or the one given."""
+    if (schedule is None) == (low_res is None):
+        raise ConfigError("TRDCallback needs low_res (the reduced resolution in px, for TRD) or a schedule, not both")
+    schedule = TRDSchedule(low_res, until=until, prob=prob, seed=seed) if schedule is None else schedule
+    if not isinstance(schedule, ResolutionSchedule):
+        raise ConfigError(f"schedule must be a ResolutionSchedule, got {type(schedule).__name__}")
+    return schedule
+
+
+def batchnorm_companions(bn: str, bn_recalibrate: int | None) -> list[Callback]:
+    """The BatchNorm callbacks ``TRDCallback`` adds for its ``bn`` arguments."""
+    if bn not in BN_MODES:
+        raise ConfigError(f"`bn` must be one of {', '.join(BN_MODES)}, got {bn!r}")
+    return [RecalibrateBatchNorm(bn_recalibrate)] + ([PrivateBatchNormCallback()] if bn == "private" else [])
+
+
+def square_batch_px(images) -> int:
+    """The side of a batch of square images; the errors a loader that is not TRD's can cause."""
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        raise DataError("TRDCallback needs (N, C, H, W) image batches as the first model input")
+    height, width = images.shape[-2:]
+    if height != width:
+        raise DataError(
+            f"TRDCallback needs square training images, got {height}x{width}; crop to a square size "
+            "(e.g. RandomResizedCrop(224))"
+        )
+    return int(height)
+
+
+def warn_if_regularisation_unapplied(schedule: ResolutionSchedule, cbs) -> None:
+    if schedule.has_regularisation and not any(getattr(cb, "applies_regularisation", False) for cb in cbs):
+        warnings.warn(
+            f"schedule {schedule.name} raises dropout and mixup per stage; add "
+            "trdcli.callbacks.regularisation.StageRegularisation(schedule) to the Learner's callbacks to apply them",
+            stacklevel=3,
+        )
+
+
+def _measured_flops(learn, in_channels: int) -> FlopsTable:
+    model = getattr(learn.model, "module", learn.model)  # under DDP, the model it wraps
+    return FlopsTable.for_model(model, num_classes=getattr(learn.dls, "c", 0) or 0, in_channels=in_channels)
+
+
+def epoch_plan(schedule: ResolutionSchedule, epoch: int, epochs: int, steps_per_epoch: int, full_px: int) -> list[int]:
+    """The size of each step of ``epoch`` of a fit of ``epochs``, handed to the loader before it starts."""
+    first, total = epoch * steps_per_epoch, epochs * steps_per_epoch
+    return [schedule.resolution_px(first + i, total, full_px, steps_per_epoch) for i in range(steps_per_epoch)]
+
+
 def fit_step(learn) -> tuple[int, int]:
     """(step, total_steps) of the running fit: ``epoch * n_iter + iter`` of ``n_epoch * n_iter``."""
     return learn.epoch * learn.n_iter + learn.iter, learn.n_epoch * learn.n_iter
 
 
 class TRDCallback(Callback):
-    """Temporally Resolution Decrement for a fastai ``Learner``.
+    """Temporally Resolution Decrement for a fastai ``Learner``: ``TRDCallback(low_res=112)`` is trd's
+    default reading (``TRDSchedule(112)``: 90% of the steps reduced, drawn over the whole run),
+    ``TRDCallback(schedule=...)`` any :class:`~trdcli.core.schedules.ResolutionSchedule`.
 
-    ``TRDCallback(low_res=112)`` is TRD with trd's default reading (``TRDSchedule(112)``:
-    90% of the steps reduced, drawn over the whole run; ``until`` alone gives a window with
-    every step in it reduced), ``TRDCallback(schedule=...)`` any
-    :class:`~trdcli.core.schedules.ResolutionSchedule` (``get_preset("composer")``).
-
-    A training loader with ``plan_next_pass`` (:class:`~trdcli.data.sized_loader.SizedBatchesDL`)
-    is told each epoch's sizes and delivers each batch at its size, which is checked; any
-    other loader (or ``resize_in_loader=False``) delivers full size and the batch is resized
-    here with an antialiased ``mode``. Validation runs at full resolution. Progress comes from
-    the Learner, so ``fit``, ``fit_one_cycle``, ``fine_tune`` (each fit scheduled on its own)
-    and ``fit(start_epoch=...)`` are all right; ``lr_find`` runs are left alone.
-
-    BatchNorm: ``bn_recalibrate`` (default: 8 batches after a fit that reduced a step) adds
-    :class:`~trdcli.callbacks.batchnorm.RecalibrateBatchNorm`, ``bn="private"``
-    :class:`~trdcli.callbacks.batchnorm.PrivateBatchNormCallback` (pass the callback when the
-    Learner is created). :meth:`summary` is the compute of the steps recorded so far and of
-    BatchNorm recalibration, complete after an interrupted fit too: a step is recorded once it
-    has finished. ``records`` are the steps this process ran; a resumed run's earlier steps are
-    counted in ``resumed`` (:class:`~trdcli.core.cost.StepGroup`).
+    Each fit (``fit``, ``fit_one_cycle``, each of ``fine_tune``'s) is scheduled on its own from the
+    Learner's counters; ``lr_find`` is left alone. :meth:`summary` is the compute of the steps that
+    finished and of BatchNorm recalibration; ``records`` are this process's steps, ``resumed`` a
+    resumed run's earlier ones (:class:`~trdcli.core.cost.StepGroup`).
     """
 
     # After TrainEvalCallback (-10) has set the counters; before MixUp/CutMix (0), so they mix the
@@ -80,19 +123,9 @@ class TRDCallback(Callback):
         world_size: int = 1,
     ):
         super().__init__()
-        if bn not in BN_MODES:
-            raise ConfigError(f"`bn` must be one of {', '.join(BN_MODES)}, got {bn!r}")
-        if (schedule is None) == (low_res is None):
-            raise ConfigError(
-                "TRDCallback needs low_res (the reduced resolution in px, for TRD) or a schedule, not both"
-            )
-        schedule = TRDSchedule(low_res, until=until, prob=prob, seed=seed) if schedule is None else schedule
-        if not isinstance(schedule, ResolutionSchedule):
-            raise ConfigError(f"schedule must be a ResolutionSchedule, got {type(schedule).__name__}")
-        self.schedule, self.mode, self.flops = schedule, check_resize_mode(mode), flops
-        self.companions = [RecalibrateBatchNorm(bn_recalibrate)] + (
-            [PrivateBatchNormCallback()] if bn == "private" else []
-        )
+        self.schedule = callback_schedule(low_res, until, prob, seed, schedule)
+        self.mode, self.flops = check_resize_mode(mode), flops
+        self.companions = batchnorm_companions(bn, bn_recalibrate)
         self.resize_in_loader = resize_in_loader
         # Each rank sees its share of a step's global batch, the same on every rank: a record counts all.
         self.world_size = world_size
@@ -146,27 +179,16 @@ class TRDCallback(Callback):
             return
         self._fit += 1
         self._fit_full_px, self.running_step = None, None
-        if self.schedule.has_regularisation and not any(
-            getattr(cb, "applies_regularisation", False) for cb in self.learn.cbs
-        ):
-            warnings.warn(
-                f"schedule {self.schedule.name} raises dropout and mixup per stage; add "
-                "trdcli.callbacks.regularisation.StageRegularisation(schedule) to the Learner's callbacks "
-                "to apply them",
-                stacklevel=2,
-            )
+        warn_if_regularisation_unapplied(self.schedule, self.learn.cbs)
 
     def before_train(self):
         self._planned_px = None
         loader = self.learn.dl
         if self._active and self.resize_in_loader and hasattr(loader, "plan_next_pass"):
             self._start_fit_at(loader.full_px)
-            n_iter = len(loader)
-            first, total = self.learn.epoch * n_iter, self.learn.n_epoch * n_iter
-            self._planned_px = [
-                self.schedule.resolution_px(first + i, total, loader.full_px, steps_per_epoch=n_iter)
-                for i in range(n_iter)
-            ]
+            self._planned_px = epoch_plan(
+                self.schedule, self.learn.epoch, self.learn.n_epoch, len(loader), loader.full_px
+            )
             loader.plan_next_pass(self._planned_px)
 
     def _start_fit_at(self, full_px: int) -> None:
@@ -183,14 +205,7 @@ class TRDCallback(Callback):
         if not self._active:
             return
         images = self.learn.xb[0]
-        if not isinstance(images, torch.Tensor) or images.dim() != 4:
-            raise DataError("TRDCallback needs (N, C, H, W) image batches as the first model input")
-        height, width = images.shape[-2:]
-        if height != width:
-            raise DataError(
-                f"TRDCallback needs square training images, got {height}x{width}; crop to a square size "
-                "(e.g. RandomResizedCrop(224))"
-            )
+        height = square_batch_px(images)
         step, total_steps = fit_step(self.learn)
         if self._planned_px is None:
             self._start_fit_at(height)
@@ -199,10 +214,8 @@ class TRDCallback(Callback):
             self.learn.xb = (images, *self.learn.xb[1:])
         elif height != (px := self._planned_px[self.learn.iter]):
             raise DataError(f"the data loader delivered step {step} at {height} px; the schedule planned {px} px")
-        if self.flops is None:
-            model = getattr(self.learn.model, "module", self.learn.model)  # under DDP, the model it wraps
-            classes = getattr(self.learn.dls, "c", 0) or 0
-            self.flops = FlopsTable.for_model(model, num_classes=classes, in_channels=images.shape[1])
+        if self.flops is None:  # measured once, on the model as it first trains
+            self.flops = _measured_flops(self.learn, images.shape[1])
         n_images = images.shape[0] * self.world_size
         self.running_step = StepRecord(
             self._fit, self.learn.epoch, step, total_steps, px, self._fit_full_px, n_images,
@@ -232,6 +245,5 @@ class TRDCallback(Callback):
         """Compute of the recorded steps and BatchNorm recalibration (of one ``fit`` if given) against full
         resolution; ``train_flops`` and ``train_compute_fraction`` are the steps alone."""
         recalibration = getattr(getattr(self, "learn", None), "recalibrate_bn", None)
-        by_fit = recalibration.images_by_fit if recalibration is not None else {}
-        images = sum(n for f, n in by_fit.items() if fit is None or f == fit) * self.world_size
+        images = recalibration.images_after(fit) * self.world_size if recalibration is not None else 0
         return summarize_groups(self.groups(), self.flops_at, fit, recalibration_images=images)
