@@ -126,6 +126,7 @@ def test_train_passes_every_option(folder, captured, tmp_path):
     args += ["--low-res", "64", "--until", "0.8", "--prob", "0.5", "--weights", str(tmp_path / "w.pth")]
     args += ["--resume", str(tmp_path / "old"), "--bn-mode", "private", "--min-scale", "0.5", "--tail-lr", "0.2"]
     args += ["--no-scheduled-loading", "--direct-crops", "--max-data-wait", "0.25", "--log-to", "tensorboard"]
+    args += ["--prepared", str(tmp_path / "copy"), "--no-prepared"]
     result = runner.invoke(cli.app, args)
     assert result.exit_code == 0, result.output
     # The whole config: an option that is never forwarded leaves its default here and fails.
@@ -157,6 +158,8 @@ def test_train_passes_every_option(folder, captured, tmp_path):
             direct_crops=True,
             max_data_wait_frac=0.25,
             log_to=("tensorboard",),
+            prepared=tmp_path / "copy",
+            use_prepared=False,
         )
     ]
     # The summary names the key figures: 1 - (8 * 30 + 72 * 10) / (80 * 30) = 60% saved.
@@ -173,7 +176,7 @@ def test_train_defaults_are_the_documented_ones(folder, captured):
         "out_dir": None, "resume": None, "skip_bad_images": False, "check_images": True, "device": None,
         "resize_mode": "bilinear", "bn_recalibrate": None, "bn_mode": "shared", "tail_lr_frac": None,
         "min_scale": 0.35, "scheduled_loading": True, "direct_crops": False, "max_data_wait_frac": 0.1,
-        "log_to": (),
+        "log_to": (), "prepared": None, "use_prepared": True,
     }  # fmt: skip
     assert {name: getattr(config, name) for name in documented} == documented
     assert config.peak_lr == 3e-3  # `--lr` 3e-3 by default

@@ -117,3 +117,89 @@ def test_bad_input_is_one_error_and_what_was_written_stays(data, tmp_path):
 
 def test_the_default_folder_is_beside_the_data(data):
     assert default_out_dir(data, 112) == data.resolve().parent / "data-trd-112px"
+
+
+# --- the training path: reduced steps read the copy ---
+
+
+def _psnr(a, b) -> float:
+    import numpy as np
+
+    error = np.mean((np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2)
+    return float("inf") if error == 0 else 10 * np.log10(255.0**2 / error)
+
+
+def test_a_reduced_crop_from_the_copy_is_the_same_crop_as_from_the_original(data, tmp_path):
+    import torch
+
+    from trdcli.data.decode import load_random_crop
+    from trdcli.data.prepare import copies_for
+
+    out = tmp_path / "copy"
+    sources = _sources(data)
+    settings = PrepareSettings(reduced_px=56, min_scale=0.35)
+    prepare_copy(data, sources, out, settings)
+    copies = copies_for(data, sources, out)
+    psnrs = []
+    for source, copy in zip(sources, copies, strict=True):
+        if copy is None:  # kept as it is: the original is the copy
+            continue
+        for seed in range(5):
+            torch.manual_seed(seed)
+            original = load_random_crop(source, 56, (0.35, 1.0), full_px=112, flip=seed % 2 == 1)
+            torch.manual_seed(seed)
+            made = load_random_crop(source, 56, (0.35, 1.0), full_px=112, flip=seed % 2 == 1, copy=copy)
+            assert made.size == original.size == (56, 56)
+            psnrs.append(_psnr(original, made))
+    # The same box (the same draws, scaled into the copy), from a copy with enough pixels across it:
+    # what remains is the copy's own resampling and JPEG re-encoding (measured here: above 30 dB).
+    assert len(psnrs) == 40 and min(psnrs) > 30, sorted(psnrs)[:3]
+    print(f"PSNR copy vs original, 40 crops: median {sorted(psnrs)[20]:.1f} dB, worst {min(psnrs):.1f} dB")
+    # Another crop of the same image differs far more: the boxes really are the same ones.
+    torch.manual_seed(0)
+    one = load_random_crop(sources[0], 56, (0.35, 1.0), full_px=112)
+    torch.manual_seed(1)
+    other = load_random_crop(sources[0], 56, (0.35, 1.0), full_px=112)
+    assert _psnr(one, other) < min(psnrs) - 10
+
+
+def _train_config(data, out, **kwargs):
+    from trdcli.core.schedules import TRDSchedule
+    from trdcli.run.config import TrainConfig
+
+    return TrainConfig(
+        data=data, epochs=1, size_px=112, batch_size=4, workers=0, lr=1e-3, schedule=TRDSchedule(56, until=1.0,
+        prob=0.5), out_dir=out, min_scale=0.35, **kwargs,
+    )  # fmt: skip
+
+
+def test_trd_train_reads_a_fresh_copy_beside_the_data_for_reduced_steps_only(data, tmp_path):
+    import json
+
+    from trdcli.run.train import train
+
+    prepare_copy(data, _sources(data), default_out_dir(data, 56), PrepareSettings(56, 0.35))
+    result = train(_train_config(data, tmp_path / "run"))
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["prepared_dir"] == str(default_out_dir(data, 56))
+    assert run["images_read_by_px"] == {"112": "originals", "56": "prepared"}
+    assert not [w for w in result.warnings if "prepared" in w]
+    off = train(_train_config(data, tmp_path / "off", use_prepared=False))
+    assert off.prepared_dir is None
+
+
+def test_a_stale_copy_is_never_mixed_in(data, tmp_path):
+    import pytest as _pytest
+
+    from trdcli.core.errors import ConfigError
+    from trdcli.run.train import train
+
+    # Made for 48 px steps: not for this run's 56. Found beside the data: a warning, the originals.
+    prepare_copy(data, _sources(data), default_out_dir(data, 56), PrepareSettings(48, 0.35))
+    result = train(_train_config(data, tmp_path / "run"))
+    assert result.prepared_dir is None
+    (warning,) = [w for w in result.warnings if "prepared copy" in w]
+    assert "it was made for reduced_px 48, not 56" in warning and "reduced steps read the originals" in warning
+    # Named with `prepared`: one error before anything trains.
+    with _pytest.raises(ConfigError, match="`prepared` .* cannot be used: it was made for reduced_px 48, not 56"):
+        train(_train_config(data, tmp_path / "named", prepared=default_out_dir(data, 56)))

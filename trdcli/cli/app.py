@@ -142,6 +142,8 @@ _SETTINGS_WITH_FLAGS = [
     "log_to",
     "wandb_project",
     "feed_sample",
+    "prepared",
+    "use_prepared",
 ]
 FLAGS = {name: _FLAG_NAMES.get(name, "--" + name.replace("_", "-")) for name in _SETTINGS_WITH_FLAGS}
 
@@ -319,6 +321,17 @@ def train(
     ] = TrainConfig.max_data_wait_frac,
     log_to: LogToOpt = None,
     wandb_project: WandbProjectOpt = None,
+    prepared: Annotated[
+        Path | None,
+        typer.Option(help="A `trd prepare` copy for the reduced steps to read (an error if it is not fresh)."),
+    ] = None,
+    use_prepared: Annotated[
+        bool,
+        typer.Option(
+            "--use-prepared/--no-prepared",
+            help="Reduced steps read a fresh `trd prepare` copy beside the data when there is one.",
+        ),
+    ] = TrainConfig.use_prepared,
     json_out: JsonOpt = False,
 ):
     """Train a classifier on an image folder, with TRD or any preset, and report the compute it saved."""
@@ -362,6 +375,8 @@ def train(
             direct_crops=direct_crops,
             max_data_wait_frac=max_data_wait,
             log_to=tuple(log_to or ()),
+            prepared=prepared,
+            use_prepared=use_prepared,
         )
         try:
             with RichTrainObserver(stderr) as observer:

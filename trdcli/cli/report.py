@@ -68,6 +68,10 @@ def train_summary_table(result: RunResult) -> Table:
     table.add_row("final losses", f"train {result.metrics['train_loss']:.4f}, valid {result.metrics['valid_loss']:.4f}")
     _compute_rows(table, result.compute)
     table.add_row("validation compute", f"{fmt_flops(result.compute.valid_flops)} (not part of compute saved)")
+    if result.prepared_dir is not None:
+        table.add_row(
+            "images read", f"reduced steps: the prepared copy in {result.prepared_dir}; the rest: the originals"
+        )
     table.add_row("wall time", f"{fmt_duration(result.wall_time_s)} on {result.device}")
     if result.data_wait is not None:
         table.add_row("waiting for data", _data_wait_text(result.data_wait))

@@ -119,6 +119,7 @@ def load_random_crop(
     full_px: int | None = None,
     draft: bool = True,
     flip: bool = False,
+    copy: tuple[str | Path, int, int] | None = None,
 ) -> Image.Image:
     """A random-resized crop of the image at ``path``, ``out_px`` square, in 8-bit RGB.
 
@@ -131,14 +132,24 @@ def load_random_crop(
     resampling; without it (or for other formats), in full. The box is drawn on the image
     as displayed (EXIF orientation applied); every resampling is antialiased bilinear.
     Raises what Pillow raises for an unreadable file.
+
+    ``copy``: (a prepared copy's path, the original's displayed width and height), from
+    ``trd prepare``'s manifest. The box is drawn on the original's size, with the same random draws,
+    and read from the copy scaled into its coordinates: the same crop, from a smaller file.
     """
     crop_px = full_px if full_px is not None and full_px > out_px else out_px
-    with Image.open(path) as image:
+    with Image.open(copy[0] if copy else path) as image:
         image.seek(0)
-        box = random_crop_box(*oriented_size(image), scale)
+        if copy:  # written upright (orientation applied), at (copy width / width) of the original
+            (width, height), (x, y) = copy[1:], image.size
+            left, top, right, bottom = random_crop_box(width, height, scale)
+            box = (left * x / width, top * y / height, right * x / width, bottom * y / height)
+        else:
+            box = random_crop_box(*oriented_size(image), scale)
         shrink = _decode_reduced(image, draft_reduction(box, crop_px)) if draft else 1.0
         image.load()
-        ImageOps.exif_transpose(image, in_place=True)
+        if not copy:
+            ImageOps.exif_transpose(image, in_place=True)
         # Resized inside the with block: the file's own image needs no copy to outlive it.
         scaled_box = tuple(v / shrink for v in box)
         cropped = to_rgb(image).resize((crop_px, crop_px), Image.Resampling.BILINEAR, box=scaled_box)

@@ -52,11 +52,15 @@ class ImageItems:
         size_px: int,
         train: bool,
         crops: CropOptions = CropOptions(),
+        copies: Sequence[tuple[str, int, int] | None] | None = None,
     ):
         self.items = list(items)
         self.size_px = size_px
         self.train = train
         self.crops = crops
+        # Per item, its prepared copy (path, the original's displayed width and height) or None:
+        # reduced steps read it (trdcli.data.prepare); full steps and evaluation read the originals.
+        self.copies = list(copies) if copies is not None else None
 
     def __len__(self) -> int:
         return len(self.items)
@@ -73,7 +77,8 @@ class ImageItems:
             if self.train:
                 full_px = None if self.crops.direct_crops else self.size_px
                 scale = (self.crops.min_scale, 1.0)
-                image = load_random_crop(path, px, scale, full_px=full_px, draft=self.crops.draft, flip=flip)
+                copy = self.copies[index] if self.copies is not None and px < self.size_px else None
+                image = load_random_crop(path, px, scale, full_px=full_px, draft=self.crops.draft, flip=flip, copy=copy)
             else:
                 image = load_rgb(path)
         except Exception as exc:  # PIL raises OSError, ValueError, SyntaxError, DecompressionBombError...
@@ -101,6 +106,7 @@ def build_dataloaders(
     crops: CropOptions = CropOptions(),
     rank: int = 0,
     world_size: int = 1,
+    copies: Sequence[tuple[str, int, int] | None] | None = None,
 ) -> DataLoaders:
     """fastai DataLoaders: random-resized-crop + flip for training, resize + centre crop for
     validation, both normalised with ImageNet statistics on ``device``. The training loader
@@ -117,7 +123,7 @@ def build_dataloaders(
     local_batch = batch_size // world_size
     train_dl = image_dataloader(
         folder.train, size_px, local_batch, True, workers=workers, device=device, crops=crops, rank=rank,
-        world_size=world_size,
+        world_size=world_size, copies=copies,
     )  # fmt: skip
     # Validation has no gradients to keep, so it can take twice the batch in the same memory.
     valid_dl = image_dataloader(folder.valid, size_px, local_batch * 2, False, workers=workers, device=device)
@@ -138,6 +144,7 @@ def image_dataloader(
     crops: CropOptions = CropOptions(),
     rank: int = 0,
     world_size: int = 1,
+    copies: Sequence[tuple[str, int, int] | None] | None = None,
 ):
     """A fastai DataLoader of normalised image batches: training crops (shuffled, last partial
     batch dropped; a :class:`~trdcli.data.sized_loader.SizedBatchesDL`, JPEGs decoded at reduced
@@ -150,7 +157,7 @@ def image_dataloader(
 
     shard = {"rank": rank, "world_size": world_size} if train else {}
     return (SizedBatchesDL if train else TfmdDL)(
-        ImageItems(items, size_px, train, crops),
+        ImageItems(items, size_px, train, crops, copies),
         **shard,
         bs=batch_size,
         shuffle=train,

@@ -269,3 +269,29 @@ def stale_reason(data: Path, sources: Sequence[Path], out_dir: Path, settings: P
         if not _is_fresh(rows.get(rel), Path(source), out_dir / rel):
             return f"{rel} is missing from it or changed since"
     return None
+
+
+def copies_for(data: Path, sources: Sequence[Path], out_dir: Path) -> list[tuple[str, int, int] | None]:
+    """For each of ``sources``, what a reduced step reads from the copy in ``out_dir`` (its path and the
+    original's displayed size), or None for an image kept at its own size (the original is the copy).
+    Call it on a copy :func:`stale_reason` found fresh."""
+    data, out_dir = Path(data).resolve(), Path(out_dir)
+    manifest = Manifest(out_dir)
+    try:
+        rows = manifest.rows()
+    finally:
+        manifest.close()
+    out = []
+    for source in sources:
+        row = rows[Path(source).resolve().relative_to(data).as_posix()]
+        out.append(None if row.kept else (str(out_dir / row.rel_path), row.source_width, row.source_height))
+    return out
+
+
+def largest_reduced_px(step_px, full_px: int) -> int | None:
+    """The largest size below ``full_px`` at which a planned run reads its images (None: no step is reduced)."""
+    import numpy as np
+
+    step_px = np.asarray(step_px)
+    reduced = step_px[step_px < full_px]
+    return int(reduced.max()) if reduced.size else None

@@ -62,6 +62,10 @@ class TrainConfig:
     max_data_wait_frac: float = DEFAULT_MAX_DATA_WAIT_FRAC
     # Trackers that watch the run (trdcli.run.tracking.TRACKERS), each writing under the run directory.
     log_to: tuple[str, ...] = ()
+    # Reduced steps read a fresh `trd prepare` copy: this folder (an error if it is not fresh), or
+    # by default the one beside the data (the originals, with a warning, if it is stale).
+    prepared: Path | None = None
+    use_prepared: bool = True
 
     def __post_init__(self):
         for setting in ("epochs", "size_px", "batch_size"):

@@ -42,6 +42,7 @@ class RunResult:
     ignored_files: int = 0  # non-image files in the class folders
     warnings: list[str] = field(default_factory=list)
     data_wait: DataWait | None = None  # how long training waited for data; None if not measured
+    prepared_dir: Path | None = None  # the `trd prepare` copy reduced steps read; None: the originals
     world_size: int = 1  # processes that trained the run together (torchrun ranks)
     devices: list[str] = field(default_factory=list)  # each rank's device, in rank order
     write_error: str | None = None  # set when the run directory could not be written
@@ -118,6 +119,12 @@ def run_json(result: RunResult) -> dict[str, Any]:
         skipped_images=[{"path": str(b.path), "reason": b.reason} for b in result.skipped_images],
         ignored_files=result.ignored_files,
         data_wait=result.data_wait.json() if result.data_wait else None,
+        # Which images each resolution read: a prepared copy serves reduced steps only.
+        images_read_by_px={
+            str(px): "prepared" if result.prepared_dir is not None and px != result.compute.full_px else "originals"
+            for px in result.compute.steps_by_px
+        },
+        prepared_dir=str(result.prepared_dir) if result.prepared_dir is not None else None,
         warnings=result.warnings,
         config=config.describe(),
     )

@@ -250,6 +250,7 @@ def _build_learner(config: TrainConfig, folder: ImageFolder, model, device, log:
     if config.weights and (skipped := load_weights(model, config.weights)):
         log.warn(f"the weights file: left out {len(skipped)} tensor(s) whose shapes differ, e.g. {skipped[0]}")
     workers = default_workers(ranks.local_world_size) if config.workers is None else config.workers
+    copies, prepared_dir = _prepared_copies(config, folder, log, ranks)
     dls = build_dataloaders(
         folder,
         config.size_px,
@@ -259,7 +260,9 @@ def _build_learner(config: TrainConfig, folder: ImageFolder, model, device, log:
         crops=CropOptions(config.min_scale, draft=config.scheduled_loading, direct_crops=config.direct_crops),
         rank=ranks.rank,
         world_size=ranks.world_size,
+        copies=copies,
     )
+    dls.prepared_dir = prepared_dir  # what run.json says reduced steps read
     if ranks.distributed:
         # The loaders' shuffles are drawn alike on every rank (above); augmentation differs.
         torch.manual_seed(config.seed + ranks.rank)
@@ -289,6 +292,38 @@ def _build_learner(config: TrainConfig, folder: ImageFolder, model, device, log:
 
         learn.add_cb(ShardedTrainer(device, unused_parameters=config.bn_mode == "private"))
     return learn, flops
+
+
+def _prepared_copies(config: TrainConfig, folder: ImageFolder, log: WarningLog, ranks):
+    """(What reduced steps read from a fresh ``trd prepare`` copy, per training image; its folder), or
+    (None, None): the originals.
+
+    The copy must be made for this run's largest reduced size and crops, from this folder, every file
+    unchanged since (:func:`trdcli.data.prepare.stale_reason`): a stale one is never mixed with fresh
+    images. Named with ``prepared``, anything else is an error; found beside the data, a warning.
+    """
+    from trdcli.core.cost import RunShape, plan_px
+    from trdcli.data.prepare import PrepareSettings, copies_for, default_out_dir, largest_reduced_px, stale_reason
+
+    if not config.use_prepared:
+        return None, None
+    shape = RunShape(len(folder.train), config.batch_size, config.epochs, config.size_px)
+    reduced_px = largest_reduced_px(plan_px(config.schedule, shape), config.size_px)
+    if reduced_px is None:
+        if config.prepared is not None:
+            raise ConfigError(f"`prepared` {config.prepared}: this run reduces no step, so it reads no copy")
+        return None, None
+    out = Path(config.prepared) if config.prepared is not None else default_out_dir(folder.root, reduced_px)
+    if config.prepared is None and not out.exists():
+        return None, None
+    sources = [path for path, _ in folder.train]
+    reason = stale_reason(folder.root, sources, out, PrepareSettings(reduced_px, config.min_scale))
+    if reason is not None:
+        if config.prepared is not None:
+            raise ConfigError(f"`prepared` {out} cannot be used: {reason}")
+        log.warn(f"the prepared copy in {out} is not used ({reason}); reduced steps read the originals")
+        return None, None
+    return copies_for(folder.root, sources, out), out
 
 
 def _start_point(learn, config: TrainConfig, progress, state, device) -> None:
@@ -415,6 +450,7 @@ def _finish(learn, config, folder, state, metrics, flops, device) -> RunResult:
         ignored_files=folder.ignored_files,
         warnings=state.log.messages,
         data_wait=data_wait,
+        prepared_dir=getattr(learn.dls, "prepared_dir", None),
         world_size=ranks.world_size,
         devices=gathered(device_name(device), ranks),
     )
