@@ -203,3 +203,38 @@ def test_a_stale_copy_is_never_mixed_in(data, tmp_path):
     # Named with `prepared`: one error before anything trains.
     with _pytest.raises(ConfigError, match="`prepared` .* cannot be used: it was made for reduced_px 48, not 56"):
         train(_train_config(data, tmp_path / "named", prepared=default_out_dir(data, 56)))
+
+
+def test_a_copy_that_would_keep_most_of_the_pixels_is_not_made(tmp_path):
+    from trdcli.data.photos import photo_like
+    from trdcli.data.prepare import prepare_one
+
+    # 160 x 120 at 56 px: the smallest crop's side is sqrt(0.35 * 19200 * 3/4) = 71.0, so a copy would be
+    # 127 x 95, 63% of the pixels: above half, kept. 200 x 150: 127 x 95 is 40%, made.
+    for size, kept in (((160, 120), True), ((200, 150), False)):
+        source = tmp_path / f"{size[0]}.jpg"
+        photo_like(*size).save(source, quality=90)
+        row = prepare_one(source, tmp_path / "copy" / source.name, source.name, SETTINGS)
+        assert row.kept is kept and (row.width, row.height) == (size if kept else (127, 95))
+
+
+def test_trd_prepare_writes_the_copy_trd_train_then_reads(data, tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from trdcli.cli import app as cli
+
+    runner = CliRunner()
+    args = ["prepare", str(data), "--size", "112", "--low-res", "56", "--batch-size", "4", "--workers", "0", "--json"]
+    result = runner.invoke(cli.app, args)
+    assert result.exit_code == 0, result.output
+    made = json.loads(result.stdout)
+    assert made["out_dir"] == str(default_out_dir(data, 56)) and made["reduced_px"] == 56
+    assert (made["written"], made["kept"]) == (12, 4)
+    assert stale_reason(data, _sources(data), default_out_dir(data, 56), PrepareSettings(56, 0.35)) is None
+    again = json.loads(runner.invoke(cli.app, args).stdout)
+    assert (again["written"], again["already"]) == (0, 12)
+    # A schedule that reduces nothing has nothing to prepare: one line, exit 1.
+    none = runner.invoke(cli.app, ["prepare", str(data), "--size", "112", "--batch-size", "4"])
+    assert none.exit_code == 1 and "reduces no step" in none.stderr and "Traceback" not in none.output

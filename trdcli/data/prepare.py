@@ -25,6 +25,11 @@ from trdcli.core.errors import DataError
 from trdcli.core.prepared_size import CROP_RATIO, prepared_size_px
 
 MANIFEST_FILE = "trd-prepared.sqlite"
+# An image whose copy would keep more than this share of its pixels is kept as it is: decoding costs
+# about in proportion to pixels, so such a copy saves less than half a decode, while re-encoding
+# loses detail and can grow the file (imagenette2-224's 224 px photos made 219 px copies at 155% of
+# the originals' bytes at quality 90).
+KEEP_ABOVE_PIXEL_FRAC = 0.5
 # JPEG quality of the copies. Not yet chosen by measurement: the PSNR benchmark against
 # originals-made reduced images (issue 33, part 4) is to set it.
 DEFAULT_QUALITY = 90
@@ -66,9 +71,18 @@ class PrepareResult:
     copy_bytes: int
 
 
+def _absolute(path) -> Path:
+    # Absolute, but links not followed: a folder of symlinks (a subset of a dataset) keeps its own paths.
+    return Path(os.path.abspath(path))
+
+
+def _rel(source, data: Path) -> str:
+    return _absolute(source).relative_to(data).as_posix()
+
+
 def default_out_dir(data: Path, reduced_px: int) -> Path:
     """Beside the data folder: ``<data>-trd-<px>px``."""
-    data = Path(data).resolve()
+    data = _absolute(data)
     return data.parent / f"{data.name}-trd-{reduced_px}px"
 
 
@@ -89,7 +103,7 @@ def prepare_one(source: Path, target: Path, rel_path: str, settings: PrepareSett
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
             try:
-                kept = size == (width, height)
+                kept = size[0] * size[1] > KEEP_ABOVE_PIXEL_FRAC * width * height
                 if kept:
                     _link_or_copy(source, tmp)
                 else:
@@ -104,7 +118,8 @@ def prepare_one(source: Path, target: Path, rel_path: str, settings: PrepareSett
         if isinstance(exc, OSError) and exc.errno in (28, 13, 30):  # disk full, permission, read-only
             raise
         return f"{type(exc).__name__}: {exc}"
-    return PreparedFile(rel_path, stat.st_size, stat.st_mtime_ns, width, height, size[0], size[1], kept)
+    copy_size = (width, height) if kept else size
+    return PreparedFile(rel_path, stat.st_size, stat.st_mtime_ns, width, height, *copy_size, kept)
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -190,7 +205,7 @@ def prepare_copy(
     progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> PrepareResult:
     """Write (or finish) the copy of ``sources`` (training files under ``data``) in ``out_dir``."""
-    data, out_dir = Path(data).resolve(), Path(out_dir)
+    data, out_dir = _absolute(data), Path(out_dir)
     if not sources:
         raise DataError(f"no training images in {data} to prepare")
     try:
@@ -203,7 +218,7 @@ def prepare_copy(
         rows = manifest.rows()
         jobs, already = [], 0
         for source in sources:
-            rel = Path(source).resolve().relative_to(data).as_posix()
+            rel = _rel(source, data)
             target = out_dir / rel
             if _is_fresh(rows.get(rel), Path(source), target):
                 already += 1
@@ -248,7 +263,7 @@ def _run_chunks(jobs, settings: PrepareSettings, workers: int, chunk: int = 64) 
 def stale_reason(data: Path, sources: Sequence[Path], out_dir: Path, settings: PrepareSettings) -> str | None:
     """Why the copy in ``out_dir`` cannot stand in for ``sources`` at ``settings``; None when it is fresh:
     made for these settings from this folder, every training file in it unchanged since."""
-    data, out_dir = Path(data).resolve(), Path(out_dir)
+    data, out_dir = _absolute(data), Path(out_dir)
     if not (out_dir / MANIFEST_FILE).is_file():
         return f"no manifest in {out_dir}"
     try:
@@ -265,7 +280,7 @@ def stale_reason(data: Path, sources: Sequence[Path], out_dir: Path, settings: P
         if key != "trd_version" and have.get(key) != str(value):
             return f"it was made for {key} {have.get(key)}, not {value}"
     for source in sources:
-        rel = Path(source).resolve().relative_to(data).as_posix()
+        rel = _rel(source, data)
         if not _is_fresh(rows.get(rel), Path(source), out_dir / rel):
             return f"{rel} is missing from it or changed since"
     return None
@@ -275,7 +290,7 @@ def copies_for(data: Path, sources: Sequence[Path], out_dir: Path) -> list[tuple
     """For each of ``sources``, what a reduced step reads from the copy in ``out_dir`` (its path and the
     original's displayed size), or None for an image kept at its own size (the original is the copy).
     Call it on a copy :func:`stale_reason` found fresh."""
-    data, out_dir = Path(data).resolve(), Path(out_dir)
+    data, out_dir = _absolute(data), Path(out_dir)
     manifest = Manifest(out_dir)
     try:
         rows = manifest.rows()
@@ -283,7 +298,7 @@ def copies_for(data: Path, sources: Sequence[Path], out_dir: Path) -> list[tuple
         manifest.close()
     out = []
     for source in sources:
-        row = rows[Path(source).resolve().relative_to(data).as_posix()]
+        row = rows[_rel(source, data)]
         out.append(None if row.kept else (str(out_dir / row.rel_path), row.source_width, row.source_height))
     return out
 
@@ -295,3 +310,39 @@ def largest_reduced_px(step_px, full_px: int) -> int | None:
     step_px = np.asarray(step_px)
     reduced = step_px[step_px < full_px]
     return int(reduced.max()) if reduced.size else None
+
+
+def prepare_for_run(
+    data: Path,
+    size_px: int,
+    schedule,
+    epochs: int,
+    batch_size: int,
+    min_scale: float,
+    *,
+    valid_pct: float | None = None,
+    seed: int = 0,
+    out_dir: Path | None = None,
+    quality: int = DEFAULT_QUALITY,
+    workers: int = 0,
+    trd_version: str = "",
+    progress: Callable[[int, int], None] = lambda done, total: None,
+) -> tuple[PrepareSettings, PrepareResult]:
+    """The copy a ``trd train`` run with these options reads: its largest reduced size, planned as the
+    run will plan it, and its crops; written in ``out_dir`` (default: beside the data)."""
+    from trdcli.core.cost import RunShape, plan_px
+    from trdcli.core.errors import ConfigError
+    from trdcli.data.folders import scan_image_folder
+
+    if not 1 <= quality <= 95:
+        raise ConfigError(f"`quality` must be a JPEG quality in [1, 95], got {quality}")
+    folder = scan_image_folder(data, valid_pct, seed)
+    schedule.validate(size_px)
+    plan = plan_px(schedule, RunShape(len(folder.train), batch_size, epochs, size_px))
+    reduced_px = largest_reduced_px(plan, size_px)
+    if reduced_px is None:
+        raise ConfigError("this schedule reduces no step, so there is nothing to prepare: give `low_res` or a preset")
+    settings = PrepareSettings(reduced_px, min_scale, quality, trd_version=trd_version)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(folder.root, reduced_px)
+    sources = [path for path, _ in folder.train]
+    return settings, prepare_copy(folder.root, sources, out, settings, workers=workers, progress=progress)
