@@ -12,11 +12,17 @@ for one image (open, random-resized crop, flip, to a uint8 tensor) on:
                 allows), crop to --full                                     (a full step now)
   new, reduced  the same crop at --full, downsampled to --low in the worker (a reduced step now)
   new, direct   draft decode, crop straight to --low in one pass           (--direct-crops)
+  copy, reduced with --prepared: the same crop as "new, reduced", read from a ``trd prepare`` copy
+                of the sample (made first, in a temporary folder)          (a reduced step from the copy)
 
-Prints the median ms per image over --repeats passes and the ratios to the old full path.
+Prints the median ms per image over --repeats passes and the ratios to the old full path; with
+--prepared also the copy's own cost (ms per image to make, bytes against the originals') and how
+close its reduced images are to the originals' (PSNR of each image's "copy, reduced" against its
+"new, reduced", the same random crop: median and worst).
 
     python benchmarks/loader_speed.py /work/data/imagenet-sample --full 224 --low 112 --images 300
     python benchmarks/loader_speed.py ../shared/data/imagenette2-224/train --full 64 --low 32
+    python benchmarks/loader_speed.py IMAGENET_SAMPLE --full 224 --low 112 --images 300 --prepared
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from trdcli.data.decode import load_rgb
 from trdcli.data.folders import IMAGE_SUFFIXES
 from trdcli.data.loaders import CropOptions, ImageItems
 
-PATHS = ("old, full", "old, reduced", "new, full", "new, reduced", "new, direct")
+PATHS = ("old, full", "old, reduced", "new, full", "new, reduced", "new, direct", "copy, reduced")
 
 
 def sample_images(folder: Path, count: int, seed: int) -> list[Path]:
@@ -88,6 +94,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--min-scale", type=float, default=0.35)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--prepared", action="store_true", help="also time reduced steps from a trd prepare copy")
     args = parser.parse_args()
     torch.set_num_threads(1)  # a loader worker runs single-threaded (fastai sets it so)
 
@@ -95,7 +102,10 @@ def main() -> None:
     items = [(path, 0) for path in paths]
     new = ImageItems(items, args.full, train=True, crops=CropOptions(args.min_scale, draft=True))
     direct = ImageItems(items, args.full, train=True, crops=CropOptions(args.min_scale, draft=True, direct_crops=True))
-    runs: dict[str, list[float]] = {name: [] for name in PATHS}
+    copy_items, copy_stats = (
+        prepared_items(args.folder, items, args.full, args.low, args.min_scale) if args.prepared else (None, {})
+    )
+    runs: dict[str, list[float]] = {name: [] for name in PATHS if copy_items is not None or name != "copy, reduced"}
     for _ in range(args.repeats):
         old_full = ms_per_image(lambda i: before_item(paths[i], args.full, args.min_scale), len(items))
         runs["old, full"].append(old_full)
@@ -103,16 +113,59 @@ def main() -> None:
         runs["new, full"].append(ms_per_image(lambda i: new[i, args.full], len(items)))
         runs["new, reduced"].append(ms_per_image(lambda i: new[i, args.low], len(items)))
         runs["new, direct"].append(ms_per_image(lambda i: direct[i, args.low], len(items)))
+        if copy_items is not None:
+            runs["copy, reduced"].append(ms_per_image(lambda i: copy_items[i, args.low], len(items)))
     medians = {name: statistics.median(times) for name, times in runs.items()}
     print(f"{len(items)} images from {args.folder}, {args.full} -> {args.low} px, median of {args.repeats} passes")
     print(f"{'path':<14} {'ms/image':>9} {'vs old full':>12}")
-    for name in PATHS:
+    for name in medians:
         print(f"{name:<14} {medians[name]:>9.2f} {medians[name] / medians['old, full']:>11.2f}x")
     print(f"reduced / full step, per worker: old {medians['old, reduced'] / medians['old, full']:.2f}x, "
           f"new {medians['new, reduced'] / medians['new, full']:.2f}x, "
           f"direct {medians['new, direct'] / medians['new, full']:.2f}x")  # fmt: skip
+    if copy_items is not None:
+        psnr = psnr_copy_against_originals(new, copy_items, args.low)
+        copy_stats.update(psnr_median_db=statistics.median(psnr), psnr_worst_db=min(psnr))
+        print(f"copy, reduced / new, full: {medians['copy, reduced'] / medians['new, full']:.2f}x (target 0.35x)")
+        print(f"the copy: {copy_stats['make_ms_per_image']:.1f} ms per image to make, "
+              f"{copy_stats['copy_bytes'] / copy_stats['source_bytes']:.0%} of the originals' bytes "
+              f"({copy_stats['kept']} of {len(items)} kept as they are); its reduced images against the "
+              f"originals': PSNR median {copy_stats['psnr_median_db']:.1f} dB, "
+              f"worst {copy_stats['psnr_worst_db']:.1f} dB")  # fmt: skip
     if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "runs_ms": runs}))
+        payload = {"args": {k: str(v) for k, v in vars(args).items()}, "runs_ms": runs, "copy": copy_stats}
+        args.json.write_text(json.dumps(payload))
+
+
+def prepared_items(folder: Path, items, full_px: int, low_px: int, min_scale: float):
+    """ImageItems reading a fresh trd prepare copy of the sample for reduced steps, and the copy's figures."""
+    import tempfile
+
+    from trdcli.data.prepare import PrepareSettings, copies_for, prepare_copy
+
+    out = Path(tempfile.mkdtemp(prefix="trd-copy-"))
+    paths = [path for path, _ in items]
+    start = time.perf_counter()
+    result = prepare_copy(folder, paths, out, PrepareSettings(low_px, min_scale))
+    make_ms = 1000 * (time.perf_counter() - start) / len(paths)
+    copies = copies_for(folder, paths, out)
+    crops = CropOptions(min_scale, draft=True)
+    stats = {"make_ms_per_image": make_ms, "source_bytes": result.source_bytes, "copy_bytes": result.copy_bytes,
+             "kept": result.kept, "out_dir": str(out)}  # fmt: skip
+    return ImageItems(items, full_px, train=True, crops=crops, copies=copies), stats
+
+
+def psnr_copy_against_originals(new: ImageItems, copy: ImageItems, low_px: int) -> list[float]:
+    """PSNR of each image's reduced crop from the copy against the same crop (same seed) from the original."""
+    out = []
+    for i in range(len(new)):
+        torch.manual_seed(i)
+        a = new[i, low_px][0].double()
+        torch.manual_seed(i)
+        b = copy[i, low_px][0].double()
+        error = float(((a - b) ** 2).mean())
+        out.append(float("inf") if error == 0 else 10 * torch.log10(torch.tensor(255.0**2 / error)).item())
+    return out
 
 
 if __name__ == "__main__":

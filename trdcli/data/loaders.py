@@ -78,6 +78,8 @@ class ImageItems:
                 full_px = None if self.crops.direct_crops else self.size_px
                 scale = (self.crops.min_scale, 1.0)
                 copy = self.copies[index] if self.copies is not None and px < self.size_px else None
+                if copy is not None:  # the copy is already a downsample: resampled once, straight to px
+                    full_px = None
                 image = load_random_crop(path, px, scale, full_px=full_px, draft=self.crops.draft, flip=flip, copy=copy)
             else:
                 image = load_rgb(path)
