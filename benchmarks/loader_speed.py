@@ -95,6 +95,7 @@ def main() -> None:
     parser.add_argument("--min-scale", type=float, default=0.35)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--prepared", action="store_true", help="also time reduced steps from a trd prepare copy")
+    parser.add_argument("--quality", type=int, default=90, help="the copy's JPEG quality")
     args = parser.parse_args()
     torch.set_num_threads(1)  # a loader worker runs single-threaded (fastai sets it so)
 
@@ -103,7 +104,9 @@ def main() -> None:
     new = ImageItems(items, args.full, train=True, crops=CropOptions(args.min_scale, draft=True))
     direct = ImageItems(items, args.full, train=True, crops=CropOptions(args.min_scale, draft=True, direct_crops=True))
     copy_items, copy_stats = (
-        prepared_items(args.folder, items, args.full, args.low, args.min_scale) if args.prepared else (None, {})
+        prepared_items(args.folder, items, args.full, args.low, args.min_scale, args.quality)
+        if args.prepared
+        else (None, {})
     )
     runs: dict[str, list[float]] = {name: [] for name in PATHS if copy_items is not None or name != "copy, reduced"}
     for _ in range(args.repeats):
@@ -137,7 +140,7 @@ def main() -> None:
         args.json.write_text(json.dumps(payload))
 
 
-def prepared_items(folder: Path, items, full_px: int, low_px: int, min_scale: float):
+def prepared_items(folder: Path, items, full_px: int, low_px: int, min_scale: float, quality: int = 90):
     """ImageItems reading a fresh trd prepare copy of the sample for reduced steps, and the copy's figures."""
     import tempfile
 
@@ -146,7 +149,7 @@ def prepared_items(folder: Path, items, full_px: int, low_px: int, min_scale: fl
     out = Path(tempfile.mkdtemp(prefix="trd-copy-"))
     paths = [path for path, _ in items]
     start = time.perf_counter()
-    result = prepare_copy(folder, paths, out, PrepareSettings(low_px, min_scale))
+    result = prepare_copy(folder, paths, out, PrepareSettings(low_px, min_scale, quality))
     make_ms = 1000 * (time.perf_counter() - start) / len(paths)
     copies = copies_for(folder, paths, out)
     crops = CropOptions(min_scale, draft=True)

@@ -30,8 +30,10 @@ MANIFEST_FILE = "trd-prepared.sqlite"
 # loses detail and can grow the file (imagenette2-224's 224 px photos made 219 px copies at 155% of
 # the originals' bytes at quality 90).
 KEEP_ABOVE_PIXEL_FRAC = 0.5
-# JPEG quality of the copies. Not yet chosen by measurement: the PSNR benchmark against
-# originals-made reduced images (issue 33, part 4) is to set it.
+# JPEG quality of the copies: benchmarks/loader_speed.py --prepared --quality Q on 300 ImageNet photos
+# (docs/benchmarks.md): 75, 85, 90, 95 give the loader 0.27x, 0.30x, 0.31x, 0.35x of a full step, 11%,
+# 14%, 17%, 24% of the bytes, PSNR median 36.6, 37.9, 38.7, 40.0 dB. 90 keeps the step well under 0.35x
+# and the median near 39 dB (it was the default before the sweep, which confirmed it).
 DEFAULT_QUALITY = 90
 
 
