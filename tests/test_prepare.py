@@ -168,8 +168,8 @@ def _train_config(data, out, **kwargs):
     from trdcli.run.config import TrainConfig
 
     return TrainConfig(
-        data=data, epochs=1, size_px=112, batch_size=4, workers=0, lr=1e-3, schedule=TRDSchedule(56, until=1.0,
-        prob=0.5), out_dir=out, min_scale=0.35, **kwargs,
+        data=data, epochs=1, size_px=112, batch_size=4, lr=1e-3, schedule=TRDSchedule(56, until=1.0, prob=0.5),
+        out_dir=out, min_scale=0.35, **{"workers": 0, **kwargs},
     )  # fmt: skip
 
 
@@ -179,7 +179,7 @@ def test_trd_train_reads_a_fresh_copy_beside_the_data_for_reduced_steps_only(dat
     from trdcli.run.train import train
 
     prepare_copy(data, _sources(data), default_out_dir(data, 56), PrepareSettings(56, 0.35))
-    result = train(_train_config(data, tmp_path / "run"))
+    result = train(_train_config(data, tmp_path / "run", workers=2))  # read in worker processes
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["prepared_dir"] == str(default_out_dir(data, 56))
     assert run["images_read_by_px"] == {"112": "originals", "56": "prepared"}
@@ -238,3 +238,28 @@ def test_trd_prepare_writes_the_copy_trd_train_then_reads(data, tmp_path, monkey
     # A schedule that reduces nothing has nothing to prepare: one line, exit 1.
     none = runner.invoke(cli.app, ["prepare", str(data), "--size", "112", "--batch-size", "4"])
     assert none.exit_code == 1 and "reduces no step" in none.stderr and "Traceback" not in none.output
+
+
+def test_a_full_disk_stops_with_one_line_and_what_was_written_stays_valid(data, tmp_path, monkeypatch):
+    from PIL import Image as PILImage
+
+    real_save, saved = PILImage.Image.save, []
+
+    def full_after_five(self, fp, *args, **kwargs):
+        if len(saved) == 5:
+            raise OSError(28, "No space left on device")
+        saved.append(fp)
+        return real_save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(PILImage.Image, "save", full_after_five)
+    out = tmp_path / "copy"
+    with pytest.raises(DataError, match=r"the copy in .* stopped: \[Errno 28\] No space left on device; what was"):
+        prepare_copy(data, _sources(data), out, SETTINGS)
+    monkeypatch.undo()
+    assert not list(out.rglob("*.tmp"))  # no half-written file left behind
+    # Rows are recorded a block of 64 files at a time: the 5 files of the unfinished block are not in
+    # the manifest (so they count as not made, and are made again), never recorded half-written.
+    done = sqlite3.connect(out / MANIFEST_FILE).execute("SELECT COUNT(*) FROM files").fetchone()[0]
+    result = prepare_copy(data, _sources(data), out, SETTINGS)  # space again: it continues
+    assert done == 0 and result.already == done and result.written == 12
+    assert stale_reason(data, _sources(data), out, SETTINGS) is None

@@ -3,8 +3,9 @@
 Each training image is written at :func:`~trdcli.core.prepared_size.prepared_size_px` (the smallest
 size at which every crop a reduced step can draw keeps full detail), as a JPEG, its EXIF orientation
 applied; an image with nothing to spare is linked (or copied), never enlarged. Every file is written
-under a temporary name and renamed, and recorded in the manifest only then, so a run stopped at any
-point (Ctrl-C, a full disk) leaves a copy the next run continues from.
+under a temporary name and renamed, and recorded in the manifest only then (a block of 64 files at a
+time), so a run stopped at any point (Ctrl-C, a full disk) leaves a copy the next run continues
+from, redoing at most the block it was in.
 
 The manifest is SQLite (``trd-prepared.sqlite`` in the copy): one row per training file (its path in
 the data folder, size, mtime and displayed dimensions, the copy's dimensions) and the settings the copy was made for
