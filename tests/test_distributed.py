@@ -168,3 +168,34 @@ def test_two_ranks_split_the_image_check_and_skip_the_same_images(tmp_path):
     # Each rank decoded half the images; both dropped all three broken ones: 21 training images, 3 steps of 6.
     assert run["steps"] == 3 and run["world_size"] == 2
     assert sorted(s["path"] for s in run["skipped_images"]) == sorted(str(p) for p in broken)
+
+
+@pytest.mark.distributed
+def test_two_ranks_read_a_prepared_copy_for_reduced_steps(tmp_path):
+    from helpers import make_jpeg_folder
+
+    from trdcli.data.folders import scan_image_folder
+    from trdcli.data.prepare import PrepareSettings, default_out_dir, prepare_copy
+
+    data = make_jpeg_folder(tmp_path / "data", n_train=4, n_valid=1, sizes=((500, 375), (375, 500)))
+    sources = [path for path, _ in scan_image_folder(data).train]
+    prepare_copy(data, sources, default_out_dir(data, 56), PrepareSettings(56, 0.35))
+    args = ["train", str(data), "--size", "112", "--batch-size", "4", "--epochs", "1", "--workers", "0"]
+    args += ["--low-res", "56", "--until", "1.0", "--prob", "0.5", "--seed", "3", "--min-scale", "0.35"]
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(_free_port()),
+    ]
+    two = subprocess.run(
+        [*launcher, "-m", "trdcli", *args, "--json", "--out", str(tmp_path / "two")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    run = json.loads((tmp_path / "two" / "run.json").read_text())
+    assert run["world_size"] == 2 and run["prepared_dir"] == str(default_out_dir(data, 56))
+    assert run["images_read_by_px"] == {"112": "originals", "56": "prepared"}
