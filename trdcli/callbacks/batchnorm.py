@@ -168,7 +168,7 @@ class RecalibrateBatchNorm(Callback):
 
     @property
     def images(self) -> int:
-        return sum(self.images_by_fit.values())
+        return self.images_after()
 
     def images_after(self, fit: int | None = None) -> int:
         """Images run forward after ``fit`` (every fit's when None), on this process."""

@@ -306,12 +306,14 @@ def copies_for(data: Path, sources: Sequence[Path], out_dir: Path) -> list[tuple
     return out
 
 
-def largest_reduced_px(step_px, full_px: int) -> int | None:
-    """The largest size below ``full_px`` at which a planned run reads its images (None: no step is reduced)."""
-    import numpy as np
+def largest_reduced_px(schedule, train_images: int, batch_size: int, epochs: int, size_px: int) -> int | None:
+    """The largest size below ``size_px`` at which a run with these options reads its images, planned as
+    ``trd train`` plans it: what ``trd prepare`` makes a copy for and ``trd train`` looks for (None: no
+    step is reduced)."""
+    from trdcli.core.cost import RunShape, plan_px
 
-    step_px = np.asarray(step_px)
-    reduced = step_px[step_px < full_px]
+    step_px = plan_px(schedule, RunShape(train_images, batch_size, epochs, size_px))
+    reduced = step_px[step_px < size_px]
     return int(reduced.max()) if reduced.size else None
 
 
@@ -333,7 +335,6 @@ def prepare_for_run(
 ) -> tuple[PrepareSettings, PrepareResult]:
     """The copy a ``trd train`` run with these options reads: its largest reduced size, planned as the
     run will plan it, and its crops; written in ``out_dir`` (default: beside the data)."""
-    from trdcli.core.cost import RunShape, plan_px
     from trdcli.core.errors import ConfigError
     from trdcli.data.folders import scan_image_folder
 
@@ -341,8 +342,7 @@ def prepare_for_run(
         raise ConfigError(f"`quality` must be a JPEG quality in [1, 95], got {quality}")
     folder = scan_image_folder(data, valid_pct, seed)
     schedule.validate(size_px)
-    plan = plan_px(schedule, RunShape(len(folder.train), batch_size, epochs, size_px))
-    reduced_px = largest_reduced_px(plan, size_px)
+    reduced_px = largest_reduced_px(schedule, len(folder.train), batch_size, epochs, size_px)
     if reduced_px is None:
         raise ConfigError("this schedule reduces no step, so there is nothing to prepare: give `low_res` or a preset")
     settings = PrepareSettings(reduced_px, min_scale, quality, trd_version=trd_version)

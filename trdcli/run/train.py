@@ -302,13 +302,12 @@ def _prepared_copies(config: TrainConfig, folder: ImageFolder, log: WarningLog, 
     unchanged since (:func:`trdcli.data.prepare.stale_reason`): a stale one is never mixed with fresh
     images. Named with ``prepared``, anything else is an error; found beside the data, a warning.
     """
-    from trdcli.core.cost import RunShape, plan_px
     from trdcli.data.prepare import PrepareSettings, copies_for, default_out_dir, largest_reduced_px, stale_reason
 
     if not config.use_prepared:
         return None, None
-    shape = RunShape(len(folder.train), config.batch_size, config.epochs, config.size_px)
-    reduced_px = largest_reduced_px(plan_px(config.schedule, shape), config.size_px)
+    train_images = len(folder.train)
+    reduced_px = largest_reduced_px(config.schedule, train_images, config.batch_size, config.epochs, config.size_px)
     if reduced_px is None:
         if config.prepared is not None:
             raise ConfigError(f"`prepared` {config.prepared}: this run reduces no step, so it reads no copy")
