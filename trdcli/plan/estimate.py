@@ -476,7 +476,7 @@ class PlanReport:
     feed: FeedCheck | None = None
 
 
-def resolve_dataset(options: PlanOptions) -> DatasetSize:
+def resolve_dataset(options: PlanOptions, folder=None) -> DatasetSize:
     """Dataset size from a named dataset, a folder (counted, not decoded) or ``images``; ``classes`` overrides."""
     sources = [s for s in (options.data, options.dataset, options.images) if s is not None]
     if len(sources) != 1:
@@ -488,9 +488,7 @@ def resolve_dataset(options: PlanOptions) -> DatasetSize:
             raise ConfigError(f"unknown `dataset` {options.dataset!r}; known: {', '.join(DATASETS)}")
         size = DATASETS[options.dataset]
     elif options.data is not None:
-        from trdcli.data.folders import scan_image_folder
-
-        folder = scan_image_folder(options.data, options.valid_pct, options.seed)
+        folder = folder or _scan(options)
         size = DatasetSize(len(folder.train), len(folder.valid), folder.num_classes)
     else:
         if options.images < 1:
@@ -536,7 +534,9 @@ def plan(options: PlanOptions) -> PlanReport:
     from trdcli.run.flops_cache import arch_flops, default_cache
     from trdcli.run.models import check_arch
 
-    dataset = resolve_dataset(options)
+    # A DATA folder is listed once: its images are counted here and sampled by the feed check.
+    folder = _scan(options) if options.data is not None else None
+    dataset = resolve_dataset(options, folder)
     shape = RunShape(dataset.train_images, options.batch_size, options.epochs, options.size_px)
     options.schedule.validate(options.size_px)
     flops = arch_flops(options.arch, dataset.num_classes, cache=default_cache())
@@ -563,17 +563,23 @@ def plan(options: PlanOptions) -> PlanReport:
         bn_recalibrate=options.bn_recalibrate,
     )
     answer = answer_budget(options.budget, result, flops.at) if options.budget is not None else None
-    return PlanReport(result, answer, flops.at, _feed(options, step_px, throughput, flops.at))
+    return PlanReport(result, answer, flops.at, _feed(options, folder, step_px, throughput, flops.at))
 
 
-def _feed(options: PlanOptions, step_px: np.ndarray, throughput: Throughput | None, flops_at) -> FeedCheck | None:
+def _scan(options: PlanOptions):
+    from trdcli.data.folders import scan_image_folder
+
+    return scan_image_folder(options.data, options.valid_pct, options.seed)
+
+
+def _feed(
+    options: PlanOptions, folder, step_px: np.ndarray, throughput: Throughput | None, flops_at
+) -> FeedCheck | None:
     """The feed check on the DATA folder's own images, at each resolution the schedule uses."""
     if options.data is None or not options.feed_sample:
         return None
-    from trdcli.data.folders import scan_image_folder
     from trdcli.data.loaders import default_workers
 
-    folder = scan_image_folder(options.data, options.valid_pct, options.seed)
     pxs = [int(p) for p in np.unique(step_px)]
     batch = min(options.batch_size, 32)
     loader = measure_loader(
