@@ -19,6 +19,7 @@ from trdcli.callbacks.batchnorm import (
     use_private_batchnorm,
 )
 from trdcli.callbacks.trd import TRDCallback
+from trdcli.core.errors import ConfigError
 from trdcli.run.flops_cache import arch_flops
 
 
@@ -247,3 +248,57 @@ def test_validating_after_the_fit_does_not_recalibrate_again():
     after = [m.running_mean for m in learn.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert all(torch.equal(a, b) for a, b in zip(stats, after, strict=True))
     assert learn.trd.summary().recalibration_flops == 16 * learn.trd.flops.at(64).forward_flops
+
+
+def _eval_view_channel_means(paths, px: int) -> torch.Tensor:
+    """Per-channel mean of the images as validation sees them, normalised: torchvision's own transforms,
+    not trd's loader (resize the short side to px / 0.875, centre-crop px, ImageNet statistics)."""
+    from PIL import Image
+    from torchvision import transforms as T
+
+    view = T.Compose([
+        T.Resize(round(px / 0.875), antialias=True), T.CenterCrop(px), T.ToTensor(),
+        T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+    ])  # fmt: skip
+    return torch.stack([view(Image.open(p).convert("RGB")).mean(dim=(1, 2)) for p in paths]).mean(0)
+
+
+@pytest.mark.parametrize("view", ["test", "train"])
+def test_recalibration_on_the_test_time_view_sees_what_validation_sees(tmp_path, view):
+    # BatchNorm first: its recalibrated running mean is the mean of the images it was shown, whatever the
+    # weights. 3 batches of 6 cover all 18 training images, so the mean of the batch means is theirs.
+    from helpers import make_image_folder
+
+    from trdcli.callbacks.batchnorm import RecalibrateBatchNorm
+    from trdcli.data.folders import scan_image_folder
+    from trdcli.data.loaders import build_dataloaders
+
+    folder = scan_image_folder(make_image_folder(tmp_path / "d", n_train=6, n_valid=2, px=48))
+    dls = build_dataloaders(folder, 32, 6, workers=0, device="cpu")
+    model = torch.nn.Sequential(
+        torch.nn.BatchNorm2d(3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 3)
+    )
+    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), cbs=[RecalibrateBatchNorm(3, view=view)])
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(1, lr=0.0)
+    assert learn.recalibrate_bn.images == 18 and dls.train.dataset.train  # the training view is back
+    expected = _eval_view_channel_means([path for path, _ in folder.train], 32)
+    gap = (model[0].running_mean - expected).abs().max().item()
+    if view == "test":
+        assert gap < 1e-4
+    else:  # random-resized crops of 35-100% of each image: not the validation view's statistics
+        assert gap > 1e-3
+
+
+def test_recalibration_on_the_test_time_view_needs_trds_image_items():
+    from trdcli.callbacks.batchnorm import RecalibrateBatchNorm
+
+    learn = Learner(
+        tensor_dls(n_train=48, bs=8, px=64), tiny_cnn(), loss_func=CrossEntropyLossFlat(),
+        cbs=[RecalibrateBatchNorm(2, view="test")],
+    )  # fmt: skip
+    needs_items = "bn_recal_view='test' needs a training loader of trd's image items"
+    with pytest.raises(ConfigError, match=needs_items), learn.no_bar(), learn.no_logging():
+        learn.fit(1)
+    with pytest.raises(ConfigError, match="`bn_recal_view` must be one of train, test, got 'val'"):
+        RecalibrateBatchNorm(2, view="val")

@@ -125,6 +125,7 @@ def test_train_passes_every_option(folder, captured, tmp_path):
     args += ["--device", "cpu", "--resize-mode", "area", "--bn-recalibrate", "4", "--seed", "9", "--no-check-images"]
     args += ["--low-res", "64", "--until", "0.8", "--prob", "0.5", "--weights", str(tmp_path / "w.pth")]
     args += ["--resume", str(tmp_path / "old"), "--bn-mode", "private", "--min-scale", "0.5", "--tail-lr", "0.2"]
+    args += ["--bn-recal-view", "test"]
     args += ["--no-scheduled-loading", "--direct-crops", "--max-data-wait", "0.25", "--log-to", "tensorboard"]
     args += ["--prepared", str(tmp_path / "copy"), "--no-prepared"]
     result = runner.invoke(cli.app, args)
@@ -151,6 +152,7 @@ def test_train_passes_every_option(folder, captured, tmp_path):
             device="cpu",
             resize_mode="area",
             bn_recalibrate=4,
+            bn_recal_view="test",
             bn_mode="private",
             tail_lr_frac=0.2,
             min_scale=0.5,
@@ -174,7 +176,8 @@ def test_train_defaults_are_the_documented_ones(folder, captured):
         "arch": "resnet18", "epochs": 5, "size_px": 224, "batch_size": 64, "lr": None, "lr_find": False,
         "schedule": ConstantSchedule(), "seed": 0, "valid_pct": None, "workers": None, "weights": None,
         "out_dir": None, "resume": None, "skip_bad_images": False, "check_images": True, "device": None,
-        "resize_mode": "bilinear", "bn_recalibrate": None, "bn_mode": "shared", "tail_lr_frac": None,
+        "resize_mode": "bilinear", "bn_recalibrate": None, "bn_recal_view": "train", "bn_mode": "shared",
+        "tail_lr_frac": None,
         "min_scale": 0.35, "scheduled_loading": True, "direct_crops": False, "max_data_wait_frac": 0.1,
         "log_to": (), "prepared": None, "use_prepared": True,
     }  # fmt: skip

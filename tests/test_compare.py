@@ -60,9 +60,9 @@ def test_equal_compute_baseline_of_a_window_by_hand(tmp_path):
 def test_settings_from_the_command_line():
     assert parse_setting("trd-window") == Setting("trd-window", preset="trd-window")
     assert parse_setting("baseline") == Setting("baseline")
-    assert parse_setting("s:low_res=48,until=1.0,prob=0.9,bn_recalibrate=8,bn_mode=private") == Setting(
-        "s", low_res=48, until=1.0, prob=0.9, bn_recalibrate=8, bn_mode="private"
-    )
+    assert parse_setting(
+        "s:low_res=48,until=1.0,prob=0.9,bn_recalibrate=8,bn_mode=private,bn_recal_view=test"
+    ) == Setting("s", low_res=48, until=1.0, prob=0.9, bn_recalibrate=8, bn_mode="private", bn_recal_view="test")
     assert parse_setting("t:low_res=48,until=0.9,tail_lr=0.3") == Setting("t", low_res=48, until=0.9, tail_lr=0.3)
     assert parse_seeds("3") == (0, 1, 2) and parse_seeds("4,7") == (4, 7) and parse_seeds("7,") == (7,)
     with pytest.raises(ConfigError, match=r"a count of at least 1 \(for seed 0 alone: 0,\), got '0'"):

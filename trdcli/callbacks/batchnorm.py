@@ -23,7 +23,8 @@ them to any Learner that trains with a ``TRDCallback``.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
@@ -31,7 +32,7 @@ from fastai.callback.core import Callback
 from fastai.callback.schedule import LRFinder
 from fastai.learner import SkipToEpoch
 
-from trdcli.core.defaults import recalibration_batches
+from trdcli.core.defaults import BN_RECAL_VIEWS, DEFAULT_BN_RECAL_VIEW, recalibration_batches
 from trdcli.core.errors import ConfigError, is_int, require_positive_int
 
 
@@ -138,6 +139,25 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable, max_batches: int)
     return images
 
 
+@contextmanager
+def test_time_view(loader) -> Iterator:
+    """``loader`` (a training loader of trd's :class:`~trdcli.data.loaders.ImageItems`) delivers the test-time
+    view of its images while inside: resized and centre-cropped as validation crops them, unflipped, in the
+    pass's shuffled order. Workers start with each pass, so they see the view set here."""
+    items = getattr(loader, "dataset", None)
+    if not hasattr(items, "train"):
+        raise ConfigError(
+            "bn_recal_view='test' needs a training loader of trd's image items (trdcli.data.loaders.image_dataloader), "
+            f"got a {type(items).__name__}"
+        )
+    was = items.train
+    items.train = False
+    try:
+        yield loader
+    finally:
+        items.train = was
+
+
 def _finding_lr(learn) -> bool:
     return any(isinstance(cb, LRFinder) for cb in learn.cbs)
 
@@ -146,7 +166,9 @@ class RecalibrateBatchNorm(Callback):
     """After each fit, BatchNorm statistics re-estimated on ``batches`` full-resolution training batches.
 
     ``batches=None`` (the default): 8 after a fit in which the Learner's ``TRDCallback``
-    reduced a step, none otherwise. Metrics recorded during the fit predate it:
+    reduced a step, none otherwise. ``view``: the training images as training augments them
+    ("train"), or as validation sees them ("test": resized, centre-cropped, unflipped; see
+    :func:`test_time_view`). Metrics recorded during the fit predate it:
     ``learn.validate()`` measures the recalibrated model. ``images_by_fit`` counts what it ran
     forward after each fit (on this process), which the ``TRDCallback``'s summary adds to the
     run's compute; ``images`` is their total. ``lr_find`` runs are left alone.
@@ -154,11 +176,13 @@ class RecalibrateBatchNorm(Callback):
 
     order = -4  # after TRDCallback (-5), whose records say whether the fit reduced a step
 
-    def __init__(self, batches: int | None = None):
+    def __init__(self, batches: int | None = None, view: str = DEFAULT_BN_RECAL_VIEW):
         super().__init__()
         if batches is not None and (not is_int(batches) or batches < 0):
             raise ConfigError(f"`bn_recalibrate` must be 0 or more batches, got {batches!r}")
-        self.batches = batches
+        if view not in BN_RECAL_VIEWS:
+            raise ConfigError(f"`bn_recal_view` must be one of {', '.join(BN_RECAL_VIEWS)}, got {view!r}")
+        self.batches, self.view = batches, view
         self.images_by_fit: dict[int, int] = {}
         self._trained = False  # whether the current fit ran a training pass
 
@@ -194,7 +218,12 @@ class RecalibrateBatchNorm(Callback):
         if batches and not _finding_lr(self.learn):
             trd = getattr(self.learn, "trd", None)
             # Outside the fit the training loader delivers full-resolution batches.
-            images = recalibrate_batchnorm(self.learn.model, self.learn.dls.train, batches)
+            loader = self.learn.dls.train
+            if self.view == "test":
+                with test_time_view(loader):
+                    images = recalibrate_batchnorm(self.learn.model, loader, batches)
+            else:
+                images = recalibrate_batchnorm(self.learn.model, loader, batches)
             self.images_by_fit[trd.current_fit if trd is not None else 0] = images
 
 

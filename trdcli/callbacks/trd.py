@@ -8,6 +8,7 @@ batch at its size, which is checked; any other loader (or ``resize_in_loader=Fal
 full size and the batch is resized with an antialiased ``mode``. Validation runs at full size.
 BatchNorm handling is its own callbacks (:mod:`trdcli.callbacks.batchnorm`), which this one adds
 for its ``bn`` arguments: ``bn_recalibrate`` (default: 8 batches after a fit that reduced a step)
+and ``bn_recal_view`` (the training or the test-time view of the images)
 :class:`~trdcli.callbacks.batchnorm.RecalibrateBatchNorm`, ``bn="private"``
 :class:`~trdcli.callbacks.batchnorm.PrivateBatchNormCallback` (give it when the Learner is created).
 """
@@ -30,7 +31,7 @@ from trdcli.core.cost import (
     StepRecord,
     summarize_groups,
 )
-from trdcli.core.defaults import BN_MODES
+from trdcli.core.defaults import BN_MODES, DEFAULT_BN_RECAL_VIEW
 from trdcli.core.errors import ConfigError, DataError
 from trdcli.core.resize import check_resize_mode, resize_batch
 from trdcli.core.schedules import ResolutionSchedule, TRDSchedule
@@ -46,11 +47,12 @@ def callback_schedule(low_res, until, prob, seed, schedule) -> ResolutionSchedul
     return schedule
 
 
-def batchnorm_companions(bn: str, bn_recalibrate: int | None) -> list[Callback]:
+def batchnorm_companions(bn: str, bn_recalibrate: int | None, bn_recal_view: str) -> list[Callback]:
     """The BatchNorm callbacks ``TRDCallback`` adds for its ``bn`` arguments."""
     if bn not in BN_MODES:
         raise ConfigError(f"`bn` must be one of {', '.join(BN_MODES)}, got {bn!r}")
-    return [RecalibrateBatchNorm(bn_recalibrate)] + ([PrivateBatchNormCallback()] if bn == "private" else [])
+    recalibrate = RecalibrateBatchNorm(bn_recalibrate, bn_recal_view)
+    return [recalibrate] + ([PrivateBatchNormCallback()] if bn == "private" else [])
 
 
 def square_batch_px(images) -> int:
@@ -119,13 +121,14 @@ class TRDCallback(Callback):
         flops: FlopsTable | None = None,
         bn: str = "shared",
         bn_recalibrate: int | None = None,
+        bn_recal_view: str = DEFAULT_BN_RECAL_VIEW,
         resize_in_loader: bool = True,
         world_size: int = 1,
     ):
         super().__init__()
         self.schedule = callback_schedule(low_res, until, prob, seed, schedule)
         self.mode, self.flops = check_resize_mode(mode), flops
-        self.companions = batchnorm_companions(bn, bn_recalibrate)
+        self.companions = batchnorm_companions(bn, bn_recalibrate, bn_recal_view)
         self.resize_in_loader = resize_in_loader
         # Each rank sees its share of a step's global batch, the same on every rank: a record counts all.
         self.world_size = world_size

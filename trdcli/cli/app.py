@@ -21,7 +21,14 @@ from rich.markup import escape
 
 from trdcli import __version__
 from trdcli.cli.demo import DEMO_FULL_PX, DEMO_LOW_PX
-from trdcli.core.defaults import BN_MODES, DEFAULT_BN_RECALIBRATE_BATCHES, DEFAULT_PROB, DEFAULT_UNTIL
+from trdcli.core.defaults import (
+    BN_MODES,
+    BN_RECAL_VIEWS,
+    DEFAULT_BN_RECAL_VIEW,
+    DEFAULT_BN_RECALIBRATE_BATCHES,
+    DEFAULT_PROB,
+    DEFAULT_UNTIL,
+)
 from trdcli.core.errors import TRDError, one_line
 from trdcli.core.presets import PRESETS
 from trdcli.run.config import DEFAULT_LR, TrainConfig
@@ -90,6 +97,8 @@ class ResizeMode(str, Enum):
 
 
 BnMode = Enum("BnMode", {mode: mode for mode in BN_MODES}, type=str)
+BnRecalView = Enum("BnRecalView", {view: view for view in BN_RECAL_VIEWS}, type=str)
+DEFAULT_RECAL_VIEW = BnRecalView(DEFAULT_BN_RECAL_VIEW)
 
 
 # The flag a user typed for each setting the core names in its messages.
@@ -116,6 +125,7 @@ _SETTINGS_WITH_FLAGS = [
     "device",
     "resize_mode",
     "bn_recalibrate",
+    "bn_recal_view",
     "bn_mode",
     "tail_lr",
     "min_scale",
@@ -239,6 +249,13 @@ MinScaleOpt = Annotated[
     float, typer.Option(help="Smallest area of a training crop, as a fraction of the image (RandomResizedCrop).")
 ]
 WorkersOpt = Annotated[int | None, typer.Option(help="Data-loading processes (default: cores - 1, at most 16).")]
+BnRecalViewOpt = Annotated[
+    BnRecalView,
+    typer.Option(
+        help="The view of the training images BatchNorm is recalibrated on: the training augmentation (train) "
+        "or the test-time view validation sees (test: resized, centre-cropped, unflipped; FixRes)."
+    ),
+]
 BnModeOpt = Annotated[
     BnMode, typer.Option(help="BatchNorm on reduced steps: shared with full ones, or a private copy (RS-Nets).")
 ]
@@ -297,6 +314,7 @@ def train(
         ResizeMode, typer.Option(help="Antialiased filter for reduced steps.")
     ] = ResizeMode.bilinear,
     bn_recalibrate: BnRecalibrateOpt = None,
+    bn_recal_view: BnRecalViewOpt = DEFAULT_RECAL_VIEW,
     bn_mode: BnModeOpt = BnMode.shared,
     tail_lr: TailLrOpt = None,
     min_scale: MinScaleOpt = TrainConfig.min_scale,
@@ -369,6 +387,7 @@ def train(
             device=device,
             resize_mode=resize_mode.value,
             bn_recalibrate=bn_recalibrate,
+            bn_recal_view=bn_recal_view.value,
             bn_mode=bn_mode.value,
             tail_lr_frac=tail_lr,
             min_scale=min_scale,
@@ -687,7 +706,7 @@ def compare(
         list[str] | None,
         typer.Option(
             help="A setting to train (repeat): a preset (trd-window), baseline, or [label:]key=value,... with keys "
-            "preset, low_res, until, prob, prob_end, initial_scale, bn_mode, bn_recalibrate, tail_lr. "
+            "preset, low_res, until, prob, prob_end, initial_scale, bn_mode, bn_recalibrate, bn_recal_view, tail_lr. "
             "Default: baseline and trd's default recipe."
         ),
     ] = None,

@@ -88,14 +88,15 @@ _SETTING_KEYS = {
     "initial_scale": float,
     "bn_mode": str,
     "bn_recalibrate": int,
+    "bn_recal_view": str,
     "tail_lr": float,
 }
 
 
 def parse_setting(text: str):
     """``trd-window``, ``baseline``, or ``[label:]key=value,...`` (keys: preset, low_res, until, prob,
-    prob_end, initial_scale, bn_mode, bn_recalibrate, tail_lr) -> a :class:`~trdcli.plan.compare.Setting`, labelled
-    by its label or its text."""
+    prob_end, initial_scale, bn_mode, bn_recalibrate, bn_recal_view, tail_lr) -> a
+    :class:`~trdcli.plan.compare.Setting`, labelled by its label or its text."""
     from trdcli.core.presets import PRESETS
     from trdcli.plan.compare import Setting
 

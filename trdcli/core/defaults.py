@@ -26,6 +26,12 @@ BN_MODES = ("shared", "private")
 # full-resolution batches unless told otherwise: on the demo's data it recovered TRD's loss
 # (window 88.1% -> spread + recalibration 98.4%, against the baseline's 100%; docs/method.md).
 DEFAULT_BN_RECALIBRATE_BATCHES = 8
+# Which view of the training images recalibration sees: "train", the training augmentation at full
+# resolution (random-resized crops, flips), or "test", the view validation and `trd eval` see (resized,
+# centre-cropped, unflipped), as FixRes matches the statistics to the test-time view. The default
+# follows `trd compare` on the demo's data and an imagenette2-224 subset (docs/method.md).
+BN_RECAL_VIEWS = ("train", "test")
+DEFAULT_BN_RECAL_VIEW = "train"
 
 
 def recalibration_batches(bn_recalibrate: int | None, any_step_reduced: bool) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from trdcli.core.defaults import BN_MODES, recalibration_batches
+from trdcli.core.defaults import BN_MODES, BN_RECAL_VIEWS, DEFAULT_BN_RECAL_VIEW, recalibration_batches
 from trdcli.core.errors import ConfigError
 from trdcli.core.lr_schedule import OneCycle
 from trdcli.core.presets import build_schedule
@@ -27,6 +27,7 @@ class Setting:
     initial_scale: float | None = None  # the composer preset's first scale
     bn_mode: str = "shared"
     bn_recalibrate: int | None = None  # None: the default (recalibrate when any step was reduced)
+    bn_recal_view: str = DEFAULT_BN_RECAL_VIEW  # the training or the test-time view of the images
     tail_lr: float | None = None  # the full-resolution tail's own annealing (TrainConfig.tail_lr_frac)
     epochs: int | None = None  # None: the recipe's; an equal-compute baseline trains fewer
     matches: str | None = None  # for an equal-compute baseline: the setting whose compute it matches
@@ -36,6 +37,8 @@ class Setting:
             raise ConfigError(f"`setting` {self.label}: bn_mode must be one of {', '.join(BN_MODES)}")
         if self.bn_recalibrate is not None and self.bn_recalibrate < 0:
             raise ConfigError(f"`setting` {self.label}: bn_recalibrate must be 0 or more batches")
+        if self.bn_recal_view not in BN_RECAL_VIEWS:
+            raise ConfigError(f"`setting` {self.label}: bn_recal_view must be one of {', '.join(BN_RECAL_VIEWS)}")
         # A setting that cannot build its schedule or learning-rate curve fails now, not hours into a comparison.
         OneCycle(self.schedule(0).full_tail_start_frac, self.tail_lr)
 
@@ -53,6 +56,7 @@ class Setting:
             epochs=self.epochs or recipe.epochs,
             bn_mode=self.bn_mode,
             bn_recalibrate=self.bn_recalibrate,
+            bn_recal_view=self.bn_recal_view,
             tail_lr_frac=self.tail_lr,
             out_dir=run_dir,
             resume=run_dir if (run_dir / PROGRESS_FILE).exists() else None,

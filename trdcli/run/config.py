@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from trdcli.core.data_wait import DEFAULT_MAX_DATA_WAIT_FRAC
-from trdcli.core.defaults import BN_MODES
+from trdcli.core.defaults import BN_MODES, BN_RECAL_VIEWS, DEFAULT_BN_RECAL_VIEW
 from trdcli.core.errors import ConfigError, require_positive_int
 from trdcli.core.lr_schedule import OneCycle
 from trdcli.core.schedules import ConstantSchedule, ResolutionSchedule
@@ -50,6 +50,8 @@ class TrainConfig:
     # Batches at full resolution to re-estimate BatchNorm statistics after training; None: the
     # default number when any step was reduced, none for a run at full resolution throughout.
     bn_recalibrate: int | None = None
+    # The images recalibration sees: the training augmentation ("train") or the test-time view ("test").
+    bn_recal_view: str = DEFAULT_BN_RECAL_VIEW
     bn_mode: str = "shared"  # "private": reduced steps use their own BatchNorm copies (trdcli.callbacks.batchnorm)
     # The loader crops each batch straight to its step's size, decoding JPEGs at reduced scale
     # (trdcli.data.sized_loader); False: it delivers full size and TRDCallback resizes the batch.
@@ -80,6 +82,8 @@ class TrainConfig:
             raise ConfigError(f"`bn_recalibrate` must be 0 or more batches, got {self.bn_recalibrate}")
         if not 0 <= self.max_data_wait_frac <= 1:
             raise ConfigError(f"`max_data_wait_frac` must be a fraction in [0, 1], got {self.max_data_wait_frac}")
+        if self.bn_recal_view not in BN_RECAL_VIEWS:
+            raise ConfigError(f"`bn_recal_view` must be one of {', '.join(BN_RECAL_VIEWS)}, got {self.bn_recal_view!r}")
         if self.bn_mode not in BN_MODES:
             raise ConfigError(f"`bn_mode` must be one of {', '.join(BN_MODES)}, got {self.bn_mode!r}")
         if self.size_px < self.schedule.min_px:

@@ -273,6 +273,7 @@ def _build_learner(config: TrainConfig, folder: ImageFolder, model, device, log:
         flops=flops,
         bn=config.bn_mode,
         bn_recalibrate=config.bn_recalibrate,
+        bn_recal_view=config.bn_recal_view,
         resize_in_loader=config.scheduled_loading,
         world_size=ranks.world_size,
     )
