@@ -440,3 +440,26 @@ def test_presets_passes_every_option(monkeypatch):
     result = runner.invoke(cli.app, [*args, "--images", "5000", "--json"])
     assert isinstance(result.exception, _Captured), result.output
     assert seen == [("resnet18", 160, 30, 128, 5000)]
+
+
+def test_demo_prints_the_shape_bias_interval_and_the_accuracy_before_recalibration(tmp_path, monkeypatch):
+    import trdcli.cli.demo as demo
+
+    real = demo.run_demo
+    made = []
+
+    def small(out, **kwargs):  # the real demo, at 8/4/3 images per shape and one epoch
+        made.append(real(out, **{**kwargs, "epochs": 1}, images_per_class=(8, 4, 3)))
+        return made[-1]
+
+    monkeypatch.setattr(demo, "run_demo", small)
+    result = runner.invoke(cli.app, ["demo", "--out", str(tmp_path / "d"), "--epochs", "1"], env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    (comparison,) = made
+    trd_row = next(line for line in result.stdout.splitlines() if "before BatchNorm recalibration" in line)
+    # The TRD run recalibrated after its one epoch: the row shows that epoch's validation.
+    assert f"{100 * comparison.trd.history[-1]['accuracy']:.1f}%" in trd_row
+    interval_row = next(line for line in result.stdout.splitlines() if "95% interval (Wilson)" in line)
+    for bias in (comparison.baseline_shape_bias, comparison.trd_shape_bias):
+        low, high = bias.shape_bias_ci95  # checked against Newcombe's table in test_eval.py
+        assert f"{100 * low:.0f}-{100 * high:.0f}%" in interval_row

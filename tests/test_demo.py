@@ -79,3 +79,37 @@ def test_a_short_demo_runs_end_to_end(tmp_path):
         # 3 conflict images of each shape, each scored under the shape it shows (its folder).
         assert {shape: row["images"] for shape, row in bias.by_category.items()} == dict.fromkeys(SHAPES, 3)
         assert bias.shape_decisions == sum(row["shape"] for row in bias.by_category.values())
+
+
+class AlwaysClass(torch.nn.Module):
+    """Answers output ``index`` for every image."""
+
+    def __init__(self, index: int, n: int = 4):
+        super().__init__()
+        self.index, self.n = index, n
+
+    def forward(self, images):
+        return torch.nn.functional.one_hot(torch.full((images.shape[0],), self.index), self.n).float()
+
+
+def test_shape_bias_reads_the_networks_outputs_in_its_own_class_order(tmp_path):
+    from trdcli.evaluate.evaluation import class_shape_bias
+
+    data = make_texture_shortcut_dataset(tmp_path, 2, 1, 6)
+    # A network trained on the folder has its classes sorted: output 1 is "cross" (SHAPES has it last).
+    bias = class_shape_bias(AlwaysClass(1), ["circle", "cross", "square", "triangle"], data / "conflict", 96)
+    # Always "cross": a shape decision on the 6 crosses; a texture decision on each other shape's
+    # conflict image wearing the cross texture (textures cycle over the 3 others: 2 of 6 per shape).
+    assert (bias.shape_decisions, bias.texture_decisions, bias.images) == (6, 3 * 2, 24)
+
+
+def test_the_demo_scores_shape_bias_in_the_runs_class_order(tmp_path, monkeypatch):
+    import trdcli.evaluate.evaluation as evaluation
+
+    seen = []
+    real = evaluation.class_shape_bias
+    monkeypatch.setattr(
+        evaluation, "class_shape_bias", lambda model, classes, *a: seen.append(classes) or real(model, classes, *a)
+    )
+    run_demo(tmp_path, epochs=1, images_per_class=(8, 4, 3))
+    assert seen == [["circle", "cross", "square", "triangle"]] * 2  # the class folders, sorted

@@ -156,6 +156,9 @@ def test_cue_conflict_scoring_with_a_stub(tmp_path, channel, expected_bias):
     # 16 x 16 files, of which the 16 whose shape and texture agree are left out.
     assert scored["images"] == 240
     assert scored["shape_bias"] == expected_bias
+    # Wilson's interval at 0 or 240 of 240: [0, z^2 / (n + z^2)] = [0, 3.8416 / 243.8416] (or its mirror).
+    edge = 3.8416 / 243.8416
+    assert scored["shape_bias_ci95"] == pytest.approx([1 - edge, 1.0] if expected_bias else [0.0, edge])
     assert scored["cue_accuracy"] == 1.0
     assert all(row["images"] == 15 for row in scored["by_category"].values())
 
@@ -224,3 +227,12 @@ def test_cue_conflict_folder_errors(tmp_path):
 def test_cue_conflict_needs_imagenet_classes():
     with pytest.raises(ValueError, match="needs a network trained on the 1,000 ImageNet classes.*has 10 classes"):
         cue_conflict.category_indices([f"n{i:08d}" for i in range(10)])
+
+
+@pytest.mark.parametrize(
+    ("successes", "trials", "low", "high"),
+    # Newcombe (1998), Statistics in Medicine 17:857, Table I, method 3 (the Wilson score interval).
+    [(81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611), (1, 29, 0.0061, 0.1718)],
+)
+def test_wilson_interval_matches_newcombes_table(successes, trials, low, high):
+    assert cue_conflict.wilson_interval(successes, trials) == pytest.approx((low, high), abs=5e-5)

@@ -478,7 +478,11 @@ def demo(
     if json_out:
         biases = {"baseline": comparison.baseline_shape_bias, "trd": comparison.trd_shape_bias}
         runs = {"baseline": comparison.baseline, "trd": comparison.trd}
-        _print_json({label: {**run_json(run), "shape_bias": biases[label].shape_bias} for label, run in runs.items()})
+        _print_json({
+            label: {**run_json(run), "shape_bias": biases[label].shape_bias,
+                    "shape_bias_ci95": list(biases[label].shape_bias_ci95)}
+            for label, run in runs.items()
+        })  # fmt: skip
         return
     stdout.print(
         f"Generated {comparison.train_images} training and {comparison.valid_images} validation images "
@@ -492,7 +496,7 @@ def demo(
         report.comparison_table(
             comparison.baseline,
             comparison.trd,
-            shape_biases=(comparison.baseline_shape_bias.shape_bias, comparison.trd_shape_bias.shape_bias),
+            shape_biases=(comparison.baseline_shape_bias, comparison.trd_shape_bias),
         )
     )
 

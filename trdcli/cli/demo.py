@@ -240,7 +240,8 @@ def run_demo(
         runs[label] = train(config, observer)
         observer.stage("shape bias on the cue-conflict split")
         model = load_model(runs[label].run_dir)
-        biases[label] = class_shape_bias(model, list(SHAPES), data_dir / "conflict", DEMO_FULL_PX)
+        # The network's outputs are in its classes' order (the folders', sorted), not SHAPES'.
+        biases[label] = class_shape_bias(model, runs[label].classes, data_dir / "conflict", DEMO_FULL_PX)
     observer.run_label("")
     baseline, trd = runs["baseline"], runs["trd"]
     return DemoComparison(

@@ -110,14 +110,27 @@ def _schedule_text(schedule: ResolutionSchedule, full_px: int) -> str:
     return f"{schedule.name} ({params}) at {full_px} px" if params else f"{schedule.name} at {full_px} px"
 
 
+def fmt_pct_interval(interval: tuple[float, float]) -> str:
+    low, high = interval
+    return f"{100 * low:.0f}-{100 * high:.0f}%"
+
+
+def _last_epoch_top1(run: RunResult) -> str:
+    return fmt_pct(run.history[-1]["accuracy"]) if run.history and "accuracy" in run.history[-1] else "-"
+
+
 def comparison_table(
-    baseline: RunResult, trd: RunResult, title: str = "baseline vs TRD", shape_biases: tuple[float, float] | None = None
+    baseline: RunResult, trd: RunResult, title: str = "baseline vs TRD", shape_biases: tuple | None = None
 ) -> Table:
+    """Two runs side by side; ``shape_biases``: the two runs' :class:`~trdcli.evaluate.cue_conflict.ShapeBias`."""
     table = Table(title=title, title_justify="left")
     table.add_column("")
     table.add_column("baseline", justify="right")
     table.add_column(trd.config.schedule.name, justify="right")
     table.add_row("top-1 accuracy", fmt_pct(baseline.metrics["top1"]), fmt_pct(trd.metrics["top1"]))
+    if trd.compute.recalibration_flops or baseline.compute.recalibration_flops:
+        # What recalibration added: the last epoch's validation came before it.
+        table.add_row("  before BatchNorm recalibration", _last_epoch_top1(baseline), _last_epoch_top1(trd))
     table.add_row("training compute", fmt_flops(baseline.compute.run_flops), fmt_flops(trd.compute.run_flops))
     table.add_row(
         "compute saved", fmt_pct(baseline.compute.compute_saved_frac), fmt_pct(trd.compute.compute_saved_frac)
@@ -132,7 +145,8 @@ def comparison_table(
     wall_saved = 1 - trd.wall_time_s / baseline.wall_time_s if baseline.wall_time_s else 0.0
     table.add_row("wall time saved", "-", fmt_pct(wall_saved))
     if shape_biases is not None:
-        table.add_row("shape bias (cue-conflict split)", *(fmt_pct(b) for b in shape_biases))
+        table.add_row("shape bias (cue-conflict split)", *(fmt_pct(b.shape_bias) for b in shape_biases))
+        table.add_row("  95% interval (Wilson)", *(fmt_pct_interval(b.shape_bias_ci95) for b in shape_biases))
     return table
 
 
@@ -426,7 +440,8 @@ def eval_tables(result) -> list:
         cue = result.cue_conflict
         out.append(
             Text(
-                f"cue-conflict shape bias {fmt_pct(cue['shape_bias'])} ({cue['shape_decisions']} shape, "
+                f"cue-conflict shape bias {fmt_pct(cue['shape_bias'])} "
+                f"(95% interval {fmt_pct_interval(cue['shape_bias_ci95'])}; {cue['shape_decisions']} shape, "
                 f"{cue['texture_decisions']} texture decisions of {cue['images']} images; "
                 f"either cue named: {fmt_pct(cue['cue_accuracy'])})"
             )

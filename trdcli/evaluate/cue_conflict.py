@@ -11,6 +11,7 @@ For reference, torchvision's ResNet-50 scores about 21%.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -127,9 +128,28 @@ class ShapeBias:
         return self.shape_decisions / decided if decided else float("nan")
 
     @property
+    def shape_bias_ci95(self) -> tuple[float, float]:
+        """The shape bias's 95% Wilson interval over the decided conflict images."""
+        return wilson_interval(self.shape_decisions, self.shape_decisions + self.texture_decisions)
+
+    @property
     def cue_accuracy(self) -> float:
         """Decisions that name either cue, of all conflict images."""
         return (self.shape_decisions + self.texture_decisions) / self.images
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a proportion (Wilson 1927; 95% at z = 1.96); (nan, nan) without trials.
+
+    Unlike the normal approximation it stays inside [0, 1] and keeps its coverage near 0 and 1, where
+    a shape bias on a few dozen decisions often lies (Newcombe 1998, Statistics in Medicine 17:857).
+    """
+    if trials == 0:
+        return float("nan"), float("nan")
+    p, z2 = successes / trials, z * z
+    centre = (p + z2 / (2 * trials)) / (1 + z2 / trials)
+    half = z / (1 + z2 / trials) * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials))
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def score(stimuli: Sequence[Stimulus], decided: Sequence[str], categories: Sequence[str] = CATEGORIES) -> ShapeBias:

@@ -280,13 +280,17 @@ def _cue_conflict(subject: _Subject, stimuli, config: EvalConfig, device) -> dic
         "shape_decisions": bias.shape_decisions,
         "texture_decisions": bias.texture_decisions,
         "shape_bias": bias.shape_bias,
+        "shape_bias_ci95": list(bias.shape_bias_ci95),
         "cue_accuracy": bias.cue_accuracy,
         "by_category": bias.by_category,
     }
 
 
 def class_shape_bias(model, classes: list[str], stimuli_dir: Path, px: int, *, workers: int = 0, device=None):
-    """Shape bias on conflict stimuli whose categories are the network's own classes (the demo's shapes)."""
+    """Shape bias on conflict stimuli whose categories are the network's own classes (the demo's shapes).
+
+    ``classes``: the network's classes in the order of its outputs (a run's ``classes``, as run.json has them).
+    """
     import torch
 
     from trdcli.data.loaders import image_dataloader
