@@ -20,6 +20,7 @@ from trdcli.callbacks.regularisation import StageRegularisation
 from trdcli.callbacks.trd import TRDCallback
 from trdcli.cli import app as cli
 from trdcli.core.cost import RunShape, plan_compute, plan_px
+from trdcli.core.errors import ConfigError
 from trdcli.core.presets import PRESETS, build_schedule, get_preset
 from trdcli.core.schedules import MIN_PX, StagedSchedule
 from trdcli.run.flops_cache import arch_flops, default_cache
@@ -335,3 +336,16 @@ def test_tail_lr_is_accepted_for_a_ramp_with_a_full_tail():
 
     config = TrainConfig(data=".", schedule=get_preset("composer"), tail_lr_frac=0.3)
     assert config.lr_cycle.tail_start_frac == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_a_plan_in_slices_is_the_schedule_asked_step_by_step(name):
+    # The vectorised slices (what plan_groups reads) against the scalar question the callback asks.
+    schedule, total, per_epoch = get_preset(name, seed=3), 1000, 100
+    by_step = [schedule.resolution_px(t, total, 160, per_epoch) for t in range(total)]
+    cuts = [0, 1, 99, 100, 333, 334, 750, 999, 1000]
+    slices = [schedule.plan_range(a, b, total, 160, per_epoch) for a, b in zip(cuts, cuts[1:], strict=False)]
+    assert np.concatenate(slices).tolist() == by_step
+    assert schedule.plan_range(500, 500, total, 160, per_epoch).size == 0
+    with pytest.raises(ConfigError, match="need 0 <= start <= stop <= total_steps=1000"):
+        schedule.plan_range(10, 1001, total, 160, per_epoch)

@@ -41,6 +41,12 @@ def _check_step(step: int, total_steps: int) -> None:
         raise ConfigError(f"step must be an integer in [0, {total_steps}), got {step!r}")
 
 
+def _check_range(start: int, stop: int, total_steps: int) -> None:
+    _check_step(0, total_steps)
+    if not (is_int(start) and is_int(stop) and 0 <= start <= stop <= total_steps):
+        raise ConfigError(f"need 0 <= start <= stop <= total_steps={total_steps}, got {start!r} and {stop!r}")
+
+
 def _is_real(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -141,12 +147,26 @@ class ResolutionSchedule(ABC):
         _check_full_px(full_px, self.min_px)
 
     def plan_px(self, total_steps: int, full_px: int, steps_per_epoch: int | None = None) -> np.ndarray:
-        """Resolution of every step of a run, as an int64 array of length ``total_steps``."""
+        """Resolution of every step of a run, as an int64 array of length ``total_steps``.
+
+        One entry per step: for a run's counts, :func:`trdcli.core.cost.plan_groups` plans in
+        slices of :meth:`plan_range`, in memory that does not grow with the run.
+        """
+        return self.plan_range(0, total_steps, total_steps, full_px, steps_per_epoch)
+
+    def plan_range(
+        self, start: int, stop: int, total_steps: int, full_px: int, steps_per_epoch: int | None = None
+    ) -> np.ndarray:
+        """Resolution of steps ``start`` to ``stop - 1`` of a run of ``total_steps``, as an int64 array.
+
+        A step by step default for schedules written elsewhere; trd's own compute it over the slice at once.
+        """
         self.validate(full_px)
+        _check_range(start, stop, total_steps)
         return np.fromiter(
-            (self.resolution_px(t, total_steps, full_px, steps_per_epoch) for t in range(total_steps)),
+            (self.resolution_px(t, total_steps, full_px, steps_per_epoch) for t in range(start, stop)),
             dtype=np.int64,
-            count=total_steps,
+            count=stop - start,
         )
 
     def regularisation(self, step: int, total_steps: int, steps_per_epoch: int | None = None) -> dict[str, float]:
@@ -214,10 +234,10 @@ class ConstantSchedule(ResolutionSchedule):
         _check_full_px(full_px, self.min_px)
         return full_px
 
-    def plan_px(self, total_steps, full_px, steps_per_epoch=None):
+    def plan_range(self, start, stop, total_steps, full_px, steps_per_epoch=None):
         self.validate(full_px)
-        _check_step(0, total_steps)
-        return np.full(total_steps, full_px, dtype=np.int64)
+        _check_range(start, stop, total_steps)
+        return np.full(stop - start, full_px, dtype=np.int64)
 
     def params(self):
         return {}
@@ -315,10 +335,10 @@ class TRDSchedule(_ReducedSizeSchedule):
         low = self.low_px(full_px)
         return low if self.is_reduced(step, total_steps) else full_px
 
-    def plan_px(self, total_steps, full_px, steps_per_epoch=None):
+    def plan_range(self, start, stop, total_steps, full_px, steps_per_epoch=None):
         low = self.low_px(full_px)
-        _check_step(0, total_steps)
-        reduced = self._reduced(np.arange(total_steps, dtype=np.int64), total_steps)
+        _check_range(start, stop, total_steps)
+        reduced = self._reduced(np.arange(start, stop, dtype=np.int64), total_steps)
         return np.where(reduced, low, full_px).astype(np.int64)
 
     def params(self):
@@ -396,12 +416,12 @@ class ComposerSchedule(ResolutionSchedule):
         self.validate(full_px)
         return self._px(full_px, self.scale_at(progress_frac(step, total_steps)))
 
-    def plan_px(self, total_steps, full_px, steps_per_epoch=None):
-        # The same arithmetic as scale_at and _px over every step at once (numpy rounds half to
+    def plan_range(self, start, stop, total_steps, full_px, steps_per_epoch=None):
+        # The same arithmetic as scale_at and _px over the slice at once (numpy rounds half to
         # even like round()): a 450,000-step plan in milliseconds, not seconds of Python calls.
         self.validate(full_px)
-        require_positive_int("total_steps", total_steps)
-        progress = np.arange(total_steps) / total_steps
+        _check_range(start, stop, total_steps)
+        progress = np.arange(start, stop) / total_steps
         ramp_frac = 1.0 - self.finetune_frac - self.delay_frac
         if ramp_frac <= 0:
             elapsed = np.where(progress < self.delay_frac, 0.0, 1.0)
@@ -491,15 +511,21 @@ class FFCVSchedule(_ReducedSizeSchedule):
         interp = low + (full_px - low) * (epoch - start) / (end - start)
         return min(max(int(round(interp / self.multiple)) * self.multiple, low), full_px)
 
-    def plan_px(self, total_steps, full_px, steps_per_epoch=None):
-        # One size per epoch: worked out once an epoch and repeated over its steps.
+    def plan_range(self, start, stop, total_steps, full_px, steps_per_epoch=None):
+        # One size per epoch: worked out once for each epoch the slice touches and looked up per step.
         self.validate(full_px)
+        _check_range(start, stop, total_steps)
         self.resolution_px(0, total_steps, full_px, steps_per_epoch)  # checks steps_per_epoch
-        epochs = total_steps // steps_per_epoch
-        per_epoch = [
-            self.resolution_px(e * steps_per_epoch, total_steps, full_px, steps_per_epoch) for e in range(epochs)
-        ]
-        return np.repeat(np.asarray(per_epoch, dtype=np.int64), steps_per_epoch)
+        epochs = np.arange(start, stop, dtype=np.int64) // steps_per_epoch
+        first = int(epochs[0]) if epochs.size else 0
+        per_epoch = np.asarray(
+            [
+                self.resolution_px(e * steps_per_epoch, total_steps, full_px, steps_per_epoch)
+                for e in range(first, int(epochs[-1]) + 1 if epochs.size else first)
+            ],
+            dtype=np.int64,
+        )
+        return per_epoch[epochs - first]
 
     def params(self):
         out = self._low_params()
@@ -568,6 +594,14 @@ class StagedSchedule(ResolutionSchedule):
     def resolution_px(self, step, total_steps, full_px, steps_per_epoch=None):
         self.validate(full_px)
         return self._px(full_px, self.stage(step, total_steps))
+
+    def plan_range(self, start, stop, total_steps, full_px, steps_per_epoch=None):
+        # stage(): the number of boundaries int((i + 1) / M * T) a step has reached.
+        self.validate(full_px)
+        _check_range(start, stop, total_steps)
+        boundaries = [int((i + 1) / self.stages * total_steps) for i in range(self.stages - 1)]
+        stages = np.searchsorted(np.asarray(boundaries, dtype=np.int64), np.arange(start, stop), side="right")
+        return np.asarray([self._px(full_px, i) for i in range(self.stages)], dtype=np.int64)[stages]
 
     def regularisation(self, step, total_steps, steps_per_epoch=None):
         stage = self.stage(step, total_steps)
