@@ -96,3 +96,17 @@ class InterruptAfter(TrainObserver):
     def step_done(self, step, epoch, px, loss, images_per_s):
         if step == self.step:
             raise KeyboardInterrupt
+
+
+def epoch_counts(step_px, steps_per_epoch: int) -> list[tuple[int, int, int]]:
+    """(epoch, px, steps) of a per-step list of resolutions, counted here by hand: what a run's step
+    groups must hold when it ran that plan."""
+    from collections import Counter
+
+    counted = Counter((t // steps_per_epoch, int(px)) for t, px in enumerate(step_px))
+    return sorted((epoch, px, n) for (epoch, px), n in counted.items())
+
+
+def ran(result) -> list[tuple[int, int, int]]:
+    """(epoch, px, steps) of what a finished run (a RunResult) counted."""
+    return sorted((g.epoch, g.px, g.steps) for g in result.step_groups)

@@ -13,7 +13,7 @@ from helpers import make_image_folder
 from typer.testing import CliRunner
 
 from trdcli.cli import app as cli
-from trdcli.core.cost import ComputeSummary, ImageFlops
+from trdcli.core.cost import ComputeSummary, ImageFlops, StepGroup
 from trdcli.core.errors import TrainingInterrupted
 from trdcli.core.schedules import ComposerSchedule, ConstantSchedule, FFCVSchedule, TRDSchedule
 from trdcli.run.config import TrainConfig
@@ -44,7 +44,8 @@ def fake_result(config: TrainConfig) -> RunResult:
         compute=summary,
         metrics={"top1": 0.5, "train_loss": 1.0, "valid_loss": 1.1},
         history=[{"epoch": 0, "train_loss": 1.0, "valid_loss": 1.1, "accuracy": 0.5, "wall_s": 2.0}],
-        step_px=[32] * 9 + [64],
+        step_groups=[StepGroup(0, 0, 64, 32, 9, 72), StepGroup(0, 0, 64, 64, 1, 8)],
+        profile_px=[32] * 9 + [64],
         wall_time_s=2.0,
         run_dir=Path("runs/x"),
         device="cpu",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -207,3 +208,46 @@ def test_corrupt_or_unwritable_cache_is_not_an_error(tmp_path):
     blocker.write_text("")
     unwritable = FlopsTable("tiny", 3, lambda: nn.Sequential(nn.Conv2d(3, 4, 3)), cache=FlopsCache(blocker / "f.json"))
     assert unwritable.at(8).forward_flops == 2 * 6 * 6 * 4 * 27
+
+
+@pytest.mark.parametrize("name", ["trd-spread", "trd-window", "composer", "ffcv", "efficientnetv2", "baseline"])
+def test_a_plan_counted_in_slices_is_the_per_step_plan_counted_by_hand(name, monkeypatch):
+    import trdcli.core.cost as cost
+    from trdcli.core.presets import get_preset
+
+    # 7-step slices (10 steps an epoch) so that slices cut through epochs; 95 images at batch 10
+    # without drop_last: each epoch's last batch has 5 images.
+    monkeypatch.setattr(cost, "PLAN_SLICE_STEPS", 7)
+    shape = RunShape(95, 10, 6, 160, drop_last=False)
+    schedule = get_preset(name, seed=4)
+    per_step = schedule.plan_px(60, 160, 10).tolist()
+    images = [5 if t % 10 == 9 else 10 for t in range(60)]
+    by_hand: dict[tuple[int, int], list[int]] = {}
+    for t, px in enumerate(per_step):
+        count = by_hand.setdefault((t // 10, px), [0, 0])
+        count[0] += 1
+        count[1] += images[t]
+    groups = cost.plan_groups(schedule, shape)
+    assert [(g.epoch, g.px, g.steps, g.images) for g in groups] == [
+        (e, p, n, i) for (e, p), (n, i) in sorted(by_hand.items())
+    ]
+    # The profile: the mean px of 8 runs of steps, the i-th from step i * 60 // 8; every step when asked for more.
+    buckets = [per_step[i * 60 // 8 : (i + 1) * 60 // 8] for i in range(8)]
+    assert cost.plan_profile(schedule, shape, points=8) == pytest.approx([np.mean(b) for b in buckets])
+    assert cost.plan_profile(schedule, shape, points=1000).tolist() == per_step
+
+
+def test_a_plans_memory_does_not_grow_with_its_steps():
+    import tracemalloc
+
+    from trdcli.core.cost import plan_groups
+
+    # 20 million steps: one int64 array of them is 160 MB; the plan holds 200 epochs x 2 groups.
+    shape = RunShape(100_000 * 64, 64, 200, 224)
+    tracemalloc.start()
+    groups = plan_groups(TRDSchedule(112, until=1.0, prob=0.5, seed=1), shape)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert shape.total_steps == 20_000_000 and len(groups) == 400
+    assert sum(g.steps for g in groups) == 20_000_000
+    assert peak < 40e6  # a few slices' arrays of 262,144 steps

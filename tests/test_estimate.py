@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from helpers import make_image_folder
+from helpers import epoch_counts, make_image_folder, ran
 from typer.testing import CliRunner
 
 from trdcli.cli import app as cli
@@ -234,7 +234,9 @@ def test_plan_equals_what_a_real_fit_records(tmp_path):
     planned = plan(
         PlanOptions(arch="resnet18", size_px=64, epochs=2, batch_size=4, schedule=schedule, seed=5, data=str(root))
     )
-    assert planned.estimate.step_px.tolist() == run.step_px
+    by_hand = epoch_counts(schedule.plan_px(12, 64, 6), 6)  # 24 images at batch 4: 6 steps an epoch
+    assert ran(run) == by_hand
+    assert sorted((g.epoch, g.px, g.steps) for g in planned.estimate.groups) == by_hand
     assert planned.estimate.compute.steps_by_px == run.compute.steps_by_px
     assert planned.estimate.compute.train_flops == run.compute.train_flops  # exact, so within 0.1% too
     assert planned.estimate.compute.baseline_train_flops == run.compute.baseline_train_flops

@@ -11,7 +11,7 @@ import torch
 from fastai.callback.core import Callback
 from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
-from helpers import SHARED_DATA, make_jpeg_folder, photo_like, tiny_cnn
+from helpers import SHARED_DATA, epoch_counts, make_jpeg_folder, photo_like, ran, tiny_cnn
 from PIL import Image
 
 from trdcli.callbacks.trd import TRDCallback
@@ -344,7 +344,7 @@ def test_train_builds_the_loader_the_config_asks_for(jpeg_folder, monkeypatch):
     )  # fmt: skip
     result = train(config)
     assert built[0]["crops"].direct_crops is True and built[0]["crops"].draft is True
-    assert result.step_px == SCHEDULE.plan_px(4, FULL_PX).tolist()
+    assert ran(result) == epoch_counts(SCHEDULE.plan_px(4, FULL_PX), 4)
 
 
 def test_batches_bound_for_a_gpu_come_from_pinned_memory(jpeg_folder):

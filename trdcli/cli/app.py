@@ -698,7 +698,13 @@ def _save_plan_plot(result, path: Path) -> None:
 
     estimate = result.estimate
     try:
-        save_plan_plot(estimate.step_px, estimate.shape.full_px, f"{estimate.arch}: {estimate.schedule.name}", path)
+        save_plan_plot(
+            estimate.profile,
+            estimate.shape.total_steps,
+            estimate.shape.full_px,
+            f"{estimate.arch}: {estimate.schedule.name}",
+            path,
+        )
     except OSError as exc:
         raise TRDError(f"cannot write --plot {path}: {exc.strerror or exc}") from exc
 

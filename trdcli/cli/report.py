@@ -153,11 +153,12 @@ def comparison_table(
 _BARS = "▁▂▃▄▅▆▇█"
 
 
-def sparkline(step_px, full_px: int, width: int = 48) -> str:
-    """The planned resolution over the run as one line of block characters (mean px per bucket)."""
+def sparkline(profile, full_px: int, width: int = 48) -> str:
+    """The planned resolution over the run (a plan_profile, or px per step) as one line of block characters
+    (mean px per bucket)."""
     import numpy as np
 
-    px = np.asarray(step_px, dtype=np.float64)
+    px = np.asarray(profile, dtype=np.float64)
     if px.size == 0:
         return ""
     buckets = np.array_split(px, min(width, px.size))
@@ -228,7 +229,7 @@ def _plan_header(est) -> Table:
         f"{shape.total_steps:,} steps at {shape.full_px} px, {est.dataset.num_classes} classes",
     )
     header.add_row("schedule", _schedule_text(est.schedule, shape.full_px))
-    header.add_row("resolution over the run", sparkline(est.step_px, shape.full_px))
+    header.add_row("resolution over the run", sparkline(est.profile, shape.full_px))
     header.add_row("compute fraction", f"{fmt_pct(compute.compute_fraction)} of the full-resolution baseline")
     header.add_row("compute saved", _saved_with_steps_alone(compute))
     return header

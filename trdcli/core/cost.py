@@ -19,7 +19,7 @@ import copy
 import hashlib
 import itertools
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Protocol
@@ -216,9 +216,14 @@ class FlopsTable:
         return flops
 
 
-# A plan holds a few arrays of one entry per step: 50M steps is about 2 GB of them, and 100 times
-# ImageNet's 90 epochs at batch 256. Past it, a plan is refused rather than exhausting memory.
-MAX_PLANNED_STEPS = 50_000_000
+# Plans are worked out in slices of this many steps and kept as counts (plan_groups), so a plan's
+# memory is one slice's arrays (about 20 MB) however long the run; ImageNet's 90 epochs at batch 256
+# is 450,000 steps, two slices.
+PLAN_SLICE_STEPS = 1 << 18
+# The limit is time, not memory: planning takes about 0.05 s per million steps on one core, so a
+# billion steps (2,000 times ImageNet's 90 epochs at batch 256) is about a minute of it. Longer runs
+# are refused in one line rather than leave the command thinking for longer.
+MAX_PLANNED_STEPS = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -242,7 +247,7 @@ class RunShape:
         if self.total_steps > MAX_PLANNED_STEPS:
             raise ConfigError(
                 f"a run of {self.total_steps:,} optimizer steps ({self.epochs} `epochs` of {self.steps_per_epoch}) "
-                f"is more than the {MAX_PLANNED_STEPS:,} steps trd plans one by one"
+                f"is more than the {MAX_PLANNED_STEPS:,} steps trd plans (about a minute of planning)"
             )
 
     @property
@@ -255,12 +260,31 @@ class RunShape:
     def total_steps(self) -> int:
         return self.steps_per_epoch * self.epochs
 
-    def images_per_step(self) -> np.ndarray:
-        """Images in each step of the run (the last batch of an epoch may be short without drop_last)."""
-        per_epoch = np.full(self.steps_per_epoch, self.batch_size, dtype=np.int64)
+    @property
+    def images_per_epoch(self) -> int:
+        return self.train_images if not self.drop_last else self.steps_per_epoch * self.batch_size
+
+    @property
+    def total_images(self) -> int:
+        """Images the run trains on, over all its steps."""
+        return self.images_per_epoch * self.epochs
+
+    def images_at(self, steps: np.ndarray) -> np.ndarray:
+        """Images in each of ``steps`` (the last batch of an epoch may be short without drop_last)."""
+        images = np.full(np.shape(steps), self.batch_size, dtype=np.int64)
         if not self.drop_last and self.train_images % self.batch_size:
-            per_epoch[-1] = self.train_images % self.batch_size
-        return np.tile(per_epoch, self.epochs)
+            last = np.asarray(steps) % self.steps_per_epoch == self.steps_per_epoch - 1
+            images[last] = self.train_images % self.batch_size
+        return images
+
+    def images_per_step(self) -> np.ndarray:
+        """Images in each step of the run: one entry per step, for small runs (tests, notebooks)."""
+        return self.images_at(np.arange(self.total_steps, dtype=np.int64))
+
+    def slices(self) -> Iterator[tuple[int, int]]:
+        """The run's steps as ``[start, stop)`` slices of at most PLAN_SLICE_STEPS."""
+        for start in range(0, self.total_steps, PLAN_SLICE_STEPS):
+            yield start, min(start + PLAN_SLICE_STEPS, self.total_steps)
 
 
 @dataclass(frozen=True)
@@ -420,6 +444,16 @@ def group_steps(records: Iterable[StepRecord]) -> list[StepGroup]:
     return counter.groups()
 
 
+def counts_by_px(groups: Iterable[StepGroup]) -> tuple[dict[int, int], dict[int, int]]:
+    """(steps, images) of ``groups`` by resolution."""
+    steps: dict[int, int] = {}
+    images: dict[int, int] = {}
+    for g in groups:
+        steps[g.px] = steps.get(g.px, 0) + g.steps
+        images[g.px] = images.get(g.px, 0) + g.images
+    return steps, images
+
+
 def summarize_groups(
     groups: Iterable[StepGroup],
     flops_at: Callable[[int], ImageFlops],
@@ -433,17 +467,60 @@ def summarize_groups(
     full = {g.full_px for g in groups}
     if len(full) > 1:
         raise ConfigError(f"the fits ran at different full resolutions {sorted(full)}; pass fit=<index>")
-    steps: dict[int, int] = {}
-    images: dict[int, int] = {}
-    for g in groups:
-        steps[g.px] = steps.get(g.px, 0) + g.steps
-        images[g.px] = images.get(g.px, 0) + g.images
+    steps, images = counts_by_px(groups)
     return summarize_counts(steps, images, full.pop(), flops_at, recalibration_images=recalibration_images)
 
 
 def plan_px(schedule: ResolutionSchedule, shape: RunShape) -> np.ndarray:
-    """The resolution of every step of a run of ``shape`` under ``schedule``."""
+    """The resolution of every step of a run of ``shape`` under ``schedule``: one entry per step, for
+    small runs; a run's account is :func:`plan_groups`."""
     return schedule.plan_px(shape.total_steps, shape.full_px, shape.steps_per_epoch)
+
+
+def _plan_slices(schedule: ResolutionSchedule, shape: RunShape) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(steps, their resolutions) slice by slice."""
+    for start, stop in shape.slices():
+        px = schedule.plan_range(start, stop, shape.total_steps, shape.full_px, shape.steps_per_epoch)
+        yield np.arange(start, stop, dtype=np.int64), px
+
+
+def plan_groups(schedule: ResolutionSchedule, shape: RunShape) -> list[StepGroup]:
+    """The planned run counted by epoch and resolution (as fit 0), as a run's checkpoint counts what ran.
+
+    Worked out slice by slice (:data:`PLAN_SLICE_STEPS`): memory and time grow with the slices
+    and the groups, not with an array per step.
+    """
+    counts: dict[tuple[int, int], list[int]] = {}
+    for steps, px in _plan_slices(schedule, shape):
+        pxs, px_index = np.unique(px, return_inverse=True)
+        epochs = steps // shape.steps_per_epoch
+        key = (epochs - epochs[0]) * len(pxs) + px_index.reshape(-1)
+        n_steps = np.bincount(key)
+        n_images = np.bincount(key, weights=shape.images_at(steps))  # exact: well below 2**53 per slice
+        for k in np.flatnonzero(n_steps):
+            count = counts.setdefault((int(epochs[0]) + int(k) // len(pxs), int(pxs[k % len(pxs)])), [0, 0])
+            count[0] += int(n_steps[k])
+            count[1] += int(round(n_images[k]))
+    return [StepGroup(0, epoch, shape.full_px, px, n, i) for (epoch, px), (n, i) in sorted(counts.items())]
+
+
+def plan_profile(schedule: ResolutionSchedule, shape: RunShape, points: int = 1000) -> np.ndarray:
+    """The planned resolution over the run, as the mean px of each of ``points`` runs of steps, the
+    i-th starting at step ``i * total_steps // points`` (every step when the run is shorter): what a
+    sparkline or a plot shows."""
+    points = min(points, shape.total_steps)
+    edges = np.arange(points + 1, dtype=np.int64) * shape.total_steps // points
+    sums, counts = np.zeros(points), np.zeros(points)
+    for steps, px in _plan_slices(schedule, shape):
+        bucket = np.searchsorted(edges, steps, side="right") - 1
+        sums += np.bincount(bucket, weights=px, minlength=points)
+        counts += np.bincount(bucket, minlength=points)
+    return sums / counts
+
+
+def groups_reduce(groups: Iterable[StepGroup]) -> bool:
+    """Whether any of ``groups`` ran (or plans to run) below its full resolution."""
+    return any(g.px != g.full_px and g.steps for g in groups)
 
 
 def recalibration_images(batches: int, shape: RunShape) -> int:
@@ -459,20 +536,21 @@ def plan_compute(
     flops_at: Callable[[int], ImageFlops],
     *,
     valid_images: int = 0,
-    step_px: np.ndarray | None = None,
+    groups: list[StepGroup] | None = None,
     bn_recalibrate: int | None = None,
 ) -> ComputeSummary:
     """The compute a run of ``shape`` under ``schedule`` will cost (validation once per epoch).
 
     ``bn_recalibrate`` is ``trd train``'s: batches of BatchNorm recalibration after the run, or
-    None for the default (:func:`~trdcli.core.defaults.recalibration_batches`). ``step_px``, if the
-    caller already has ``plan_px(schedule, shape)``, saves planning twice.
+    None for the default (:func:`~trdcli.core.defaults.recalibration_batches`). ``groups``, if the
+    caller already has ``plan_groups(schedule, shape)``, saves planning twice.
     """
-    step_px = plan_px(schedule, shape) if step_px is None else step_px
-    batches = recalibration_batches(bn_recalibrate, bool((step_px != shape.full_px).any()))
-    return summarize_compute(
-        step_px,
-        shape.images_per_step(),
+    groups = plan_groups(schedule, shape) if groups is None else groups
+    batches = recalibration_batches(bn_recalibrate, groups_reduce(groups))
+    steps, images = counts_by_px(groups)
+    return summarize_counts(
+        steps,
+        images,
         shape.full_px,
         flops_at,
         valid_images=valid_images,

@@ -310,11 +310,10 @@ def largest_reduced_px(schedule, train_images: int, batch_size: int, epochs: int
     """The largest size below ``size_px`` at which a run with these options reads its images, planned as
     ``trd train`` plans it: what ``trd prepare`` makes a copy for and ``trd train`` looks for (None: no
     step is reduced)."""
-    from trdcli.core.cost import RunShape, plan_px
+    from trdcli.core.cost import RunShape, plan_groups
 
-    step_px = plan_px(schedule, RunShape(train_images, batch_size, epochs, size_px))
-    reduced = step_px[step_px < size_px]
-    return int(reduced.max()) if reduced.size else None
+    groups = plan_groups(schedule, RunShape(train_images, batch_size, epochs, size_px))
+    return max((g.px for g in groups if g.px < size_px), default=None)
 
 
 def prepare_for_run(

@@ -1,7 +1,7 @@
 """Plan a run before spending it: compute, time and money of a schedule, and the settings that meet a budget.
 
 The plan goes through the same code as a real run (:func:`trdcli.core.cost.plan_compute`, the
-schedule's own ``plan_px``), so for the same settings and seed it agrees exactly with what
+schedule's own ``plan_range``), so for the same settings and seed it agrees exactly with what
 ``trd train`` records. Time is estimated from throughput (images per second at each
 resolution), never from FLOPs alone: small images run at lower hardware efficiency.
 """
@@ -17,7 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from trdcli.core.cost import ComputeSummary, ImageFlops, RunShape, plan_compute, plan_px, recalibration_images
+from trdcli.core.cost import (
+    ComputeSummary,
+    ImageFlops,
+    RunShape,
+    StepGroup,
+    plan_compute,
+    plan_groups,
+    plan_profile,
+    recalibration_images,
+)
 from trdcli.core.defaults import recalibration_batches
 from trdcli.core.errors import ConfigError, named
 from trdcli.core.schedules import ResolutionSchedule, TRDSchedule
@@ -218,7 +227,8 @@ class Estimate:
     schedule: ResolutionSchedule
     seed: int
     compute: ComputeSummary
-    step_px: np.ndarray
+    groups: list[StepGroup]  # the plan, counted by epoch and resolution
+    profile: np.ndarray  # mean planned px over up to 1,000 equal runs of steps (trdcli.core.cost.plan_profile)
     throughput: Throughput | None = None
     time_s: float | None = None
     baseline_time_s: float | None = None
@@ -247,7 +257,7 @@ def estimate(
     throughput: Throughput | None = None,
     devices: int = 1,
     price_per_hour: float | None = None,
-    step_px: np.ndarray | None = None,
+    groups: list[StepGroup] | None = None,
     bn_recalibrate: int | None = None,
 ) -> Estimate:
     """Plan ``schedule`` over ``shape``; add time and money when throughput (and a price) are known."""
@@ -261,9 +271,9 @@ def estimate(
         raise ConfigError(
             "`price_per_hour` needs a throughput: `measure`, `throughput` or `gpu_flops`",
         )
-    step_px = plan_px(schedule, shape) if step_px is None else step_px
+    groups = plan_groups(schedule, shape) if groups is None else groups
     compute = plan_compute(
-        schedule, shape, flops_at, valid_images=dataset.valid_images, step_px=step_px, bn_recalibrate=bn_recalibrate
+        schedule, shape, flops_at, valid_images=dataset.valid_images, groups=groups, bn_recalibrate=bn_recalibrate
     )
     result = Estimate(
         arch,
@@ -272,7 +282,8 @@ def estimate(
         schedule,
         seed,
         compute,
-        step_px,
+        groups,
+        plan_profile(schedule, shape),
         throughput,
         devices=devices,
         bn_recalibrate=bn_recalibrate,
@@ -334,7 +345,7 @@ def solve_budget(
     """
     full = shape.full_px
     ratio = cost_of_px(low_px) / cost_of_px(full)
-    baseline = float(shape.images_per_step().sum()) * cost_of_px(full)
+    baseline = float(shape.total_images) * cost_of_px(full)
 
     def fraction_of(schedule: ResolutionSchedule) -> float:
         return (schedule_cost(schedule, shape, cost_of_px)[0] + recalibration_cost) / baseline
@@ -540,8 +551,8 @@ def plan(options: PlanOptions) -> PlanReport:
     shape = RunShape(dataset.train_images, options.batch_size, options.epochs, options.size_px)
     options.schedule.validate(options.size_px)
     flops = arch_flops(options.arch, dataset.num_classes, cache=default_cache())
-    step_px = plan_px(options.schedule, shape)
-    pxs = {int(p) for p in np.unique(step_px)} | {options.size_px}
+    groups = plan_groups(options.schedule, shape)
+    pxs = {g.px for g in groups} | {options.size_px}
     if options.budget is not None:
         pxs |= set(alternative_low_resolutions(options.size_px)) | {round(options.size_px / 2)}
     if not all(flops.is_known(px) for px in pxs):
@@ -559,11 +570,11 @@ def plan(options: PlanOptions) -> PlanReport:
         throughput=throughput,
         devices=options.devices,
         price_per_hour=options.price_per_hour,
-        step_px=step_px,
+        groups=groups,
         bn_recalibrate=options.bn_recalibrate,
     )
     answer = answer_budget(options.budget, result, flops.at) if options.budget is not None else None
-    return PlanReport(result, answer, flops.at, _feed(options, folder, step_px, throughput, flops.at))
+    return PlanReport(result, answer, flops.at, _feed(options, folder, groups, throughput, flops.at))
 
 
 def _scan(options: PlanOptions):
@@ -573,14 +584,14 @@ def _scan(options: PlanOptions):
 
 
 def _feed(
-    options: PlanOptions, folder, step_px: np.ndarray, throughput: Throughput | None, flops_at
+    options: PlanOptions, folder, groups: list[StepGroup], throughput: Throughput | None, flops_at
 ) -> FeedCheck | None:
     """The feed check on the DATA folder's own images, at each resolution the schedule uses."""
     if options.data is None or not options.feed_sample:
         return None
     from trdcli.data.loaders import default_workers
 
-    pxs = [int(p) for p in np.unique(step_px)]
+    pxs = sorted({g.px for g in groups})
     batch = min(options.batch_size, 32)
     loader = measure_loader(
         folder.train, options.size_px, pxs, options.min_scale, sample=options.feed_sample, batch=batch

@@ -84,4 +84,4 @@ def planned_fraction(
     batches = recalibration_batches(setting.bn_recalibrate, any_reduced)
     recal_flops = recalibration_images(batches, shape) * full.forward_flops
     baseline = RunShape(train_images, recipe.batch_size, recipe.epochs, recipe.size_px)
-    return (train_flops + recal_flops) / (int(baseline.images_per_step().sum()) * full.train_flops)
+    return (train_flops + recal_flops) / (baseline.total_images * full.train_flops)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from trdcli.core.cost import RunShape, plan_px
+from trdcli.core.cost import RunShape, groups_reduce, plan_groups
 from trdcli.core.schedules import ResolutionSchedule, TRDSchedule
 
 # Rounding slack when a cost is compared with its budget (a fraction computed two ways).
@@ -31,15 +31,19 @@ def schedule_cost(
 
     ``expected``: a random TRD schedule in expectation over its draws; otherwise its seed's plan.
     """
-    images = shape.images_per_step()
     full = float(cost_of_px(shape.full_px))
     if expected and isinstance(schedule, TRDSchedule) and schedule.is_random:
-        chance = schedule.reduction_chance(np.arange(shape.total_steps), shape.total_steps)
         low = float(cost_of_px(schedule.low_px(shape.full_px)))
-        return float((images * (chance * low + (1 - chance) * full)).sum()), bool(chance.any())
-    px = plan_px(schedule, shape)
-    costs = {int(p): float(cost_of_px(int(p))) for p in np.unique(px)}
-    return float(sum(c * images[px == p].sum() for p, c in costs.items())), bool((px != shape.full_px).any())
+        cost, reduced = 0.0, False
+        for start, stop in shape.slices():  # slice by slice: memory that does not grow with the run
+            steps = np.arange(start, stop, dtype=np.int64)
+            chance = schedule.reduction_chance(steps, shape.total_steps)
+            cost += float((shape.images_at(steps) * (chance * low + (1 - chance) * full)).sum())
+            reduced = reduced or bool(chance.any())
+        return cost, reduced
+    groups = plan_groups(schedule, shape)
+    costs = {px: float(cost_of_px(px)) for px in {g.px for g in groups}}
+    return float(sum(costs[g.px] * g.images for g in groups)), groups_reduce(groups)
 
 
 def most_within(count: int, fraction_at: Callable[[int], float], budget_frac: float) -> int | None:

@@ -27,28 +27,34 @@ def _figure(path: Path, figsize: tuple[float, float]):
         plt.close(fig)
 
 
-def _step_axes(ax, step_px, full_px: int, ylabel: str) -> None:
-    ax.step(range(len(step_px)), step_px, where="post", color="tab:blue", linewidth=0.8)
+def _step_axes(ax, profile_px, total_steps: int, full_px: int, ylabel: str) -> None:
+    """``profile_px``: px per step, or the mean px of equal runs of steps (trdcli.core.cost.plan_profile)."""
+    import numpy as np
+
+    starts = np.arange(len(profile_px)) * total_steps // max(len(profile_px), 1)
+    ax.step(starts, profile_px, where="post", color="tab:blue", linewidth=0.8)
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel(ylabel, color="tab:blue")
+    mean = "" if len(profile_px) == total_steps else f"mean of every {total_steps / len(profile_px):.0f} steps' "
+    ax.set_ylabel(mean + ylabel, color="tab:blue")
     ax.set_ylim(0, full_px * 1.1)
 
 
-def save_plan_plot(step_px, full_px: int, title: str, path: Path) -> None:
-    """The planned resolution per step."""
+def save_plan_plot(profile_px, total_steps: int, full_px: int, title: str, path: Path) -> None:
+    """The planned resolution over the run (a plan_profile)."""
     with _figure(path, (8, 3)) as ax:
-        _step_axes(ax, step_px, full_px, "resolution (px)")
+        _step_axes(ax, profile_px, total_steps, full_px, "resolution (px)")
         ax.set_title(title)
 
 
 def save_schedule_plot(result: RunResult, path: Path) -> None:
     """Resolution per step of a run, with validation accuracy per epoch on a second axis."""
     with _figure(path, (8, 3.5)) as ax:
-        _step_axes(ax, result.step_px, result.config.size_px, "training resolution (px)")
+        total_steps = sum(g.steps for g in result.step_groups)
+        _step_axes(ax, result.profile_px, total_steps, result.config.size_px, "training resolution (px)")
         saved = f"{100 * result.compute.compute_saved_frac:.1f}%"
         ax.set_title(f"{result.config.arch}, {result.config.schedule.name}: compute saved {saved}")
         if result.history and "accuracy" in result.history[0]:
-            per_epoch = len(result.step_px) / max(len(result.history), 1)
+            per_epoch = total_steps / max(len(result.history), 1)
             acc_ax = ax.twinx()
             xs = [(row["epoch"] + 1) * per_epoch for row in result.history]
             acc_ax.plot(xs, [row["accuracy"] for row in result.history], "o-", color="tab:orange")

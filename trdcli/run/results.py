@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trdcli.core.cost import ComputeSummary
+from trdcli.core.cost import ComputeSummary, StepGroup
 from trdcli.core.data_wait import DataWait
 from trdcli.core.schedules import ResolutionSchedule
 from trdcli.data.folders import BadImage
@@ -30,7 +30,10 @@ class RunResult:
     compute: ComputeSummary
     metrics: dict[str, float]
     history: list[dict[str, Any]]
-    step_px: list[int]
+    # The steps by epoch and resolution (fit 0; earlier processes' too), checked against the plan,
+    # and the resolution over the run as a plan_profile (mean px over up to 1,000 runs of steps).
+    step_groups: list[StepGroup]
+    profile_px: list[float]
     wall_time_s: float
     run_dir: Path
     device: str

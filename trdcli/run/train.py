@@ -438,7 +438,7 @@ def _finish(learn, config, folder, state, metrics, flops, device) -> RunResult:
         compute=replace(learn.trd.summary(), valid_flops=valid_flops),
         metrics=metrics,
         history=state.history,
-        step_px=_step_px(learn, config),
+        **_checked_plan(learn, config),
         wall_time_s=state.fit_wall_time_s,
         run_dir=state.run_dir,
         device=device_name(device),
@@ -460,21 +460,19 @@ def _finish(learn, config, folder, state, metrics, flops, device) -> RunResult:
     return result
 
 
-def _step_px(learn, config: TrainConfig) -> list[int]:
-    """The resolution of every step of the run, earlier processes' too: the schedule's plan, which
-    the loader was held to step by step, checked against the counts the run kept."""
-    import numpy as np
+def _checked_plan(learn, config: TrainConfig) -> dict:
+    """The run's steps by epoch and resolution (earlier processes' too), checked against the schedule's
+    plan, which the loader was held to step by step; and the plan's profile over the run for the plot."""
+    from trdcli.core.cost import RunShape, plan_groups, plan_profile
 
     trd, steps_per_epoch = learn.trd, len(learn.dls.train)
-    planned = trd.schedule.plan_px(config.epochs * steps_per_epoch, config.size_px, steps_per_epoch)
-    expected = sorted(
-        (epoch, int(px), int(n))
-        for epoch, row in enumerate(planned.reshape(config.epochs, steps_per_epoch))
-        for px, n in zip(*np.unique(row, return_counts=True), strict=True)
-    )
-    if sorted((g.epoch, g.px, g.steps) for g in trd.groups()) != expected:
+    # The plan's shape in steps: a global batch of config.batch_size, steps_per_epoch of them an epoch.
+    shape = RunShape(steps_per_epoch * config.batch_size, config.batch_size, config.epochs, config.size_px)
+    planned = plan_groups(trd.schedule, shape)
+    ran = trd.groups()
+    if sorted((g.epoch, g.px, g.steps) for g in ran) != [(g.epoch, g.px, g.steps) for g in planned]:
         raise RuntimeError("the steps the run counted are not the schedule's plan")
-    return planned.tolist()
+    return {"step_groups": ran, "profile_px": plan_profile(trd.schedule, shape).tolist()}
 
 
 def _check_ranks_agree(trd, ranks) -> None:
