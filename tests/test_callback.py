@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 import torch
 from fastai.callback.core import Callback
@@ -209,3 +211,20 @@ def test_low_res_not_below_full_size_is_refused_at_the_first_batch():
 def test_bad_arguments_fail_at_construction(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TRDCallback(**kwargs)
+
+
+def test_without_records_the_callback_keeps_counts_alone_and_the_same_account():
+    # What trd train runs with: no record per step, the same groups and compute as a callback that keeps them.
+    kept = TRDCallback(low_res=32, until=1.0, prob=0.5, seed=3)
+    counted = TRDCallback(low_res=32, until=1.0, prob=0.5, seed=3, keep_records=False)
+    for trd in (kept, counted):
+        learn = Learner(tensor_dls(n_train=48, bs=8, px=64), tiny_cnn(), loss_func=CrossEntropyLossFlat(), cbs=[trd])
+        with learn.no_bar(), learn.no_logging():
+            learn.fit(2)
+    assert counted.records == [] and len(kept.records) == 12
+    assert counted.last_step == kept.records[-1]
+    # Counted by hand from the kept records: (epoch, px) -> steps, 6 steps an epoch.
+    by_hand = Counter((r.epoch, r.px) for r in kept.records)
+    assert {(g.epoch, g.px): g.steps for g in counted.groups()} == by_hand
+    assert counted.images_recorded_here() == 12 * 8
+    assert counted.summary().train_flops == sum(r.train_flops for r in kept.records)

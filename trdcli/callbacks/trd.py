@@ -101,7 +101,9 @@ class TRDCallback(Callback):
     Each fit (``fit``, ``fit_one_cycle``, each of ``fine_tune``'s) is scheduled on its own from the
     Learner's counters; ``lr_find`` is left alone. :meth:`summary` is the compute of the steps that
     finished and of BatchNorm recalibration; ``records`` are this process's steps, ``resumed`` a
-    resumed run's earlier ones (:class:`~trdcli.core.cost.StepGroup`).
+    resumed run's earlier ones (:class:`~trdcli.core.cost.StepGroup`), ``last_step`` the step that
+    finished last. ``keep_records=False`` (what ``trd train`` does) keeps the counts alone, so a
+    450,000-step ImageNet run holds a few hundred groups rather than a record per step.
     """
 
     # After TrainEvalCallback (-10) has set the counters; before MixUp/CutMix (0), so they mix the
@@ -124,6 +126,7 @@ class TRDCallback(Callback):
         bn_recal_view: str = DEFAULT_BN_RECAL_VIEW,
         resize_in_loader: bool = True,
         world_size: int = 1,
+        keep_records: bool = True,
     ):
         super().__init__()
         self.schedule = callback_schedule(low_res, until, prob, seed, schedule)
@@ -132,7 +135,9 @@ class TRDCallback(Callback):
         self.resize_in_loader = resize_in_loader
         # Each rank sees its share of a step's global batch, the same on every rank: a record counts all.
         self.world_size = world_size
-        self.records: list[StepRecord] = []  # the steps this process ran
+        self.records: list[StepRecord] = []  # the steps this process ran (with keep_records)
+        self.keep_records = keep_records
+        self.last_step: StepRecord | None = None
         self.resumed: list[StepGroup] = []  # the steps of earlier processes (a resumed run), counted
         self._counter = StepCounter()  # this process's steps, counted as they finish
         self.running_step: StepRecord | None = None  # the step in progress, recorded when it finishes
@@ -150,7 +155,7 @@ class TRDCallback(Callback):
 
     def resume_from(self, groups: list[StepGroup]) -> None:
         """Continue a run whose steps so far are counted in ``groups``: the next fit extends the last one."""
-        self.records, self.resumed, self._counter = [], list(groups), StepCounter()
+        self.records, self.resumed, self._counter, self.last_step = [], list(groups), StepCounter(), None
         self._fit = max(g.fit for g in groups) - 1 if groups else -1
 
     def groups(self) -> list[StepGroup]:
@@ -228,8 +233,10 @@ class TRDCallback(Callback):
     def after_batch(self):
         # after_batch runs only once the step has finished, so an interrupted step is not counted.
         if self.running_step is not None:
-            self.records.append(self.running_step)
+            if self.keep_records:
+                self.records.append(self.running_step)
             self._counter.add(self.running_step)
+            self.last_step = self.running_step
             self.running_step = None
 
     def after_train(self):
@@ -237,7 +244,11 @@ class TRDCallback(Callback):
 
     def images_recorded_here(self) -> int:
         """Images of the steps this process ran, as recorded (all ranks' share of each step)."""
-        return sum(r.images for r in self.records)
+        return sum(g.images for g in self.groups_here())
+
+    def groups_here(self) -> list[StepGroup]:
+        """The steps this process ran, counted by fit, epoch and resolution."""
+        return self._counter.groups()
 
     def flops_at(self, px: int) -> ImageFlops:
         if self.flops is None:

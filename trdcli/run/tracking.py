@@ -59,6 +59,7 @@ class TRDTracker(Callback):
         self._flops = [0, 0]  # training FLOPs so far, and the baseline's
         self._pending: list[tuple[StepLog, torch.Tensor]] = []
         self._started = self._active = self._trained = False
+        self._logged = None  # the last step logged (TRDCallback.last_step)
 
     def before_fit(self):
         # learn.validate() and get_preds() send before_fit, after_epoch and after_fit too, with no
@@ -75,9 +76,13 @@ class TRDTracker(Callback):
             self.trackers.call("start", self.config or {})
 
     def after_batch(self):
-        if not (self._active and self.training and self.learn.trd.records):
+        if not (self._active and self.training):
             return
-        trd, record = self.learn.trd, self.learn.trd.records[-1]
+        trd = self.learn.trd
+        record = trd.last_step
+        if record is None or record is self._logged:
+            return  # a batch that finished no step (skipped) logs nothing
+        self._logged = record
         self._flops[0] += record.train_flops
         self._flops[1] += record.images * trd.flops_at(record.full_px).train_flops
         waits = getattr(self.learn.dl, "batch_wait_s", None)

@@ -276,6 +276,7 @@ def _build_learner(config: TrainConfig, folder: ImageFolder, model, device, log:
         bn_recal_view=config.bn_recal_view,
         resize_in_loader=config.scheduled_loading,
         world_size=ranks.world_size,
+        keep_records=False,  # counts only: memory that does not grow with the steps
     )
     cbs = [trd, DataWaitTimer(), SeededPasses(config.seed, ranks.rank), RanksAgreeOnPlan(ranks)]
     if config.schedule.has_regularisation:
@@ -487,8 +488,10 @@ def _check_ranks_agree(trd, ranks) -> None:
 
     if not ranks.distributed:
         return
-    # A digest of every (step, px) this process ran: a few bytes to gather, however long the run.
-    steps = hashlib.sha256(np.asarray([(r.step, r.px) for r in trd.records], dtype=np.int64).tobytes()).hexdigest()
+    # A digest of the steps this process ran, by fit, epoch and resolution: a few bytes to gather,
+    # however long the run (the order within an epoch is the plan's, which the loader is held to).
+    counted = [(g.fit, g.epoch, g.full_px, g.px, g.steps, g.images) for g in trd.groups_here()]
+    steps = hashlib.sha256(np.asarray(counted, dtype=np.int64).tobytes()).hexdigest()
     if any(other != steps for other in gathered(steps, ranks)):
         raise RuntimeError("the ranks ran different steps or resolutions")
     # Each rank's own images: its batches, which it recorded times the world size.
