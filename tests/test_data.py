@@ -105,7 +105,7 @@ def test_unreadable_images_are_found(tmp_path, monkeypatch):
             contexts.append(mp_context.get_start_method())
             super().__init__(*args, mp_context=mp_context, **kwargs)
 
-    monkeypatch.setattr("trdcli.data.folders.ProcessPoolExecutor", Recording)
+    monkeypatch.setattr("trdcli.data.pool.ProcessPoolExecutor", Recording)
     found_by_workers = find_bad_images(all_paths * 40, workers=2)
     assert len(found_by_workers) == 2 * 40 and contexts == ["forkserver"]
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -203,12 +202,9 @@ def median_short_side_px(paths: Sequence[Path], most: int = 200) -> int | None:
 def find_bad_images(paths: Sequence[Path], workers: int = 0) -> list[BadImage]:
     """Decode every image once and return those that cannot be read (truncated, corrupt, not an image)."""
     if workers > 1 and len(paths) > 256:
-        import multiprocessing
+        from trdcli.data.pool import clean_pool
 
-        # forkserver, not fork: trd train checks images after CUDA and the process group may be up,
-        # and a process forked from one that holds a CUDA context is not safe; the server starts clean.
-        context = multiprocessing.get_context("forkserver")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        with clean_pool(workers) as pool:
             reasons = list(pool.map(_check_one, paths, chunksize=64))
     else:
         reasons = [_check_one(p) for p in paths]

@@ -255,11 +255,9 @@ def _run_chunks(jobs, settings: PrepareSettings, workers: int, chunk: int = 64) 
     if workers <= 1 or len(chunks) <= 1:
         yield from map(_prepare_chunk, chunks)
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from trdcli.data.pool import clean_pool
 
-    # forkserver: never a fork of a process that may hold a CUDA context (trdcli.data.folders).
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
+    with clean_pool(workers) as pool:
         yield from pool.map(_prepare_chunk, chunks)
 
 

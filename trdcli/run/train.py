@@ -232,23 +232,10 @@ def _model_that_fits(config: TrainConfig, num_classes: int, device, ranks):
     return model
 
 
-def _build_learner(config: TrainConfig, folder: ImageFolder, model, device, log: WarningLog, ranks):
-    """(Learner with TRDCallback and the fit's other callbacks, the FLOPs table)."""
-    import torch
-    from fastai.callback.progress import ProgressCallback
-    from fastai.learner import Learner
-    from fastai.losses import CrossEntropyLossFlat
-    from fastai.metrics import accuracy
-
-    from trdcli.callbacks.regularisation import StageRegularisation
-    from trdcli.callbacks.trd import TRDCallback
+def _build_dataloaders(config: TrainConfig, folder: ImageFolder, device, log: WarningLog, ranks):
+    """The run's fastai DataLoaders, reading a fresh prepared copy for reduced steps where there is one."""
     from trdcli.data.loaders import CropOptions, build_dataloaders, default_workers
-    from trdcli.run.callbacks import DataWaitTimer, RanksAgreeOnPlan, SeededPasses
-    from trdcli.run.flops_cache import arch_flops, default_cache
-    from trdcli.run.models import load_weights
 
-    if config.weights and (skipped := load_weights(model, config.weights)):
-        log.warn(f"the weights file: left out {len(skipped)} tensor(s) whose shapes differ, e.g. {skipped[0]}")
     workers = default_workers(ranks.local_world_size) if config.workers is None else config.workers
     copies, prepared_dir = _prepared_copies(config, folder, log, ranks)
     dls = build_dataloaders(
@@ -263,6 +250,26 @@ def _build_learner(config: TrainConfig, folder: ImageFolder, model, device, log:
         copies=copies,
     )
     dls.prepared_dir = prepared_dir  # what run.json says reduced steps read
+    return dls
+
+
+def _build_learner(config: TrainConfig, folder: ImageFolder, model, device, log: WarningLog, ranks):
+    """(Learner with TRDCallback and the fit's other callbacks, the FLOPs table)."""
+    import torch
+    from fastai.callback.progress import ProgressCallback
+    from fastai.learner import Learner
+    from fastai.losses import CrossEntropyLossFlat
+    from fastai.metrics import accuracy
+
+    from trdcli.callbacks.regularisation import StageRegularisation
+    from trdcli.callbacks.trd import TRDCallback
+    from trdcli.run.callbacks import DataWaitTimer, RanksAgreeOnPlan, SeededPasses
+    from trdcli.run.flops_cache import arch_flops, default_cache
+    from trdcli.run.models import load_weights
+
+    if config.weights and (skipped := load_weights(model, config.weights)):
+        log.warn(f"the weights file: left out {len(skipped)} tensor(s) whose shapes differ, e.g. {skipped[0]}")
+    dls = _build_dataloaders(config, folder, device, log, ranks)
     if ranks.distributed:
         # The loaders' shuffles are drawn alike on every rank (above); augmentation differs.
         torch.manual_seed(config.seed + ranks.rank)
