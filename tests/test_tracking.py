@@ -4,6 +4,7 @@ every tracker lives by (blocks of steps, rank 0, a failure is a warning)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from fastai.callback.core import Callback
@@ -413,3 +414,40 @@ def test_the_notebook_callback_takes_the_trackers_names(tmp_path, local_mlflow):
     ]  # fmt: skip
     with pytest.raises(ConfigError, match="must be one of tensorboard, wandb, mlflow"):
         TRDTracker("nosuch")
+
+
+def test_mlflow_marks_an_interrupted_run_killed_and_its_resumption_finished(tmp_path, local_mlflow):
+    from dataclasses import replace
+
+    from helpers import InterruptAfter
+    from mlflow import MlflowClient
+
+    from trdcli.core.errors import TrainingInterrupted
+    from trdcli.run.train import train
+
+    data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)  # 24 images, batch 8: 3 steps/epoch
+    config = TrainConfig(
+        data=data, epochs=2, size_px=64, batch_size=8, workers=0, lr=1e-3, schedule=TRDSchedule(32),
+        log_to=("mlflow",), out_dir=tmp_path / "run",
+    )  # fmt: skip
+    with pytest.raises(TrainingInterrupted):
+        train(config, InterruptAfter(step=4))
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("trd").experiment_id
+    (found,) = client.search_runs([experiment])
+    assert found.info.status == "KILLED"  # MLflow's name for a run stopped from outside, not "FINISHED"
+    train(replace(config, resume=tmp_path / "run"))
+    (again,) = client.search_runs([experiment])
+    assert again.info.run_id == found.info.run_id and again.info.status == "FINISHED"
+
+
+@pytest.mark.parametrize(
+    ("exc", "outcome"), [(None, "finished"), (KeyboardInterrupt(), "killed"), (RuntimeError("bug"), "failed")]
+)
+def test_how_a_run_ended_is_named_for_the_trackers(exc, outcome):
+    from trdcli.core.errors import TrainingDiverged, TrainingInterrupted
+    from trdcli.run.trackers import outcome_of
+
+    assert outcome_of(exc) == outcome
+    assert outcome_of(TrainingInterrupted(Path("run"), 1, True, "SIGTERM")) == "killed"
+    assert outcome_of(TrainingDiverged("the loss became nan")) == "failed"

@@ -158,17 +158,34 @@ def _is_full_baseline(setting: Setting) -> bool:
 def run_compare(config: CompareConfig, observer: TrainObserver | None = None) -> CompareResult:
     """Train every setting x seed (skipping finished runs, resuming interrupted ones); summarise from run.json."""
     from trdcli.data.folders import scan_image_folder
-    from trdcli.run.trackers import close_run_group, open_run_group
-    from trdcli.run.train import train
+    from trdcli.run.trackers import close_run_group, open_run_group, outcome_of
 
     observer = observer or TrainObserver()
     observer.stage("planning the comparison")
     folder = scan_image_folder(config.recipe.data, config.recipe.valid_pct, config.recipe.seed)
     settings, budget_rows = planned_settings(config, len(folder.train), folder.num_classes)
     results = [SettingResult(s) for s in settings]
-    recipe, first = config.recipe, True
+    recipe = config.recipe
     # The runs as one group in the trackers (a W&B group, an MLflow parent run), when any is asked for.
     group = open_run_group(recipe.log_to, config.out_dir) if recipe.log_to else None
+    try:
+        _train_every_run(config, results, group, observer)
+    except BaseException as exc:
+        if group is not None:
+            close_run_group(group, outcome_of(exc))
+        raise
+    if group is not None:
+        close_run_group(group)
+    reference = _reference_train_flops(results, config.recipe.epochs)
+    compared = CompareResult(config, results, reference, budget_rows)
+    _save(compared)
+    return compared
+
+
+def _train_every_run(config: CompareConfig, results: list[SettingResult], group, observer: TrainObserver) -> None:
+    from trdcli.run.train import train
+
+    recipe, first = config.recipe, True
     for result in results:
         for seed in config.seeds:
             run_dir = config.out_dir / run_dir_name(result.setting.label) / f"seed{seed}"
@@ -181,12 +198,6 @@ def run_compare(config: CompareConfig, observer: TrainObserver | None = None) ->
             run = _finished_run(run_dir, result.setting, seed, result.setting.epochs or recipe.epochs)
             result.runs.append({**run, "run_dir": str(run_dir)})
     observer.run_label("")
-    if group is not None:
-        close_run_group(group)
-    reference = _reference_train_flops(results, config.recipe.epochs)
-    compared = CompareResult(config, results, reference, budget_rows)
-    _save(compared)
-    return compared
 
 
 def _finished_run(run_dir: Path, setting: Setting, seed: int, epochs: int) -> dict[str, Any]:

@@ -73,8 +73,12 @@ def open_parent_run(group: RunGroup) -> str:
     return _find_or_create_run(client, experiment, group.store_dir, group.name, None)[0]
 
 
-def close_parent_run(group: RunGroup, run_id: str) -> None:
-    _client(group.store_dir)[0].set_terminated(run_id, status="FINISHED")
+# trd's outcome -> MLflow's run status.
+STATUS = {"finished": "FINISHED", "killed": "KILLED", "failed": "FAILED"}
+
+
+def close_parent_run(group: RunGroup, run_id: str, outcome: str = "finished") -> None:
+    _client(group.store_dir)[0].set_terminated(run_id, status=STATUS[outcome])
 
 
 class MlflowTracker:
@@ -123,9 +127,9 @@ class MlflowTracker:
         for path in {*summary.files, *summary.images.values()}:
             self.client.log_artifact(self.run_id, str(path))
 
-    def close(self) -> None:
+    def close(self, outcome: str = "finished") -> None:
         if self.run_id is not None:
-            self.client.set_terminated(self.run_id, status="FINISHED")
+            self.client.set_terminated(self.run_id, status=STATUS[outcome])
             self.run_id = None
 
 

@@ -58,7 +58,9 @@ class TensorBoardTracker:
                 self.writer.add_scalar(tag, value, summary.step)
         self.writer.flush()
 
-    def close(self) -> None:
+    def close(self, outcome: str = "finished") -> None:
+        if outcome != "finished":  # TensorBoard keeps no run status: a line says the run stopped early
+            self.writer.add_text("trd/outcome", f"the run stopped early: {outcome}")
         self.writer.close()
 
 

@@ -20,6 +20,18 @@ from typing import Any, Protocol
 from trdcli.core.errors import ConfigError
 
 PREFIX = "trd/"
+# How a run (or a comparison) ended, as trackers are told when they close: trained to the end; stopped
+# from outside (Ctrl-C, SIGTERM: it can be resumed); stopped by an error (divergence, bad data, a bug).
+OUTCOMES = ("finished", "killed", "failed")
+
+
+def outcome_of(exc: BaseException | None) -> str:
+    """The outcome of a run that ended with ``exc`` (None: it finished)."""
+    from trdcli.core.errors import TrainingInterrupted
+
+    if exc is None:
+        return "finished"
+    return "killed" if isinstance(exc, TrainingInterrupted | KeyboardInterrupt) else "failed"
 
 
 @dataclass(frozen=True)
@@ -97,7 +109,7 @@ class Tracker(Protocol):
 
     def finish(self, summary: RunSummary) -> None: ...
 
-    def close(self) -> None: ...
+    def close(self, outcome: str = "finished") -> None: ...
 
 
 # name -> the module that makes it (``tracker_for_run``) and says which packages it needs (``PACKAGES``)
@@ -150,11 +162,11 @@ def open_run_group(names: Iterable[str], store_dir: Path) -> RunGroup:
     return group
 
 
-def close_run_group(group: RunGroup) -> None:
+def close_run_group(group: RunGroup, outcome: str = "finished") -> None:
     import importlib
 
     for name, run_id in group.parents.items():
-        importlib.import_module(TRACKERS[name]).close_parent_run(group, run_id)
+        importlib.import_module(TRACKERS[name]).close_parent_run(group, run_id, outcome)
 
 
 def flat_hparams(config: dict[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:

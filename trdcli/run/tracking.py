@@ -149,5 +149,6 @@ class TRDTracker(Callback):
         self.trackers.call("finish", summary)
         self.close()
 
-    def close(self) -> None:
-        self.trackers.call("close")
+    def close(self, outcome: str = "finished") -> None:
+        """End the trackers' runs, marked with ``outcome`` (trdcli.run.trackers.OUTCOMES) where a tracker keeps one."""
+        self.trackers.call("close", outcome)

@@ -17,7 +17,7 @@ from trdcli.data.folders import ImageFolder
 from trdcli.run.config import TrainConfig
 from trdcli.run.observer import TrainObserver, WarningLog
 from trdcli.run.results import RunResult
-from trdcli.run.trackers import RunGroup
+from trdcli.run.trackers import RunGroup, outcome_of
 
 # --size above this multiple of the images' own shorter side only upsamples: warn.
 _UPSAMPLE_WARN_RATIO = 2.0
@@ -71,6 +71,7 @@ def _train(config: TrainConfig, observer: TrainObserver, ranks, device, group) -
     learn, flops = _build_learner(config, folder, model, device, log, ranks)
     state = FitState(run_dir, observer, identity, progress.lr, log, ranks=ranks)
     tracker = _add_tracker(learn, config, state, group)
+    ended: BaseException | None = None
     try:
         # 4. Where the fit starts: a checkpoint, lr_find's suggestion, or the given rate.
         _start_point(learn, config, progress, state, device)
@@ -83,9 +84,12 @@ def _train(config: TrainConfig, observer: TrainObserver, ranks, device, group) -
         if tracker is not None:
             _track_result(tracker, result)
         return result
+    except BaseException as exc:
+        ended = exc
+        raise
     finally:
         if tracker is not None:
-            tracker.close()
+            tracker.close(outcome_of(ended))
 
 
 def _add_tracker(learn, config: TrainConfig, state, group):

@@ -80,9 +80,11 @@ class WandbTracker:
         for path in summary.files:
             self.run.save(str(path), base_path=str(path.parent), policy="now")
 
-    def close(self) -> None:
+    def close(self, outcome: str = "finished") -> None:
         if self.run is not None:
-            self.run.finish()
+            # W&B marks a run that exits non-zero as failed; the summary says which way it stopped.
+            self.run.summary["trd/outcome"] = outcome
+            self.run.finish(exit_code=0 if outcome == "finished" else 1)
             self.run = None
 
 
