@@ -200,9 +200,10 @@ def test_a_stale_copy_is_never_mixed_in(data, tmp_path):
     assert result.prepared_dir is None
     (warning,) = [w for w in result.warnings if "prepared copy" in w]
     assert "it was made for reduced_px 48, not 56" in warning and "reduced steps read the originals" in warning
-    # Named with `prepared`: one error before anything trains.
+    # Named with `prepared`: one error before anything trains, and before a run directory is made.
     with _pytest.raises(ConfigError, match="`prepared` .* cannot be used: it was made for reduced_px 48, not 56"):
         train(_train_config(data, tmp_path / "named", prepared=default_out_dir(data, 56)))
+    assert not (tmp_path / "named").exists()
 
 
 def test_a_copy_that_would_keep_most_of_the_pixels_is_not_made(tmp_path):

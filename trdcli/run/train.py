@@ -57,6 +57,8 @@ def _train(config: TrainConfig, observer: TrainObserver, ranks, device, group) -
     # 1. The data: scan the folder, check every image once.
     check_arch(config.arch)
     folder = _prepare_data(config, log, ranks)
+    # Which prepared copy reduced steps read: a bad `prepared` stops here, before a run directory exists.
+    copies = _prepared_copies(config, folder, log, ranks)
     # 2. The model, checked against the device's memory before anything is allocated.
     observer.stage("building the model")
     set_seed(config.seed)
@@ -68,7 +70,7 @@ def _train(config: TrainConfig, observer: TrainObserver, ranks, device, group) -
         lambda: create_run_dir(Path(config.resume or config.out_dir or default_run_dir(config)), bool(config.resume)),
         ranks,
     )
-    learn, flops = _build_learner(config, folder, model, device, log, ranks)
+    learn, flops = _build_learner(config, folder, copies, model, device, log, ranks)
     state = FitState(run_dir, observer, identity, progress.lr, log, ranks=ranks)
     tracker = _add_tracker(learn, config, state, group)
     ended: BaseException | None = None
@@ -236,12 +238,13 @@ def _model_that_fits(config: TrainConfig, num_classes: int, device, ranks):
     return model
 
 
-def _build_dataloaders(config: TrainConfig, folder: ImageFolder, device, log: WarningLog, ranks):
-    """The run's fastai DataLoaders, reading a fresh prepared copy for reduced steps where there is one."""
+def _build_dataloaders(config: TrainConfig, folder: ImageFolder, copies, device, ranks):
+    """The run's fastai DataLoaders; ``copies``: (what reduced steps read, the copy's folder) from
+    :func:`_prepared_copies`."""
     from trdcli.data.loaders import CropOptions, build_dataloaders, default_workers
 
     workers = default_workers(ranks.local_world_size) if config.workers is None else config.workers
-    copies, prepared_dir = _prepared_copies(config, folder, log, ranks)
+    copies, prepared_dir = copies
     dls = build_dataloaders(
         folder,
         config.size_px,
@@ -257,7 +260,7 @@ def _build_dataloaders(config: TrainConfig, folder: ImageFolder, device, log: Wa
     return dls
 
 
-def _build_learner(config: TrainConfig, folder: ImageFolder, model, device, log: WarningLog, ranks):
+def _build_learner(config: TrainConfig, folder: ImageFolder, copies, model, device, log: WarningLog, ranks):
     """(Learner with TRDCallback and the fit's other callbacks, the FLOPs table)."""
     import torch
     from fastai.callback.progress import ProgressCallback
@@ -273,7 +276,7 @@ def _build_learner(config: TrainConfig, folder: ImageFolder, model, device, log:
 
     if config.weights and (skipped := load_weights(model, config.weights)):
         log.warn(f"the weights file: left out {len(skipped)} tensor(s) whose shapes differ, e.g. {skipped[0]}")
-    dls = _build_dataloaders(config, folder, device, log, ranks)
+    dls = _build_dataloaders(config, folder, copies, device, ranks)
     if ranks.distributed:
         # The loaders' shuffles are drawn alike on every rank (above); augmentation differs.
         torch.manual_seed(config.seed + ranks.rank)
