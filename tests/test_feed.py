@@ -60,3 +60,26 @@ def test_a_negative_sample_is_one_line(tmp_path):
     )
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.stderr == "error: --feed-sample must be 0 (no feed check) or a number of images, got -3\n"
+
+
+def test_the_check_times_reduced_sizes_on_a_fresh_prepared_copy_as_trd_train_reads_it(tmp_path, monkeypatch):
+    import trdcli.data.loaders as loaders
+    from trdcli.core.schedules import TRDSchedule
+    from trdcli.data.prepare import default_out_dir, prepare_for_run
+
+    data = make_jpeg_folder(tmp_path / "data", n_train=10, n_valid=1, sizes=((400, 300), (300, 400)))
+    options = ["--size", "64", "--low-res", "32", "--epochs", "2", "--batch-size", "8"]
+    prepare_for_run(data, 64, TRDSchedule(32), epochs=2, batch_size=8, min_scale=0.35)
+    read = []
+    real = loaders.load_random_crop
+    monkeypatch.setattr(
+        loaders, "load_random_crop", lambda path, px, *a, copy=None, **k: read.append((px, copy is not None)) or real(
+            path, px, *a, copy=copy, **k
+        ),
+    )  # fmt: skip
+    args = ["estimate-cost", str(data), "--arch", "resnet18", *options, "--feed-sample", "16", "--json"]
+    result = runner.invoke(cli.app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["feed"]["prepared_dir"] == str(default_out_dir(data, 32))
+    # Full size reads the originals, 32 px the copy: every image of each timed pass.
+    assert {px: {c for p, c in read if p == px} for px in (64, 32)} == {64: {False}, 32: {True}}

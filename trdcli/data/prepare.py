@@ -314,6 +314,35 @@ def largest_reduced_px(schedule, train_images: int, batch_size: int, epochs: int
     return max((g.px for g in groups if g.px < size_px), default=None)
 
 
+@dataclass(frozen=True)
+class CopyLookup:
+    """What a run with given options would read for its reduced steps."""
+
+    copies: list[tuple[str, int, int] | None] | None  # per training image (copies_for); None: the originals
+    out_dir: Path | None  # the fresh copy's folder, when one is read
+    looked_in: Path | None = None  # where a copy was looked for
+    reason: str | None = None  # why the copy looked for is not read
+
+
+def find_copy(
+    data: Path, sources: Sequence[Path], schedule, batch_size: int, epochs: int, size_px: int, min_scale: float,
+    prepared: Path | None = None,
+) -> CopyLookup:  # fmt: skip
+    """The fresh ``trd prepare`` copy a run with these options reads for reduced steps: ``prepared``, or by
+    default the one beside the data. A copy made for another size or crops, from another folder, or of
+    files changed since (:func:`stale_reason`) is never read: ``reason`` says why."""
+    reduced_px = largest_reduced_px(schedule, len(sources), batch_size, epochs, size_px)
+    if reduced_px is None:
+        return CopyLookup(None, None, prepared, "this run reduces no step, so it reads no copy" if prepared else None)
+    out = Path(prepared) if prepared is not None else default_out_dir(data, reduced_px)
+    if prepared is None and not out.exists():
+        return CopyLookup(None, None)
+    reason = stale_reason(data, sources, out, PrepareSettings(reduced_px, min_scale))
+    if reason is not None:
+        return CopyLookup(None, None, out, reason)
+    return CopyLookup(copies_for(data, sources, out), out, out)
+
+
 def prepare_for_run(
     data: Path,
     size_px: int,

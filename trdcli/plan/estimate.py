@@ -590,14 +590,21 @@ def _feed(
     if options.data is None or not options.feed_sample:
         return None
     from trdcli.data.loaders import default_workers
+    from trdcli.data.prepare import find_copy
 
     pxs = sorted({g.px for g in groups})
     batch = min(options.batch_size, 32)
-    loader = measure_loader(
-        folder.train, options.size_px, pxs, options.min_scale, sample=options.feed_sample, batch=batch
+    # Reduced sizes read a fresh `trd prepare` copy beside the data, as trd train would.
+    sources = [path for path, _ in folder.train]
+    found = find_copy(
+        folder.root, sources, options.schedule, options.batch_size, options.epochs, options.size_px, options.min_scale
     )
+    loader = measure_loader(
+        folder.train, options.size_px, pxs, options.min_scale, sample=options.feed_sample, batch=batch,
+        copies=found.copies,
+    )  # fmt: skip
     model = {px: 1 / throughput.seconds_per_image(px, flops_at) for px in pxs} if throughput is not None else None
-    return feed_check(loader, model, default_workers(), min(options.feed_sample, len(folder.train)))
+    return feed_check(loader, model, default_workers(), min(options.feed_sample, len(folder.train)), found.out_dir)
 
 
 def preset_table(arch: str, size_px: int, epochs: int, batch_size: int, train_images: int) -> list[dict[str, Any]]:

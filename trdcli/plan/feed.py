@@ -45,6 +45,7 @@ class FeedCheck:
     sample_images: int
     rows: list[FeedRow]  # by resolution, largest first
     workers_available: int  # trd train's default workers per device on this machine
+    prepared_dir: Path | None = None  # the fresh trd prepare copy reduced sizes were timed on, if any
 
     def loader_bound(self) -> list[FeedRow]:
         """Resolutions at which this machine's workers cannot keep one device fed."""
@@ -56,25 +57,39 @@ class FeedCheck:
             "workers_available": self.workers_available,
             "by_px": [row.json() for row in self.rows],
             "loader_bound_px": [row.px for row in self.loader_bound()],
+            "prepared_dir": str(self.prepared_dir) if self.prepared_dir is not None else None,
         }
 
 
 def measure_loader(
-    items: Sequence[tuple[Path, int]], size_px: int, pxs: Sequence[int], min_scale: float, *, sample: int, batch: int
+    items: Sequence[tuple[Path, int]],
+    size_px: int,
+    pxs: Sequence[int],
+    min_scale: float,
+    *,
+    sample: int,
+    batch: int,
+    copies: Sequence | None = None,
 ) -> dict[int, float]:
-    """Images per second one worker delivers at each of ``pxs``, timed over a pass of ``sample`` images."""
+    """Images per second one worker delivers at each of ``pxs``, timed over a pass of ``sample`` images.
+
+    ``copies``: per item, its ``trd prepare`` copy (trdcli.data.prepare.copies_for), which reduced sizes
+    read as ``trd train`` reads them."""
     from trdcli.data.loaders import CropOptions, image_dataloader
 
     if sample < 1:
         raise DataError(f"the feed check needs at least 1 image to sample, got {sample}")
     step = max(1, len(items) // sample)
     chosen = list(items)[::step][:sample]
+    chosen_copies = list(copies)[::step][:sample] if copies is not None else None
     batch = min(batch, len(chosen))
     if not chosen:
         raise DataError("no training images to time the loader on")
     rates = {}
     for px in sorted(set(pxs), reverse=True):
-        loader = image_dataloader(chosen, size_px, batch, True, workers=0, device=None, crops=CropOptions(min_scale))
+        loader = image_dataloader(
+            chosen, size_px, batch, True, workers=0, device=None, crops=CropOptions(min_scale), copies=chosen_copies
+        )
         loader.plan_next_pass([px] * len(loader))
         batches = iter(loader)
         next(batches)  # the first batch pays for opening the pass
@@ -92,7 +107,11 @@ def measure_loader(
 
 
 def feed_check(
-    loader_rates: dict[int, float], model_rates: dict[int, float] | None, workers_available: int, sample: int
+    loader_rates: dict[int, float],
+    model_rates: dict[int, float] | None,
+    workers_available: int,
+    sample: int,
+    prepared_dir: Path | None = None,
 ) -> FeedCheck:
     """The rows of the check: each resolution's loader rate, and with the model's, the workers it needs."""
     rows = []
@@ -100,4 +119,4 @@ def feed_check(
         model = model_rates.get(px) if model_rates else None
         needed = math.ceil(model / loader_rates[px]) if model else None
         rows.append(FeedRow(px, loader_rates[px], model, needed))
-    return FeedCheck(sample, rows, workers_available)
+    return FeedCheck(sample, rows, workers_available, prepared_dir)

@@ -318,27 +318,22 @@ def _prepared_copies(config: TrainConfig, folder: ImageFolder, log: WarningLog, 
     unchanged since (:func:`trdcli.data.prepare.stale_reason`): a stale one is never mixed with fresh
     images. Named with ``prepared``, anything else is an error; found beside the data, a warning.
     """
-    from trdcli.data.prepare import PrepareSettings, copies_for, default_out_dir, largest_reduced_px, stale_reason
+    from trdcli.data.prepare import find_copy
 
     if not config.use_prepared:
         return None, None
-    train_images = len(folder.train)
-    reduced_px = largest_reduced_px(config.schedule, train_images, config.batch_size, config.epochs, config.size_px)
-    if reduced_px is None:
-        if config.prepared is not None:
-            raise ConfigError(f"`prepared` {config.prepared}: this run reduces no step, so it reads no copy")
-        return None, None
-    out = Path(config.prepared) if config.prepared is not None else default_out_dir(folder.root, reduced_px)
-    if config.prepared is None and not out.exists():
-        return None, None
     sources = [path for path, _ in folder.train]
-    reason = stale_reason(folder.root, sources, out, PrepareSettings(reduced_px, config.min_scale))
-    if reason is not None:
+    found = find_copy(
+        folder.root, sources, config.schedule, config.batch_size, config.epochs, config.size_px, config.min_scale,
+        config.prepared,
+    )  # fmt: skip
+    if found.reason is not None:
         if config.prepared is not None:
-            raise ConfigError(f"`prepared` {out} cannot be used: {reason}")
-        log.warn(f"the prepared copy in {out} is not used ({reason}); reduced steps read the originals")
-        return None, None
-    return copies_for(folder.root, sources, out), out
+            raise ConfigError(f"`prepared` {found.looked_in} cannot be used: {found.reason}")
+        log.warn(
+            f"the prepared copy in {found.looked_in} is not used ({found.reason}); reduced steps read the originals"
+        )
+    return found.copies, found.out_dir
 
 
 def _start_point(learn, config: TrainConfig, progress, state, device) -> None:
