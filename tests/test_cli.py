@@ -464,3 +464,9 @@ def test_demo_prints_the_shape_bias_interval_and_the_accuracy_before_recalibrati
     for bias in (comparison.baseline_shape_bias, comparison.trd_shape_bias):
         low, high = bias.shape_bias_ci95  # checked against Newcombe's table in test_eval.py
         assert f"{100 * low:.0f}-{100 * high:.0f}%" in interval_row
+    # The closing lines read this run's own figures: TRD before and after recalibration.
+    text = " ".join(result.stdout.split())
+    before, after = comparison.trd.history[-1]["accuracy"], comparison.trd.metrics["top1"]
+    assert f"TRD's top-1 was {100 * before:.1f}% before BatchNorm recalibration and {100 * after:.1f}% after" in text
+    steps = comparison.trd.compute.steps_by_px  # {96: full steps, 48: reduced ones}
+    assert f"{100 * steps.get(48, 0) / sum(steps.values()):.1f}% of its steps trained at 48 px" in text

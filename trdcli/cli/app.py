@@ -499,6 +499,12 @@ def demo(
             shape_biases=(comparison.baseline_shape_bias, comparison.trd_shape_bias),
         )
     )
+    stdout.print(
+        report.demo_reading(
+            comparison.baseline, comparison.trd, (comparison.baseline_shape_bias, comparison.trd_shape_bias)
+        ),
+        highlight=False,
+    )
 
 
 class DatasetName(str, Enum):

@@ -119,6 +119,36 @@ def _last_epoch_top1(run: RunResult) -> str:
     return fmt_pct(run.history[-1]["accuracy"]) if run.history and "accuracy" in run.history[-1] else "-"
 
 
+def demo_reading(baseline: RunResult, trd: RunResult, biases: tuple) -> Text:
+    """What `trd demo`'s two runs show, in a few lines: where TRD's lead comes from, and the shape bias."""
+    before = trd.history[-1]["accuracy"] if trd.history else float("nan")
+    after, base = trd.metrics["top1"], baseline.metrics["top1"]
+    (base_bias, trd_bias) = biases
+    lines = [
+        f"TRD's top-1 was {fmt_pct(before)} before BatchNorm recalibration and {fmt_pct(after)} after it "
+        f"(the baseline: {fmt_pct(base)}). {fmt_pct(_reduced_share(trd))} of its steps trained at "
+        f"{_low_px(trd)} px, and BatchNorm's statistics with them; recalibration re-estimates them on "
+        f"{trd.config.size_px} px images, which is what evaluation sees. The baseline has nothing to re-estimate.",
+        f"Shape bias on the cue-conflict split: TRD {fmt_pct(trd_bias.shape_bias)} "
+        f"({fmt_pct_interval(trd_bias.shape_bias_ci95)}), the baseline {fmt_pct(base_bias.shape_bias)} "
+        f"({fmt_pct_interval(base_bias.shape_bias_ci95)}): the reduced steps cannot see the stripes, so TRD "
+        "learns the shapes.",
+        "Over 3 seeds (benchmarks/demo_ablation.sh, docs/method.md): the same recalibration gave the baseline "
+        "nothing (38.1% -> 37.7%) and TRD +19 points (41.5% -> 60.8%); TRD's shape bias was 57% without it and "
+        "74% with it, the baseline's 27%. One seed moves a lot.",
+    ]
+    return Text("\n".join(lines))
+
+
+def _low_px(run: RunResult) -> int:
+    return min(run.compute.steps_by_px)
+
+
+def _reduced_share(run: RunResult) -> float:
+    steps = run.compute.steps_by_px
+    return sum(n for px, n in steps.items() if px != run.compute.full_px) / max(sum(steps.values()), 1)
+
+
 def comparison_table(
     baseline: RunResult, trd: RunResult, title: str = "baseline vs TRD", shape_biases: tuple | None = None
 ) -> Table:
