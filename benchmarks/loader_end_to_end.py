@@ -10,6 +10,8 @@ and a fastai Learner, in three settings interleaved round by round:
   trd, new   the same schedule; the loader delivers each step at its size (the full-size
              crop downsampled in the worker) and decodes JPEGs at reduced scale
   trd, direct  the same, reduced crops resampled straight to their size (--direct-crops)
+  trd, copy  with --prepared COPY (a `trd prepare` copy of --data-root, which holds the folder):
+             as "trd, new", reduced steps reading the copy
 
 For each: the training time (validation skipped), the FLOPs from TRDCallback's record, the
 wall-time speed-up over the baseline divided by the FLOPs speed-up (1.0: time follows
@@ -60,13 +62,13 @@ class Timing:
     steps_by_px: dict[str, int]
 
 
-def run_once(setting: str, folder: ImageFolder, args, device) -> Timing:
-    new = setting in ("trd, new", "trd, direct")
+def run_once(setting: str, folder: ImageFolder, args, device, copies=None) -> Timing:
+    new = setting in ("trd, new", "trd, direct", "trd, copy")
     schedule = ConstantSchedule() if setting == "baseline" else TRDSchedule(args.low, args.until, args.prob, seed=0)
     direct = setting == "trd, direct"
     dls = build_dataloaders(
         folder, args.full, args.batch, workers=args.workers, device=device,
-        crops=CropOptions(draft=new, direct_crops=direct),
+        crops=CropOptions(draft=new, direct_crops=direct), copies=copies if setting == "trd, copy" else None,
     )  # fmt: skip
     trd = TRDCallback(schedule=schedule, resize_in_loader=new, bn_recalibrate=0)
     torch.manual_seed(0)
@@ -105,6 +107,8 @@ def main() -> None:
     parser.add_argument("--mixed-precision", action="store_true")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--json", type=Path, default=None, help="also write every timing here")
+    parser.add_argument("--prepared", type=Path, default=None, help="a trd prepare copy: adds the setting trd, copy")
+    parser.add_argument("--data-root", type=Path, default=None, help="with --prepared: the folder it was made from")
     args = parser.parse_args()
     from trdcli.data.loaders import default_workers
 
@@ -114,24 +118,34 @@ def main() -> None:
     items = [(path, i % 10) for i, path in enumerate(paths)]
     folder = ImageFolder(args.folder, [str(k) for k in range(10)], items, items[:10], "class-folders")
 
+    settings, copies = SETTINGS, None
+    if args.prepared is not None:
+        from trdcli.data.prepare import copies_for
+
+        copies = copies_for(args.data_root or args.folder, paths, args.prepared)
+        settings = (*SETTINGS, "trd, copy")
     run_once("trd, new", folder, args, device)  # warm-up: imports, FLOPs cache, allocator
-    timings = [run_once(s, folder, args, device) for _ in range(args.repeats) for s in SETTINGS]
+    timings = [run_once(s, folder, args, device, copies) for _ in range(args.repeats) for s in settings]
     print(f"# {args.arch}, {args.full} -> {args.low} px (until {args.until}, prob {args.prob}), {len(items)} images,"
           f" batch {args.batch}, {args.workers} worker(s), {args.repeats} repeats, medians")  # fmt: skip
     print(f"# {platform.machine()}, device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"mixed precision {args.mixed_precision}, channels_last {args.channels_last}")  # fmt: skip
-    median = {s: statistics.median(t.train_s for t in timings if t.setting == s) for s in SETTINGS}
-    flops = {s: next(t.train_flops for t in timings if t.setting == s) for s in SETTINGS}
+    median = {s: statistics.median(t.train_s for t in timings if t.setting == s) for s in settings}
+    flops = {s: next(t.train_flops for t in timings if t.setting == s) for s in settings}
     print(f"{'setting':<11} {'train s':>8} {'wall x':>7} {'FLOPs x':>8} {'wall/FLOPs':>10} {'data wait':>9}  steps")
-    for s in SETTINGS:
+    summary = {}
+    for s in settings:
         wall_x, flops_x = median["baseline"] / median[s], flops["baseline"] / flops[s]
         wait = statistics.median(t.wait_frac for t in timings if t.setting == s)
         steps = next(t.steps_by_px for t in timings if t.setting == s)
         ratio = wall_x / flops_x
         print(f"{s:<11} {median[s]:>8.1f} {wall_x:>6.2f}x {flops_x:>7.2f}x {ratio:>10.2f} {100 * wait:>8.1f}%  {steps}")
+        summary[s] = {"train_s_median": median[s], "wall_speedup": wall_x, "flops_speedup": flops_x,
+                      "wall_over_flops": ratio, "data_wait_frac_median": wait, "steps_by_px": steps}  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps({"args": vars(args) | {"folder": str(args.folder), "json": None},
-                                         "timings": [asdict(t) for t in timings]}, default=str))  # fmt: skip
+                                         "timings": [asdict(t) for t in timings], "summary": summary},
+                                        default=str))  # fmt: skip
 
 
 if __name__ == "__main__":

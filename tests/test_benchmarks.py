@@ -1,0 +1,42 @@
+"""The GPU script, run on the CPU with a tiny setting: it must work the day a GPU is lent."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_the_gpu_script_writes_every_figure_in_one_json(tmp_path):
+    env = {
+        **os.environ, "ARCH": "resnet18", "FULL": "64", "LOW": "32", "IMAGES": "32", "BATCH": "8", "DEVICE": "cpu",
+        "REPEATS": "1", "FEED_SAMPLE": "16", "MEASURE_BATCH": "4", "TRD": f"{sys.executable} -m trdcli",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }  # fmt: skip
+    out = tmp_path / "out"
+    result = subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_end_to_end.sh"), str(out)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((out / "gpu_end_to_end.json").read_text())
+    assert summary["arch"] == "resnet18" and summary["full_px"] == 64
+    assert set(summary["model_images_per_s"]) == {"64", "32"} and summary["model_rate_source"].startswith("measured")
+    # The feed check read the originals first and, once the copy was made, the copy for 32 px.
+    assert summary["feed_originals"]["prepared_dir"] is None
+    assert summary["feed_copy"]["prepared_dir"] == str(out / "data-trd-32px")
+    assert summary["prepare_s"] > 0
+    rows = summary["end_to_end"]
+    assert set(rows) == {"baseline", "trd, old", "trd, new", "trd, direct", "trd, copy"}
+    # 32 images at batch 8: 4 steps; the baseline's all at 64 px. Each speed-up's ratio is its wall over its FLOPs.
+    assert rows["baseline"]["steps_by_px"] == {"64": 4} and rows["baseline"]["flops_speedup"] == 1.0
+    for row in rows.values():
+        assert sum(row["steps_by_px"].values()) == 4
+        assert row["wall_over_flops"] == pytest.approx(row["wall_speedup"] / row["flops_speedup"])
