@@ -83,3 +83,39 @@ def test_the_check_times_reduced_sizes_on_a_fresh_prepared_copy_as_trd_train_rea
     assert json.loads(result.stdout)["feed"]["prepared_dir"] == str(default_out_dir(data, 32))
     # Full size reads the originals, 32 px the copy: every image of each timed pass.
     assert {px: {c for p, c in read if p == px} for px in (64, 32)} == {64: {False}, 32: {True}}
+
+
+def test_a_shortfall_is_one_line_naming_the_resolution_and_how_short():
+    from trdcli.plan.feed import shortfall_warnings
+
+    # 8 workers x 300 = 2,400 img/s against 2,470: short by 1 - 2400/2470 = 2.8%; at 112 px 4,000 against 9,400: 57%.
+    check = feed_check({224: 300.0, 112: 500.0}, {224: 2470.0, 112: 9400.0}, workers_available=8, sample=256)
+    assert shortfall_warnings(check) == [
+        "the loader may not keep up at 224 px: 8 worker(s) deliver about 2,400 images/s, the model trains 2,470 "
+        "(short by 3%); 9 workers would keep it fed (`workers`; `trd prepare` makes reduced steps cheaper to load)",
+        "the loader may not keep up at 112 px: 8 worker(s) deliver about 4,000 images/s, the model trains 9,400 "
+        "(short by 57%); 19 workers would keep it fed (`workers`; `trd prepare` makes reduced steps cheaper to load)",
+    ]
+    assert shortfall_warnings(feed_check({224: 300.0}, {224: 2000.0}, 8, 256)) == []  # 2,400 >= 2,000
+
+
+def test_trd_train_runs_the_check_in_its_first_seconds_on_an_accelerator(tmp_path, monkeypatch):
+    # The gate is the one thing that needs a GPU: opened here, the check runs for real on the CPU.
+    import trdcli.run.train as train_module
+    from trdcli.core.schedules import TRDSchedule
+    from trdcli.run.config import TrainConfig
+
+    monkeypatch.setattr(train_module, "_feed_check_applies", lambda device: True)
+    data = make_jpeg_folder(tmp_path / "data", n_train=8, n_valid=1)
+    config = TrainConfig(
+        data=data, epochs=1, size_px=64, batch_size=8, workers=0, lr=1e-3, check_images=False,
+        schedule=TRDSchedule(32, until=1.0, prob=0.5), out_dir=tmp_path / "run",
+    )  # fmt: skip
+    result = train_module.train(config)
+    saved = json.loads((tmp_path / "run" / "run.json").read_text())["feed_check"]
+    assert saved == result.feed_check and saved["workers_available"] == 1 and saved["sample_images"] == 24
+    assert [row["px"] for row in saved["by_px"]] == sorted(map(int, result.compute.steps_by_px), reverse=True)
+    assert all(row["model_images_per_s_per_device"] > 0 for row in saved["by_px"])
+    # The verdict is the machine's; each resolution it calls loader-bound has its one warning line.
+    for px in saved["loader_bound_px"]:
+        assert sum(w.startswith(f"the loader may not keep up at {px} px") for w in result.warnings) == 1

@@ -20,6 +20,8 @@ from pathlib import Path
 from trdcli.core.errors import DataError
 
 DEFAULT_FEED_SAMPLE = 256  # images: about a second a resolution on one core
+# trd train's own check, in its first seconds on CUDA: a smaller sample, the model timed briefly.
+RUN_FEED_SAMPLE = 128
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,20 @@ def measure_loader(
             elapsed = time.perf_counter() - start
         rates[px] = images / max(elapsed, 1e-9)
     return rates
+
+
+def shortfall_warnings(check: FeedCheck) -> list[str]:
+    """One line per resolution at which the run's workers cannot keep one device fed."""
+    lines = []
+    for row in check.loader_bound():
+        supply = row.loader_images_per_s * max(check.workers_available, 1)
+        lines.append(
+            f"the loader may not keep up at {row.px} px: {check.workers_available} worker(s) deliver about "
+            f"{supply:,.0f} images/s, the model trains {row.model_images_per_s:,.0f} (short by "
+            f"{1 - supply / row.model_images_per_s:.0%}); {row.workers_needed} workers would keep it fed "
+            "(`workers`; `trd prepare` makes reduced steps cheaper to load)"
+        )
+    return lines
 
 
 def feed_check(

@@ -46,6 +46,7 @@ class RunResult:
     warnings: list[str] = field(default_factory=list)
     data_wait: DataWait | None = None  # how long training waited for data; None if not measured
     prepared_dir: Path | None = None  # the `trd prepare` copy reduced steps read; None: the originals
+    feed_check: dict[str, Any] | None = None  # the loader against the model before the fit (CUDA); FeedCheck.json()
     world_size: int = 1  # processes that trained the run together (torchrun ranks)
     devices: list[str] = field(default_factory=list)  # each rank's device, in rank order
     write_error: str | None = None  # set when the run directory could not be written
@@ -128,6 +129,7 @@ def run_json(result: RunResult) -> dict[str, Any]:
             for px in result.compute.steps_by_px
         },
         prepared_dir=str(result.prepared_dir) if result.prepared_dir is not None else None,
+        feed_check=result.feed_check,
         warnings=result.warnings,
         config=config.describe(),
     )

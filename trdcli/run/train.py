@@ -71,6 +71,7 @@ def _train(config: TrainConfig, observer: TrainObserver, ranks, device, group) -
         ranks,
     )
     learn, flops = _build_learner(config, folder, copies, model, device, log, ranks)
+    feed = _check_feed(config, folder, copies, device, learn, log, ranks)
     state = FitState(run_dir, observer, identity, progress.lr, log, ranks=ranks)
     tracker = _add_tracker(learn, config, state, group)
     ended: BaseException | None = None
@@ -82,7 +83,7 @@ def _train(config: TrainConfig, observer: TrainObserver, ranks, device, group) -
         # 6. BatchNorm recalibration at full resolution; the final metrics.
         metrics = _final_metrics(learn, state)
         # 7. The result, written to the run directory by rank 0.
-        result = _finish(learn, config, folder, state, metrics, flops, device)
+        result = _finish(learn, config, folder, state, metrics, flops, device, feed)
         if tracker is not None:
             _track_result(tracker, result)
         return result
@@ -336,6 +337,40 @@ def _prepared_copies(config: TrainConfig, folder: ImageFolder, log: WarningLog, 
     return found.copies, found.out_dir
 
 
+def _feed_check_applies(device) -> bool:
+    """On an accelerator the model can outrun the loader, most of all on reduced steps; on the CPU the
+    two share the cores, and the data-wait figure after each epoch says what happened."""
+    return device.type == "cuda"
+
+
+def _check_feed(config: TrainConfig, folder: ImageFolder, copies, device, learn, log: WarningLog, ranks):
+    """In the run's first seconds on CUDA (rank 0): the loader's rate per worker and the model's at each
+    resolution the run uses, as `trd estimate-cost DATA --measure` times them, with a warning per
+    resolution the run's workers cannot feed. Returns the check's figures for run.json, or None."""
+    if not (_feed_check_applies(device) and ranks.is_main):
+        return None
+    from trdcli.core.cost import RunShape, plan_groups
+    from trdcli.plan.estimate import measure_throughput
+    from trdcli.plan.feed import RUN_FEED_SAMPLE, feed_check, measure_loader, shortfall_warnings
+
+    log.observer.stage("timing the loader and the model at each resolution (feed check)")
+    shape = RunShape(len(folder.train), config.batch_size, config.epochs, config.size_px)
+    pxs = sorted({g.px for g in plan_groups(config.schedule, shape)}, reverse=True)
+    local_batch = config.batch_size // ranks.world_size
+    loader = measure_loader(
+        folder.train, config.size_px, pxs, config.min_scale, sample=RUN_FEED_SAMPLE, batch=min(local_batch, 32),
+        copies=copies[0],
+    )  # fmt: skip
+    model = measure_throughput(
+        config.arch, folder.num_classes, pxs, local_batch, str(device), rounds=2, min_timing_s=0.2
+    ).images_per_s
+    workers = max(learn.dls.train.fake_l.num_workers, 1)  # 0: the training process loads, as one worker
+    check = feed_check(loader, model, workers, min(RUN_FEED_SAMPLE, len(folder.train)), copies[1])
+    for line in shortfall_warnings(check):
+        log.warn(line)
+    return check.json()
+
+
 def _start_point(learn, config: TrainConfig, progress, state, device) -> None:
     """Resume from the checkpoint, or run lr_find; sets ``state``'s starting epoch, history and rate."""
     from trdcli.core.cost import StepGroup
@@ -426,7 +461,7 @@ def _final_metrics(learn, state) -> dict[str, float]:
     return metrics
 
 
-def _finish(learn, config, folder, state, metrics, flops, device) -> RunResult:
+def _finish(learn, config, folder, state, metrics, flops, device, feed=None) -> RunResult:
     from trdcli.core.data_wait import summarize
     from trdcli.run.device import device_name, versions
     from trdcli.run.distributed import barrier, gathered
@@ -461,6 +496,7 @@ def _finish(learn, config, folder, state, metrics, flops, device) -> RunResult:
         warnings=state.log.messages,
         data_wait=data_wait,
         prepared_dir=getattr(learn.dls, "prepared_dir", None),
+        feed_check=feed,
         world_size=ranks.world_size,
         devices=gathered(device_name(device), ranks),
     )
