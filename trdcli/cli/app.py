@@ -546,13 +546,15 @@ def prepare(
 
     with user_errors():
         schedule = _schedule(preset, low_res, until, prob, seed, prob_end, initial_scale)
-        columns = (TextColumn("preparing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=stderr, disable=json_out) as bar:
-            task = bar.add_task("prepare", total=None)
+            # Listing and checking the folder comes first; the count of images to prepare follows.
+            task = bar.add_task("listing the images", total=None)
             settings, result = prepare_for_run(
                 data, size, schedule, epochs, batch_size, min_scale, valid_pct=valid_pct, seed=seed, out_dir=out,
                 quality=quality, workers=default_workers() if workers is None else workers,
-                trd_version=__version__, progress=lambda done, total: bar.update(task, completed=done, total=total),
+                trd_version=__version__,
+                progress=lambda done, total: bar.update(task, description="preparing", completed=done, total=total),
             )  # fmt: skip
     payload = {
         "out_dir": str(result.out_dir), "reduced_px": settings.reduced_px, "min_scale": settings.min_scale,
