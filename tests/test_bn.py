@@ -264,7 +264,7 @@ def _eval_view_channel_means(paths, px: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("view", ["test", "train"])
-def test_recalibration_on_the_test_time_view_sees_what_validation_sees(tmp_path, view):
+def test_recalibration_on_the_evaluation_view_sees_what_validation_sees(tmp_path, view):
     # BatchNorm first: its recalibrated running mean is the mean of the images it was shown, whatever the
     # weights. 3 batches of 6 cover all 18 training images, so the mean of the batch means is theirs.
     from helpers import make_image_folder
@@ -290,7 +290,7 @@ def test_recalibration_on_the_test_time_view_sees_what_validation_sees(tmp_path,
         assert gap > 1e-3
 
 
-def test_recalibration_on_the_test_time_view_needs_trds_image_items():
+def test_recalibration_on_the_evaluation_view_needs_trds_image_items():
     from trdcli.callbacks.batchnorm import RecalibrateBatchNorm
 
     learn = Learner(

@@ -140,7 +140,7 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable, max_batches: int)
 
 
 @contextmanager
-def test_time_view(loader) -> Iterator:
+def evaluation_view(loader) -> Iterator:
     """``loader`` (a training loader of trd's :class:`~trdcli.data.loaders.ImageItems`) delivers the test-time
     view of its images while inside: resized and centre-cropped as validation crops them, unflipped, in the
     pass's shuffled order. Workers start with each pass, so they see the view set here."""
@@ -168,7 +168,7 @@ class RecalibrateBatchNorm(Callback):
     ``batches=None`` (the default): 8 after a fit in which the Learner's ``TRDCallback``
     reduced a step, none otherwise. ``view``: the training images as training augments them
     ("train"), or as validation sees them ("test": resized, centre-cropped, unflipped; see
-    :func:`test_time_view`). Metrics recorded during the fit predate it:
+    :func:`evaluation_view`). Metrics recorded during the fit predate it:
     ``learn.validate()`` measures the recalibrated model. ``images_by_fit`` counts what it ran
     forward after each fit (on this process), which the ``TRDCallback``'s summary adds to the
     run's compute; ``images`` is their total. ``lr_find`` runs are left alone.
@@ -220,7 +220,7 @@ class RecalibrateBatchNorm(Callback):
             # Outside the fit the training loader delivers full-resolution batches.
             loader = self.learn.dls.train
             if self.view == "test":
-                with test_time_view(loader):
+                with evaluation_view(loader):
                     images = recalibrate_batchnorm(self.learn.model, loader, batches)
             else:
                 images = recalibrate_batchnorm(self.learn.model, loader, batches)
