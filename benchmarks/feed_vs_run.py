@@ -5,7 +5,8 @@
 Round by round (so a slow moment of the machine hits both alike): the feed check
 (:func:`trdcli.plan.feed.measure_loader`, `trd estimate-cost DATA`'s measurement: one worker's images
 per second at each resolution, on a sample of --sample images), then a real `trd train` of DATA with
-`--workers 0` (ResNet-18, batch 32, trd's default reading at --low-res), whose loader runs in the
+`--workers 0` (ResNet-18, batch 32, TRD at --low-res with --prob of the steps reduced, 0.5 by default so
+both sizes have many batches), whose loader runs in the
 training process: each batch's wait is then the loader's whole work for it (decode, crop, resize,
 collate, normalise), so images / data wait at each resolution (run.json's history) is one worker's
 rate in the run. Prints both rates and their ratio per resolution (median over rounds); the target
@@ -48,6 +49,7 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=256)
     parser.add_argument("--min-scale", type=float, default=0.35)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--prob", type=float, default=0.5)
     args = parser.parse_args()
     folder = scan_image_folder(args.data)
     pxs = [args.size, args.low_res]
@@ -57,8 +59,8 @@ def main() -> None:
         run_dir = args.out / f"run{r}"
         config = TrainConfig(
             data=args.data, arch="resnet18", epochs=args.epochs, size_px=args.size, batch_size=args.batch_size,
-            schedule=TRDSchedule(args.low_res, seed=r), seed=r, workers=0, device="cpu", out_dir=run_dir,
-            min_scale=args.min_scale, check_images=False, use_prepared=False,
+            schedule=TRDSchedule(args.low_res, until=1.0, prob=args.prob, seed=r), seed=r, workers=0, device="cpu",
+            out_dir=run_dir, min_scale=args.min_scale, check_images=False, use_prepared=False,
         )  # fmt: skip
         train(config)
         rounds.append({"feed": feed, "run": run_rates(run_dir, args.batch_size)})
