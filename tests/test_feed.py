@@ -119,3 +119,27 @@ def test_trd_train_runs_the_check_in_its_first_seconds_on_an_accelerator(tmp_pat
     # The verdict is the machine's; each resolution it calls loader-bound has its one warning line.
     for px in saved["loader_bound_px"]:
         assert sum(w.startswith(f"the loader may not keep up at {px} px") for w in result.warnings) == 1
+
+
+def test_the_runs_check_gives_way_when_the_device_has_no_room_for_a_second_model(tmp_path, monkeypatch):
+    # Out of device memory cannot happen on the CPU: the one stand-in here is the error itself.
+    import torch
+
+    import trdcli.plan.estimate as estimate
+    import trdcli.run.train as train_module
+    from trdcli.core.schedules import TRDSchedule
+    from trdcli.run.config import TrainConfig
+
+    def no_room(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(train_module, "_feed_check_applies", lambda device: True)
+    monkeypatch.setattr(estimate, "measure_throughput", no_room)
+    data = make_jpeg_folder(tmp_path / "data", n_train=4, n_valid=1)
+    config = TrainConfig(
+        data=data, epochs=1, size_px=64, batch_size=4, workers=0, lr=1e-3, check_images=False,
+        schedule=TRDSchedule(32), out_dir=tmp_path / "run",
+    )  # fmt: skip
+    result = train_module.train(config)
+    assert result.feed_check is None
+    assert "the feed check was skipped: timing the model beside the run's ran out of device memory" in result.warnings

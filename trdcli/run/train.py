@@ -361,9 +361,16 @@ def _check_feed(config: TrainConfig, folder: ImageFolder, copies, device, learn,
         folder.train, config.size_px, pxs, config.min_scale, sample=RUN_FEED_SAMPLE, batch=min(local_batch, 32),
         copies=copies[0],
     )  # fmt: skip
-    model = measure_throughput(
-        config.arch, folder.num_classes, pxs, local_batch, str(device), rounds=2, min_timing_s=0.2
-    ).images_per_s
+    import torch
+
+    try:  # a second copy of the model beside the run's: where memory is tight, the check gives way
+        model = measure_throughput(
+            config.arch, folder.num_classes, pxs, local_batch, str(device), rounds=2, min_timing_s=0.2
+        ).images_per_s
+    except torch.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        log.warn("the feed check was skipped: timing the model beside the run's ran out of device memory")
+        return None
     workers = max(learn.dls.train.fake_l.num_workers, 1)  # 0: the training process loads, as one worker
     check = feed_check(loader, model, workers, min(RUN_FEED_SAMPLE, len(folder.train)), copies[1])
     for line in shortfall_warnings(check):
