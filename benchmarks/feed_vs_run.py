@@ -3,7 +3,7 @@
     python benchmarks/feed_vs_run.py DATA OUT_DIR --size 224 --low-res 112 [--epochs 2] [--repeats 3]
 
 Round by round (so a slow moment of the machine hits both alike): the feed check
-(:func:`trdcli.plan.feed.measure_loader`, `trd estimate-cost DATA`'s measurement: one worker's images
+(:func:`trdcli.run.feed.measure_loader`, `trd estimate-cost DATA`'s measurement: one worker's images
 per second at each resolution, on a sample of --sample images), then a real `trd train` of DATA with
 `--workers 0` (ResNet-18, batch 32, TRD at --low-res with --prob of the steps reduced, 0.5 by default so
 both sizes have many batches), whose loader runs in the
@@ -22,8 +22,8 @@ from pathlib import Path
 
 from trdcli.core.schedules import TRDSchedule
 from trdcli.data.folders import scan_image_folder
-from trdcli.plan.feed import measure_loader
 from trdcli.run.config import TrainConfig
+from trdcli.run.feed import measure_loader
 from trdcli.run.train import train
 
 

@@ -12,9 +12,10 @@ from typer.testing import CliRunner
 from trdcli.cli import app as cli
 from trdcli.cli.values import parse_budget, parse_throughput
 from trdcli.core.schedules import TRDSchedule
-from trdcli.plan.estimate import PlanOptions, Throughput, plan
+from trdcli.plan.estimate import PlanOptions, plan
 from trdcli.run.config import TrainConfig
 from trdcli.run.flops_cache import arch_flops, default_cache
+from trdcli.run.throughput import Throughput
 from trdcli.run.train import train
 
 runner = CliRunner()

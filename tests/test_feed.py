@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from trdcli.cli import app as cli
 from trdcli.data.folders import scan_image_folder
-from trdcli.plan.feed import feed_check, measure_loader
+from trdcli.run.feed import feed_check, measure_loader
 
 runner = CliRunner()
 
@@ -86,7 +86,7 @@ def test_the_check_times_reduced_sizes_on_a_fresh_prepared_copy_as_trd_train_rea
 
 
 def test_a_shortfall_is_one_line_naming_the_resolution_and_how_short():
-    from trdcli.plan.feed import shortfall_warnings
+    from trdcli.run.feed import shortfall_warnings
 
     # 8 workers x 300 = 2,400 img/s against 2,470: short by 1 - 2400/2470 = 2.8%; at 112 px 4,000 against 9,400: 57%.
     check = feed_check({224: 300.0, 112: 500.0}, {224: 2470.0, 112: 9400.0}, workers_available=8, sample=256)
@@ -125,7 +125,7 @@ def test_the_runs_check_gives_way_when_the_device_has_no_room_for_a_second_model
     # Out of device memory cannot happen on the CPU: the one stand-in here is the error itself.
     import torch
 
-    import trdcli.plan.estimate as estimate
+    import trdcli.run.throughput as throughput
     import trdcli.run.train as train_module
     from trdcli.core.schedules import TRDSchedule
     from trdcli.run.config import TrainConfig
@@ -134,7 +134,7 @@ def test_the_runs_check_gives_way_when_the_device_has_no_room_for_a_second_model
         raise torch.OutOfMemoryError("CUDA out of memory")
 
     monkeypatch.setattr(train_module, "_feed_check_applies", lambda device: True)
-    monkeypatch.setattr(estimate, "measure_throughput", no_room)
+    monkeypatch.setattr(throughput, "measure_throughput", no_room)
     data = make_jpeg_folder(tmp_path / "data", n_train=4, n_valid=1)
     config = TrainConfig(
         data=data, epochs=1, size_px=64, batch_size=4, workers=0, lr=1e-3, check_images=False,

@@ -46,8 +46,8 @@ class Kept:
     def finish(self, summary):
         self.summaries.append(summary)
 
-    def close(self):
-        self.closed = True
+    def close(self, outcome="finished"):
+        self.closed, self.outcome = True, outcome
 
 
 class DiskFull(Kept):

@@ -646,8 +646,9 @@ def estimate_cost(
     """Plan a run's compute, time and money before spending it; answer budget questions."""
     from trdcli.cli import report
     from trdcli.cli.values import parse_budget, parse_throughput
-    from trdcli.plan.estimate import PlanOptions, Throughput, plan
+    from trdcli.plan.estimate import PlanOptions, plan
     from trdcli.run.results import plan_json
+    from trdcli.run.throughput import Throughput
 
     with user_errors():
         options = PlanOptions(

@@ -1,6 +1,6 @@
 """Values as a command line writes them -> the typed values the core takes.
 
-``"224=2600,112=9800"`` becomes a :class:`~trdcli.plan.estimate.Throughput`, ``"12h"`` a
+``"224=2600,112=9800"`` becomes a :class:`~trdcli.run.throughput.Throughput`, ``"12h"`` a
 :class:`~trdcli.plan.estimate.Budget`; the core never sees the strings.
 """
 

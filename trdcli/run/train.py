@@ -57,12 +57,12 @@ def _train(config: TrainConfig, observer: TrainObserver, ranks, device, group) -
     # 1. The data: scan the folder, check every image once.
     check_arch(config.arch)
     folder = _prepare_data(config, log, ranks)
-    # Which prepared copy reduced steps read: a bad `prepared` stops here, before a run directory exists.
-    copies = _prepared_copies(config, folder, log, ranks)
     # 2. The model, checked against the device's memory before anything is allocated.
     observer.stage("building the model")
     set_seed(config.seed)
     model = _model_that_fits(config, folder.num_classes, device, ranks)
+    # Which prepared copy reduced steps read: a bad `prepared` stops here, before a run directory exists.
+    copies = _prepared_copies(config, folder, log, ranks)
     # 3. The run directory (rank 0 makes it); a resumed run must be the same run.
     identity = run_identity(config, folder.classes)
     progress = on_main(lambda: _progress(config, identity, log), ranks)
@@ -350,8 +350,8 @@ def _check_feed(config: TrainConfig, folder: ImageFolder, copies, device, learn,
     if not (_feed_check_applies(device) and ranks.is_main):
         return None
     from trdcli.core.cost import RunShape, plan_groups
-    from trdcli.plan.estimate import measure_throughput
-    from trdcli.plan.feed import RUN_FEED_SAMPLE, feed_check, measure_loader, shortfall_warnings
+    from trdcli.run.feed import RUN_FEED_SAMPLE, feed_check, measure_loader, shortfall_warnings
+    from trdcli.run.throughput import measure_throughput
 
     log.observer.stage("timing the loader and the model at each resolution (feed check)")
     shape = RunShape(len(folder.train), config.batch_size, config.epochs, config.size_px)
