@@ -143,3 +143,25 @@ def test_the_runs_check_gives_way_when_the_device_has_no_room_for_a_second_model
     result = train_module.train(config)
     assert result.feed_check is None
     assert "the feed check was skipped: timing the model beside the run's ran out of device memory" in result.warnings
+
+
+def test_a_feed_check_that_cannot_read_its_sample_warns_and_the_run_goes_on(tmp_path, monkeypatch):
+    import trdcli.run.feed as feed
+    import trdcli.run.train as train_module
+    from trdcli.core.errors import DataError
+    from trdcli.core.schedules import TRDSchedule
+    from trdcli.run.config import TrainConfig
+
+    def unreadable(*args, **kwargs):
+        raise DataError("cannot read image x.jpg: truncated")
+
+    monkeypatch.setattr(train_module, "_feed_check_applies", lambda device: True)
+    monkeypatch.setattr(feed, "measure_loader", unreadable)
+    data = make_jpeg_folder(tmp_path / "data", n_train=4, n_valid=1)
+    config = TrainConfig(
+        data=data, epochs=1, size_px=64, batch_size=4, workers=0, lr=1e-3, check_images=False,
+        schedule=TRDSchedule(32), out_dir=tmp_path / "run",
+    )  # fmt: skip
+    result = train_module.train(config)
+    assert result.feed_check is None and result.compute.steps == 3
+    assert "the feed check was skipped: cannot read image x.jpg: truncated" in result.warnings

@@ -357,10 +357,14 @@ def _check_feed(config: TrainConfig, folder: ImageFolder, copies, device, learn,
     shape = RunShape(len(folder.train), config.batch_size, config.epochs, config.size_px)
     pxs = sorted({g.px for g in plan_groups(config.schedule, shape)}, reverse=True)
     local_batch = config.batch_size // ranks.world_size
-    loader = measure_loader(
-        folder.train, config.size_px, pxs, config.min_scale, sample=RUN_FEED_SAMPLE, batch=min(local_batch, 32),
-        copies=copies[0],
-    )  # fmt: skip
+    try:  # advisory: a sample it cannot read (with `check_images` off) never stops a run that would go on
+        loader = measure_loader(
+            folder.train, config.size_px, pxs, config.min_scale, sample=RUN_FEED_SAMPLE, batch=min(local_batch, 32),
+            copies=copies[0],
+        )  # fmt: skip
+    except DataError as exc:
+        log.warn(f"the feed check was skipped: {exc}")
+        return None
     import torch
 
     try:  # a second copy of the model beside the run's: where memory is tight, the check gives way
