@@ -302,3 +302,26 @@ def test_recalibration_on_the_evaluation_view_needs_trds_image_items():
         learn.fit(1)
     with pytest.raises(ConfigError, match="`bn_recal_view` must be one of train, test, got 'val'"):
         RecalibrateBatchNorm(2, view="val")
+
+
+@pytest.mark.parametrize("view", ["train", "test"])
+def test_trd_train_recalibrates_on_the_view_its_config_names(tmp_path, monkeypatch, view):
+    from helpers import make_image_folder
+
+    import trdcli.callbacks.batchnorm as batchnorm
+    from trdcli.core.schedules import TRDSchedule
+    from trdcli.plan.setting import Setting
+    from trdcli.run.config import TrainConfig
+    from trdcli.run.train import train
+
+    entered = []
+    real = batchnorm.evaluation_view
+    monkeypatch.setattr(batchnorm, "evaluation_view", lambda loader: entered.append(loader) or real(loader))
+    data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
+    recipe = TrainConfig(data=data, epochs=1, size_px=64, batch_size=8, workers=0, lr=1e-3, check_images=False)
+    # The way trd compare builds it: a setting's key reaches the run's config, and the run's callback.
+    config = Setting("s", low_res=32, bn_recal_view=view).config(recipe, 0, tmp_path / "run")
+    assert config.bn_recal_view == view and config.schedule == TRDSchedule(32, seed=0)
+    result = train(config)
+    assert len(entered) == (1 if view == "test" else 0) and result.compute.recalibration_flops > 0
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["config"]["bn_recal_view"] == view
