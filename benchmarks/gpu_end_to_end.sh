@@ -16,7 +16,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-gpu-bench-out}
 arch=${ARCH:-resnet50} full=${FULL:-224} low=${LOW:-112} images=${IMAGES:-6144} batch=${BATCH:-256}
 device=${DEVICE:-cuda} repeats=${REPEATS:-2} feed=${FEED_SAMPLE:-512} measure_batch=${MEASURE_BATCH:-$batch}
-trd=${TRD:-trd}
+# Without an installed `trd`, the repository's own code (a device machine gets the working tree).
+export PYTHONPATH="$here/..${PYTHONPATH:+:$PYTHONPATH}"
+trd=${TRD:-$(command -v trd >/dev/null 2>&1 && echo trd || echo "python -m trdcli")}
 fast=()
 [ "$device" = "cuda" ] && fast=(--mixed-precision --channels-last)
 mkdir -p "$out"
