@@ -296,6 +296,8 @@ def test_estimate_cost_passes_every_option_typed(monkeypatch, tmp_path):
     args += ["--batch-size", "32", "--low-res", "96", "--until", "0.7", "--prob", "0.6", "--seed", "4", "--measure"]
     args += ["--measure-batch", "8", "--device", "cpu", "--throughput", "160=50,96=120", "--gpu-flops", "1e14"]
     args += ["--utilisation", "0.3", "--price-per-hour", "2.5", "--devices", "4", "--budget", "12h"]
+    args += ["--bn-recalibrate", "3", "--feed-sample", "5", "--min-scale", "0.5", "--prepared", str(tmp_path / "c")]
+    args += ["--no-prepared"]
     result = runner.invoke(cli.app, args)
     assert result.exit_code == 1 and "captured" in result.stderr
     assert seen == [
@@ -320,5 +322,10 @@ def test_estimate_cost_passes_every_option_typed(monkeypatch, tmp_path):
             price_per_hour=2.5,
             devices=4,
             budget=Budget("time", 12 * 3600.0, "12h"),
+            bn_recalibrate=3,
+            feed_sample=5,
+            min_scale=0.5,
+            prepared=tmp_path / "c",
+            use_prepared=False,
         )
     ]

@@ -165,3 +165,26 @@ def test_a_feed_check_that_cannot_read_its_sample_warns_and_the_run_goes_on(tmp_
     result = train_module.train(config)
     assert result.feed_check is None and result.compute.steps == 3
     assert "the feed check was skipped: cannot read image x.jpg: truncated" in result.warnings
+
+
+def test_estimate_cost_takes_trd_trains_prepared_options(tmp_path):
+    from trdcli.core.schedules import TRDSchedule
+    from trdcli.data.prepare import prepare_for_run
+
+    data = make_jpeg_folder(tmp_path / "data", n_train=6, n_valid=1, sizes=((400, 300), (300, 400)))
+    elsewhere = tmp_path / "elsewhere"
+    prepare_for_run(data, 64, TRDSchedule(32), epochs=2, batch_size=8, min_scale=0.35, out_dir=elsewhere)
+    prepare_for_run(data, 64, TRDSchedule(32), epochs=2, batch_size=8, min_scale=0.35)  # and beside the data
+    args = ["estimate-cost", str(data), "--arch", "resnet18", "--size", "64", "--low-res", "32", "--epochs", "2"]
+    args += ["--batch-size", "8", "--feed-sample", "8", "--json"]
+
+    def feed_dir(*more):
+        result = runner.invoke(cli.app, [*args, *more])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)["feed"]["prepared_dir"]
+
+    assert feed_dir("--prepared", str(elsewhere)) == str(elsewhere)
+    assert feed_dir("--no-prepared") is None
+    bad = runner.invoke(cli.app, [*args, "--prepared", str(tmp_path / "nothing")])
+    assert bad.exit_code == 1 and "Traceback" not in bad.output
+    assert bad.stderr.startswith(f"error: --prepared {tmp_path / 'nothing'} cannot be used: ")

@@ -249,6 +249,17 @@ MinScaleOpt = Annotated[
     float, typer.Option(help="Smallest area of a training crop, as a fraction of the image (RandomResizedCrop).")
 ]
 WorkersOpt = Annotated[int | None, typer.Option(help="Data-loading processes (default: cores - 1, at most 16).")]
+PreparedOpt = Annotated[
+    Path | None,
+    typer.Option(help="A `trd prepare` copy for the reduced steps to read (an error if it is not fresh)."),
+]
+UsePreparedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--use-prepared/--no-prepared",
+        help="Reduced steps read a fresh `trd prepare` copy beside the data when there is one.",
+    ),
+]
 BnRecalViewOpt = Annotated[
     BnRecalView,
     typer.Option(
@@ -340,17 +351,8 @@ def train(
     ] = TrainConfig.max_data_wait_frac,
     log_to: LogToOpt = None,
     wandb_project: WandbProjectOpt = None,
-    prepared: Annotated[
-        Path | None,
-        typer.Option(help="A `trd prepare` copy for the reduced steps to read (an error if it is not fresh)."),
-    ] = None,
-    use_prepared: Annotated[
-        bool,
-        typer.Option(
-            "--use-prepared/--no-prepared",
-            help="Reduced steps read a fresh `trd prepare` copy beside the data when there is one.",
-        ),
-    ] = TrainConfig.use_prepared,
+    prepared: PreparedOpt = None,
+    use_prepared: UsePreparedOpt = TrainConfig.use_prepared,
     json_out: JsonOpt = False,
 ):
     """Train a classifier on an image folder, with TRD or any preset, and report the compute it saved."""
@@ -641,6 +643,8 @@ def estimate_cost(
         ),
     ] = 256,
     min_scale: MinScaleOpt = TrainConfig.min_scale,
+    prepared: PreparedOpt = None,
+    use_prepared: UsePreparedOpt = TrainConfig.use_prepared,
     json_out: JsonOpt = False,
 ):
     """Plan a run's compute, time and money before spending it; answer budget questions."""
@@ -674,6 +678,8 @@ def estimate_cost(
             budget=parse_budget(budget) if budget is not None else None,
             bn_recalibrate=bn_recalibrate,
             feed_sample=feed_sample,
+            prepared=prepared,
+            use_prepared=use_prepared,
             min_scale=min_scale,
         )
         if data is not None and feed_sample and not json_out:

@@ -379,6 +379,10 @@ class PlanOptions:
     # With a DATA folder: time the training loader on this many of its images at each resolution
     # the schedule uses (trdcli.run.feed); 0 skips it.
     feed_sample: int = 256
+    # The copy the feed check times reduced sizes on, as trd train reads it: this one (an error if it is
+    # not fresh), or by default a fresh one beside the data; use_prepared False: the originals.
+    prepared: Path | None = None
+    use_prepared: bool = True
     min_scale: float = 0.35  # the training crops', as trd train takes it
 
     def __post_init__(self):
@@ -497,15 +501,18 @@ def _feed(
     if options.data is None or not options.feed_sample:
         return None
     from trdcli.data.loaders import default_workers
-    from trdcli.data.prepare import find_copy
+    from trdcli.data.prepare import CopyLookup, find_copy
 
     pxs = sorted({g.px for g in groups})
     batch = min(options.batch_size, 32)
-    # Reduced sizes read a fresh `trd prepare` copy beside the data, as trd train would.
+    # Reduced sizes read the `trd prepare` copy trd train would: the one named, or a fresh one beside the data.
     sources = [path for path, _ in folder.train]
     found = find_copy(
-        folder.root, sources, options.schedule, options.batch_size, options.epochs, options.size_px, options.min_scale
-    )
+        folder.root, sources, options.schedule, options.batch_size, options.epochs, options.size_px,
+        options.min_scale, options.prepared,
+    ) if options.use_prepared else CopyLookup(None, None)  # fmt: skip
+    if found.reason is not None and options.prepared is not None:
+        raise ConfigError(f"`prepared` {found.looked_in} cannot be used: {found.reason}")
     loader = measure_loader(
         folder.train, options.size_px, pxs, options.min_scale, sample=options.feed_sample, batch=batch,
         copies=found.copies,
