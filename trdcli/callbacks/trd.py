@@ -85,7 +85,7 @@ def _measured_flops(learn, in_channels: int) -> FlopsTable:
 def epoch_plan(schedule: ResolutionSchedule, epoch: int, epochs: int, steps_per_epoch: int, full_px: int) -> list[int]:
     """The size of each step of ``epoch`` of a fit of ``epochs``, handed to the loader before it starts."""
     first, total = epoch * steps_per_epoch, epochs * steps_per_epoch
-    return [schedule.resolution_px(first + i, total, full_px, steps_per_epoch) for i in range(steps_per_epoch)]
+    return schedule.plan_range(first, first + steps_per_epoch, total, full_px, steps_per_epoch).tolist()
 
 
 def fit_step(learn) -> tuple[int, int]:

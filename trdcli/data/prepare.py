@@ -310,8 +310,12 @@ def largest_reduced_px(schedule, train_images: int, batch_size: int, epochs: int
     step is reduced)."""
     from trdcli.core.cost import RunShape, plan_groups
 
-    groups = plan_groups(schedule, RunShape(train_images, batch_size, epochs, size_px))
-    return max((g.px for g in groups if g.px < size_px), default=None)
+    return reduced_px_of(plan_groups(schedule, RunShape(train_images, batch_size, epochs, size_px)), size_px)
+
+
+def reduced_px_of(groups, full_px: int) -> int | None:
+    """The largest size below ``full_px`` among planned or counted step groups (None: no step is reduced)."""
+    return max((g.px for g in groups if g.px < full_px), default=None)
 
 
 @dataclass(frozen=True)
@@ -325,13 +329,12 @@ class CopyLookup:
 
 
 def find_copy(
-    data: Path, sources: Sequence[Path], schedule, batch_size: int, epochs: int, size_px: int, min_scale: float,
-    prepared: Path | None = None,
-) -> CopyLookup:  # fmt: skip
-    """The fresh ``trd prepare`` copy a run with these options reads for reduced steps: ``prepared``, or by
-    default the one beside the data. A copy made for another size or crops, from another folder, or of
-    files changed since (:func:`stale_reason`) is never read: ``reason`` says why."""
-    reduced_px = largest_reduced_px(schedule, len(sources), batch_size, epochs, size_px)
+    data: Path, sources: Sequence[Path], reduced_px: int | None, min_scale: float, prepared: Path | None = None
+) -> CopyLookup:
+    """The fresh ``trd prepare`` copy a run whose largest reduced size is ``reduced_px``
+    (:func:`largest_reduced_px`) reads for reduced steps: ``prepared``, or by default the one beside the
+    data. A copy made for another size or crops, from another folder, or of files changed since
+    (:func:`stale_reason`) is never read: ``reason`` says why."""
     if reduced_px is None:
         return CopyLookup(None, None, prepared, "this run reduces no step, so it reads no copy" if prepared else None)
     out = Path(prepared) if prepared is not None else default_out_dir(data, reduced_px)

@@ -501,16 +501,18 @@ def _feed(
     if options.data is None or not options.feed_sample:
         return None
     from trdcli.data.loaders import default_workers
-    from trdcli.data.prepare import CopyLookup, find_copy
+    from trdcli.data.prepare import CopyLookup, find_copy, reduced_px_of
 
     pxs = sorted({g.px for g in groups})
     batch = min(options.batch_size, 32)
-    # Reduced sizes read the `trd prepare` copy trd train would: the one named, or a fresh one beside the data.
+    # Reduced sizes read the `trd prepare` copy trd train would: the one named, or a fresh one beside the
+    # data; the plan's own groups say the size it must be made for.
     sources = [path for path, _ in folder.train]
-    found = find_copy(
-        folder.root, sources, options.schedule, options.batch_size, options.epochs, options.size_px,
-        options.min_scale, options.prepared,
-    ) if options.use_prepared else CopyLookup(None, None)  # fmt: skip
+    found = (
+        find_copy(folder.root, sources, reduced_px_of(groups, options.size_px), options.min_scale, options.prepared)
+        if options.use_prepared
+        else CopyLookup(None, None)
+    )
     if found.reason is not None and options.prepared is not None:
         raise ConfigError(f"`prepared` {found.looked_in} cannot be used: {found.reason}")
     loader = measure_loader(

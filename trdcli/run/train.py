@@ -319,15 +319,13 @@ def _prepared_copies(config: TrainConfig, folder: ImageFolder, log: WarningLog, 
     unchanged since (:func:`trdcli.data.prepare.stale_reason`): a stale one is never mixed with fresh
     images. Named with ``prepared``, anything else is an error; found beside the data, a warning.
     """
-    from trdcli.data.prepare import find_copy
+    from trdcli.data.prepare import find_copy, largest_reduced_px
 
     if not config.use_prepared:
         return None, None
     sources = [path for path, _ in folder.train]
-    found = find_copy(
-        folder.root, sources, config.schedule, config.batch_size, config.epochs, config.size_px, config.min_scale,
-        config.prepared,
-    )  # fmt: skip
+    reduced_px = largest_reduced_px(config.schedule, len(sources), config.batch_size, config.epochs, config.size_px)
+    found = find_copy(folder.root, sources, reduced_px, config.min_scale, config.prepared)
     if found.reason is not None:
         if config.prepared is not None:
             raise ConfigError(f"`prepared` {found.looked_in} cannot be used: {found.reason}")
