@@ -45,6 +45,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _torchrun(*options: str) -> list[str]:
+    """torchrun with two processes on a free port, and ``options``, before the module to run."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
+            *options]  # fmt: skip
+
+
 @pytest.mark.distributed
 def test_two_gloo_ranks_train_the_run_one_process_would(tmp_path):
     data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)  # 24 images: 3 global batches of 8
@@ -54,8 +60,7 @@ def test_two_gloo_ranks_train_the_run_one_process_would(tmp_path):
         [sys.executable, "-m", "trdcli", *args, "--out", str(tmp_path / "one")], capture_output=True, text=True
     )
     assert single.returncode == 0, single.stderr
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
-    launcher += ["--master-port", str(_free_port()), "--redirects", "3", "--log-dir", str(tmp_path / "logs")]
+    launcher = _torchrun("--redirects", "3", "--log-dir", str(tmp_path / "logs"))
     two = subprocess.run(
         [*launcher, "-m", "trdcli", *args, "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=300
     )
@@ -99,8 +104,7 @@ def test_a_run_started_on_one_process_resumes_on_two_with_the_same_schedule(tmp_
         train(config, InterruptAt(step=4))  # 3 steps per epoch: epoch 1 is saved
     args = ["train", str(data), "--size", "64", "--batch-size", "8", "--epochs", "3", "--workers", "0"]
     args += ["--low-res", "32", "--until", "1.0", "--prob", "0.5", "--seed", "3", "--resume", str(tmp_path / "run")]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
-    launcher += ["--master-port", str(_free_port())]
+    launcher = _torchrun()
     resumed = subprocess.run([*launcher, "-m", "trdcli", *args], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     run = json.loads((tmp_path / "run" / "run.json").read_text())
@@ -119,8 +123,7 @@ def test_private_batchnorm_trains_under_the_launcher(tmp_path):
     args = ["train", str(data), "--size", "64", "--batch-size", "8", "--epochs", "2", "--workers", "0"]
     args += ["--low-res", "32", "--until", "1.0", "--prob", "0.5", "--seed", "3", "--bn-mode", "private"]
     args += ["--log-to", "tensorboard"]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
-    launcher += ["--master-port", str(_free_port())]
+    launcher = _torchrun()
     two = subprocess.run(
         [*launcher, "-m", "trdcli", *args, "--json", "--out", str(tmp_path / "two")],
         capture_output=True, text=True, timeout=300,
@@ -157,8 +160,7 @@ def test_two_ranks_split_the_image_check_and_skip_the_same_images(tmp_path):
     for path in broken:
         path.write_bytes(b"not an image")
     args = ["train", str(data), "--size", "64", "--batch-size", "6", "--epochs", "1", "--workers", "0"]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
-    launcher += ["--master-port", str(_free_port())]
+    launcher = _torchrun()
     two = subprocess.run(
         [*launcher, "-m", "trdcli", *args, "--skip-bad-images", "--json", "--out", str(tmp_path / "two")],
         capture_output=True, text=True, timeout=300,
@@ -182,15 +184,7 @@ def test_two_ranks_read_a_prepared_copy_for_reduced_steps(tmp_path):
     prepare_copy(data, sources, default_out_dir(data, 56), PrepareSettings(56, 0.35))
     args = ["train", str(data), "--size", "112", "--batch-size", "4", "--epochs", "1", "--workers", "0"]
     args += ["--low-res", "56", "--until", "1.0", "--prob", "0.5", "--seed", "3", "--min-scale", "0.35"]
-    launcher = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-port",
-        str(_free_port()),
-    ]
+    launcher = _torchrun()
     two = subprocess.run(
         [*launcher, "-m", "trdcli", *args, "--json", "--out", str(tmp_path / "two")],
         capture_output=True, text=True, timeout=300,

@@ -99,19 +99,25 @@ def test_a_shortfall_is_one_line_naming_the_resolution_and_how_short():
     assert shortfall_warnings(feed_check({224: 300.0}, {224: 2000.0}, 8, 256)) == []  # 2,400 >= 2,000
 
 
-def test_trd_train_runs_the_check_in_its_first_seconds_on_an_accelerator(tmp_path, monkeypatch):
-    # The gate is the one thing that needs a GPU: opened here, the check runs for real on the CPU.
+def _run_with_the_accelerator_gate_open(tmp_path, monkeypatch, n_train: int, batch: int, schedule):
+    """A tiny `trd train` with the feed check's CUDA gate opened: the one thing here that needs a GPU."""
     import trdcli.run.train as train_module
-    from trdcli.core.schedules import TRDSchedule
     from trdcli.run.config import TrainConfig
 
     monkeypatch.setattr(train_module, "_feed_check_applies", lambda device: True)
-    data = make_jpeg_folder(tmp_path / "data", n_train=8, n_valid=1)
+    data = make_jpeg_folder(tmp_path / "data", n_train=n_train, n_valid=1)
     config = TrainConfig(
-        data=data, epochs=1, size_px=64, batch_size=8, workers=0, lr=1e-3, check_images=False,
-        schedule=TRDSchedule(32, until=1.0, prob=0.5), out_dir=tmp_path / "run",
+        data=data, epochs=1, size_px=64, batch_size=batch, workers=0, lr=1e-3, check_images=False,
+        schedule=schedule, out_dir=tmp_path / "run",
     )  # fmt: skip
-    result = train_module.train(config)
+    return train_module.train(config)
+
+
+def test_trd_train_runs_the_check_in_its_first_seconds_on_an_accelerator(tmp_path, monkeypatch):
+    # The gate is the one thing that needs a GPU: opened here, the check runs for real on the CPU.
+    from trdcli.core.schedules import TRDSchedule
+
+    result = _run_with_the_accelerator_gate_open(tmp_path, monkeypatch, 8, 8, TRDSchedule(32, until=1.0, prob=0.5))
     saved = json.loads((tmp_path / "run" / "run.json").read_text())["feed_check"]
     assert saved == result.feed_check and saved["workers_available"] == 1 and saved["sample_images"] == 24
     assert [row["px"] for row in saved["by_px"]] == sorted(map(int, result.compute.steps_by_px), reverse=True)
@@ -126,43 +132,27 @@ def test_the_runs_check_gives_way_when_the_device_has_no_room_for_a_second_model
     import torch
 
     import trdcli.run.throughput as throughput
-    import trdcli.run.train as train_module
     from trdcli.core.schedules import TRDSchedule
-    from trdcli.run.config import TrainConfig
 
     def no_room(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(train_module, "_feed_check_applies", lambda device: True)
     monkeypatch.setattr(throughput, "measure_throughput", no_room)
-    data = make_jpeg_folder(tmp_path / "data", n_train=4, n_valid=1)
-    config = TrainConfig(
-        data=data, epochs=1, size_px=64, batch_size=4, workers=0, lr=1e-3, check_images=False,
-        schedule=TRDSchedule(32), out_dir=tmp_path / "run",
-    )  # fmt: skip
-    result = train_module.train(config)
+    result = _run_with_the_accelerator_gate_open(tmp_path, monkeypatch, 4, 4, TRDSchedule(32))
     assert result.feed_check is None
     assert "the feed check was skipped: timing the model beside the run's ran out of device memory" in result.warnings
 
 
 def test_a_feed_check_that_cannot_read_its_sample_warns_and_the_run_goes_on(tmp_path, monkeypatch):
     import trdcli.run.feed as feed
-    import trdcli.run.train as train_module
     from trdcli.core.errors import DataError
     from trdcli.core.schedules import TRDSchedule
-    from trdcli.run.config import TrainConfig
 
     def unreadable(*args, **kwargs):
         raise DataError("cannot read image x.jpg: truncated")
 
-    monkeypatch.setattr(train_module, "_feed_check_applies", lambda device: True)
     monkeypatch.setattr(feed, "measure_loader", unreadable)
-    data = make_jpeg_folder(tmp_path / "data", n_train=4, n_valid=1)
-    config = TrainConfig(
-        data=data, epochs=1, size_px=64, batch_size=4, workers=0, lr=1e-3, check_images=False,
-        schedule=TRDSchedule(32), out_dir=tmp_path / "run",
-    )  # fmt: skip
-    result = train_module.train(config)
+    result = _run_with_the_accelerator_gate_open(tmp_path, monkeypatch, 4, 4, TRDSchedule(32))
     assert result.feed_check is None and result.compute.steps == 3
     assert "the feed check was skipped: cannot read image x.jpg: truncated" in result.warnings
 
