@@ -228,3 +228,20 @@ def test_without_records_the_callback_keeps_counts_alone_and_the_same_account():
     assert {(g.epoch, g.px): g.steps for g in counted.groups()} == by_hand
     assert counted.images_recorded_here() == 12 * 8
     assert counted.summary().train_flops == sum(r.train_flops for r in kept.records)
+
+
+def test_validate_and_get_preds_between_fits_do_not_count_as_fits():
+    # The README's notebook flow: fit, learn.validate(), fit again. fastai sends before_fit and
+    # after_fit for validate() and get_preds() too, with no training pass between them.
+    trd = TRDCallback(32, until=1.0, prob=1.0)
+    learn = make_learner([trd])
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(1)
+        learn.validate()
+        learn.get_preds()
+        learn.fit(1)
+    assert trd.current_fit == 1
+    assert sorted({g.fit for g in trd.groups()}) == [0, 1]
+    steps_per_fit = 48 // 8
+    assert trd.summary(fit=1).steps == steps_per_fit
+    assert trd.summary(fit=0).steps == steps_per_fit

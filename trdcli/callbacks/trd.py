@@ -141,7 +141,7 @@ class TRDCallback(Callback):
         self.resumed: list[StepGroup] = []  # the steps of earlier processes (a resumed run), counted
         self._counter = StepCounter()  # this process's steps, counted as they finish
         self.running_step: StepRecord | None = None  # the step in progress, recorded when it finishes
-        self._fit, self._fit_full_px, self._active = -1, None, True
+        self._fit, self._fit_full_px, self._active, self._fit_started = -1, None, True, False
         self._planned_px: list[int] | None = None  # this epoch's sizes, handed to the loader
 
     @property
@@ -183,14 +183,21 @@ class TRDCallback(Callback):
             if isinstance(cb, PrivateBatchNormCallback):
                 cb.before_fit()  # it missed this event, in which it checks the private copies exist
         self._active = not any(isinstance(cb, LRFinder) for cb in self.learn.cbs)
-        if not self._active:
-            return
-        self._fit += 1
-        self._fit_full_px, self.running_step = None, None
-        warn_if_regularisation_unapplied(self.schedule, self.learn.cbs)
+        # learn.validate() and get_preds() send before_fit too, with no training pass: a fit is
+        # numbered at its first training pass, so they do not count as one.
+        self._fit_started = False
+        if self._active:
+            warn_if_regularisation_unapplied(self.schedule, self.learn.cbs)
+
+    def _number_fit(self) -> None:
+        if not self._fit_started:
+            self._fit += 1
+            self._fit_full_px, self.running_step, self._fit_started = None, None, True
 
     def before_train(self):
         self._planned_px = None
+        if self._active:
+            self._number_fit()
         loader = self.learn.dl
         if self._active and self.resize_in_loader and hasattr(loader, "plan_next_pass"):
             self._start_fit_at(loader.full_px)
