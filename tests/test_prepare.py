@@ -77,7 +77,10 @@ def test_a_copy_for_other_settings_or_another_folder_is_stale(data, tmp_path):
     out = tmp_path / "copy"
     prepare_copy(data, _sources(data), out, SETTINGS)
     other = PrepareSettings(reduced_px=112, min_scale=0.35)
-    assert stale_reason(data, _sources(data), out, other) == "it was made for reduced_px 56, not 112"
+    assert stale_reason(data, _sources(data), out, other) == (
+        "it was made for reduced steps up to 56 px and crops down to 0.35 of the image (aspect 0.75-1.33); "
+        "this run needs 112 px and 0.35 (aspect 0.75-1.33)"
+    )
     elsewhere = make_jpeg_folder(tmp_path / "other", n_train=1, n_valid=1)
     assert "it was made from" in stale_reason(elsewhere, _sources(elsewhere), out, SETTINGS)
     assert stale_reason(data, _sources(data), tmp_path / "nothing", SETTINGS).startswith("no manifest")
@@ -199,9 +202,10 @@ def test_a_stale_copy_is_never_mixed_in(data, tmp_path):
     result = train(_train_config(data, tmp_path / "run"))
     assert result.prepared_dir is None
     (warning,) = [w for w in result.warnings if "prepared copy" in w]
-    assert "it was made for reduced_px 48, not 56" in warning and "reduced steps read the originals" in warning
+    assert "made for reduced steps up to 48 px" in warning and "this run needs 56 px" in warning
+    assert "reduced steps read the originals" in warning
     # Named with `prepared`: one error before anything trains, and before a run directory is made.
-    with _pytest.raises(ConfigError, match="`prepared` .* cannot be used: it was made for reduced_px 48, not 56"):
+    with _pytest.raises(ConfigError, match="`prepared` .* cannot be used: it was made for reduced steps up to 48 px"):
         train(_train_config(data, tmp_path / "named", prepared=default_out_dir(data, 56)))
     assert not (tmp_path / "named").exists()
 
@@ -264,3 +268,65 @@ def test_a_full_disk_stops_with_one_line_and_what_was_written_stays_valid(data, 
     result = prepare_copy(data, _sources(data), out, SETTINGS)  # space again: it continues
     assert done == 0 and result.already == done and result.written == 12
     assert stale_reason(data, _sources(data), out, SETTINGS) is None
+
+
+def _prepare_cli(data, *extra):
+    import json
+
+    from typer.testing import CliRunner
+
+    from trdcli.cli import app as cli
+
+    args = ["prepare", str(data), "--size", "112", "--batch-size", "4", "--workers", "0", "--json", *extra]
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_a_copy_made_at_another_quality_serves_the_run(data, tmp_path):
+    # trd prepare --quality 85 writes the copy a default trd train then reads: quality is the copy's
+    # property, not a reason to refuse it (on main it was "made for quality 85, not 90").
+    from trdcli.run.train import train
+
+    made = _prepare_cli(data, "--low-res", "56", "--quality", "85")
+    result = train(_train_config(data, tmp_path / "run"))
+    assert str(result.prepared_dir) == made["out_dir"] == str(default_out_dir(data, 56))
+    assert not [w for w in result.warnings if "prepared" in w]
+    named = train(_train_config(data, tmp_path / "named", prepared=default_out_dir(data, 56)))
+    assert named.prepared_dir == default_out_dir(data, 56)
+
+
+def test_a_copy_made_for_a_larger_reduced_size_serves_a_smaller_one(data, tmp_path):
+    import json
+
+    from trdcli.run.train import train
+
+    # Made for 80 px steps (a run at 160 -> 80): every crop still has 80 >= 56 px across, so a 56 px
+    # run reads it, found beside the data under its own name and when named.
+    larger = default_out_dir(data, 80)
+    prepare_copy(data, _sources(data), larger, PrepareSettings(80, 0.35))
+    result = train(_train_config(data, tmp_path / "run"))
+    assert result.prepared_dir == larger
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["images_read_by_px"] == {"112": "originals", "56": "prepared"}
+    assert train(_train_config(data, tmp_path / "named", prepared=larger)).prepared_dir == larger
+
+
+def test_a_copy_for_a_narrower_crop_range_is_refused_in_one_line(data, tmp_path):
+    from typer.testing import CliRunner
+
+    from trdcli.cli import app as cli
+
+    # Made for crops down to half the image: a 0.35 crop would be read below 56 px. The message
+    # names what the copy was made for and what the run needs.
+    out = tmp_path / "copy"
+    prepare_copy(data, _sources(data), out, PrepareSettings(56, 0.5))
+    assert stale_reason(data, _sources(data), out, PrepareSettings(56, 0.6)) is None  # 0.6 is covered
+    args = ["train", str(data), "--size", "112", "--low-res", "56", "--until", "1", "--prob", "0.5",
+            "--epochs", "1", "--batch-size", "4", "--workers", "0", "--prepared", str(out),
+            "--out", str(tmp_path / "run")]  # fmt: skip
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    (line,) = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert "crops down to 0.5 of the image" in line and "this run needs 56 px and 0.35" in line
+    assert not (tmp_path / "run").exists()

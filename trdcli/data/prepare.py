@@ -261,9 +261,29 @@ def _run_chunks(jobs, settings: PrepareSettings, workers: int, chunk: int = 64) 
         yield from pool.map(_prepare_chunk, chunks)
 
 
+def serves_reason(have: dict[str, str], need: PrepareSettings) -> str | None:
+    """Why a copy made for the settings ``have`` (its manifest's) cannot serve a run that needs ``need``;
+    None when it can: its images hold at least ``need``'s reduced size across every crop the run can
+    draw, which a copy made for a larger size or a wider crop range does too. The JPEG quality is the
+    copy's property, not a reason to refuse it."""
+    try:
+        made_px, made_scale = int(have["reduced_px"]), float(have["min_scale"])
+        made_ratio = (float(have["ratio_low"]), float(have["ratio_high"]))
+    except (KeyError, ValueError):
+        return "its manifest does not say what it was made for"
+    if made_px >= need.reduced_px and made_scale <= need.min_scale and made_ratio[0] <= need.ratio_low \
+            and made_ratio[1] >= need.ratio_high:  # fmt: skip
+        return None
+    return (
+        f"it was made for reduced steps up to {made_px} px and crops down to {made_scale:g} of the image "
+        f"(aspect {made_ratio[0]:.3g}-{made_ratio[1]:.3g}); this run needs {need.reduced_px} px and "
+        f"{need.min_scale:g} (aspect {need.ratio_low:.3g}-{need.ratio_high:.3g})"
+    )
+
+
 def stale_reason(data: Path, sources: Sequence[Path], out_dir: Path, settings: PrepareSettings) -> str | None:
-    """Why the copy in ``out_dir`` cannot stand in for ``sources`` at ``settings``; None when it is fresh:
-    made for these settings from this folder, every training file in it unchanged since."""
+    """Why the copy in ``out_dir`` cannot serve ``sources`` at ``settings``; None when it can: made from
+    this folder for settings it serves (:func:`serves_reason`), every training file in it unchanged since."""
     data, out_dir = _absolute(data), Path(out_dir)
     if not (out_dir / MANIFEST_FILE).is_file():
         return f"no manifest in {out_dir}"
@@ -277,14 +297,25 @@ def stale_reason(data: Path, sources: Sequence[Path], out_dir: Path, settings: P
         return f"its manifest is unreadable ({exc})"
     if have.get("source") != str(data):
         return f"it was made from {have.get('source')}, not {data}"
-    for key, value in asdict(settings).items():
-        if key != "trd_version" and have.get(key) != str(value):
-            return f"it was made for {key} {have.get(key)}, not {value}"
+    if (reason := serves_reason(have, settings)) is not None:
+        return reason
     for source in sources:
         rel = _rel(source, data)
         if not _is_fresh(rows.get(rel), Path(source), out_dir / rel):
             return f"{rel} is missing from it or changed since"
     return None
+
+
+def larger_copies_beside(data: Path, reduced_px: int) -> list[Path]:
+    """``trd prepare``'s default folders beside ``data`` made for sizes above ``reduced_px``, smallest
+    first: each holds every detail a run at ``reduced_px`` needs, for fewer bytes than a larger one."""
+    data = _absolute(data)
+    found = []
+    for path in data.parent.glob(f"{data.name}-trd-*px"):
+        size = path.name[len(data.name) + len("-trd-") : -len("px")]
+        if size.isdigit() and int(size) > reduced_px and path.is_dir():
+            found.append((int(size), path))
+    return [path for _, path in sorted(found)]
 
 
 def copies_for(data: Path, sources: Sequence[Path], out_dir: Path) -> list[tuple[str, int, int] | None]:
@@ -333,17 +364,26 @@ def find_copy(
 ) -> CopyLookup:
     """The fresh ``trd prepare`` copy a run whose largest reduced size is ``reduced_px``
     (:func:`largest_reduced_px`) reads for reduced steps: ``prepared``, or by default the one beside the
-    data. A copy made for another size or crops, from another folder, or of files changed since
-    (:func:`stale_reason`) is never read: ``reason`` says why."""
+    data made for this size, else the smallest beside it made for a larger one. A copy that cannot serve
+    the run (made for a smaller size or a narrower crop range, from another folder, or of files changed
+    since: :func:`stale_reason`) is never read: ``reason`` says why."""
     if reduced_px is None:
         return CopyLookup(None, None, prepared, "this run reduces no step, so it reads no copy" if prepared else None)
-    out = Path(prepared) if prepared is not None else default_out_dir(data, reduced_px)
-    if prepared is None and not out.exists():
+    need = PrepareSettings(reduced_px, min_scale)
+    if prepared is not None:
+        candidates = [Path(prepared)]
+    else:
+        exact = default_out_dir(data, reduced_px)
+        candidates = ([exact] if exact.exists() else []) + larger_copies_beside(data, reduced_px)
+    first_reason = None
+    for out in candidates:
+        reason = stale_reason(data, sources, out, need)
+        if reason is None:
+            return CopyLookup(copies_for(data, sources, out), out, out)
+        first_reason = first_reason or (out, reason)
+    if first_reason is None:
         return CopyLookup(None, None)
-    reason = stale_reason(data, sources, out, PrepareSettings(reduced_px, min_scale))
-    if reason is not None:
-        return CopyLookup(None, None, out, reason)
-    return CopyLookup(copies_for(data, sources, out), out, out)
+    return CopyLookup(None, None, *first_reason)
 
 
 def prepare_for_run(
