@@ -193,3 +193,32 @@ def test_two_ranks_read_a_prepared_copy_for_reduced_steps(tmp_path):
     run = json.loads((tmp_path / "two" / "run.json").read_text())
     assert run["world_size"] == 2 and run["prepared_dir"] == str(default_out_dir(data, 56))
     assert run["images_read_by_px"] == {"112": "originals", "56": "prepared"}
+
+
+def _rank_worker(mode: str, out, timeout: int = 120) -> tuple[subprocess.CompletedProcess, dict, dict]:
+    """tests/rank_worker.py MODE on two gloo ranks; what each rank saw."""
+    from pathlib import Path
+
+    worker = Path(__file__).with_name("rank_worker.py")
+    out.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run([*_torchrun(), str(worker), mode, str(out)], capture_output=True, text=True, timeout=timeout)
+    seen = [out / f"rank{r}.json" for r in (0, 1)]
+    rank0, rank1 = (json.loads(path.read_text()) if path.exists() else {} for path in seen)
+    return done, rank0, rank1
+
+
+@pytest.mark.distributed
+def test_ranks_agree_on_a_sigterm_every_n_steps_not_every_step(tmp_path):
+    from rank_worker import SIGNAL_AT_STEP
+
+    from trdcli.run.callbacks import SIGTERM_CHECK_EVERY
+
+    # Rank 1 alone receives SIGTERM after step 20; the ranks agree after steps 15 and 31 (every 16th).
+    done, rank0, rank1 = _rank_worker("sigterm", tmp_path / "out")
+    assert done.returncode == 0, done.stderr[-3000:]
+    n = SIGTERM_CHECK_EVERY
+    expected_stop = (SIGNAL_AT_STEP // n + 1) * n - 1
+    assert rank0["stopped_at"] == rank1["stopped_at"] == expected_stop == 31
+    assert expected_stop - SIGNAL_AT_STEP < n
+    # One all-reduce per agreement, not per step (main: one per step, 21 by step 20).
+    assert rank0["all_reduces"] == rank1["all_reduces"] == (expected_stop + 1) // n == 2

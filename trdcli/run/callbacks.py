@@ -308,17 +308,35 @@ class StopOnNonFiniteLoss(Callback):
         return f"step {step + 1:,} of {total_steps:,} (epoch {self.learn.epoch + 1}, {px} px{rate})"
 
 
+# Under a launcher the ranks agree on a SIGTERM once per this many training steps (and at every
+# epoch's last step): the agreement is an all-reduce and a read to the host, which a step-by-step
+# check would add to every step. A preempted run still stops within this many steps, on every rank
+# at the same step; one process checks its own flag after every step, which costs nothing.
+SIGTERM_CHECK_EVERY = 16
+
+
 class StopOnSigterm(Callback):
-    """Raise :class:`~trdcli.run.faults.Preempted` after the first step that ends once a SIGTERM has
-    arrived (``signals``, filled by :func:`~trdcli.run.faults.sigterm_interrupts`); in a
-    distributed run, on every rank at the same step, whichever ranks received it."""
+    """Raise :class:`~trdcli.run.faults.Preempted` once a SIGTERM has arrived (``signals``, filled by
+    :func:`~trdcli.run.faults.sigterm_interrupts`): after the step it arrived in, or in a distributed
+    run at the next agreement (every ``check_every`` steps and each epoch's last), on every rank at
+    the same step, whichever ranks received it."""
 
     order = 90  # after_batch, once the step's other callbacks are done with it
 
-    def __init__(self, signals: list[int], ranks: Ranks | None = None):
+    def __init__(self, signals: list[int], ranks: Ranks | None = None, check_every: int = SIGTERM_CHECK_EVERY):
         self.signals = signals
         self.ranks = ranks or Ranks()
+        self.check_every = check_every
+        self._since_check = 0  # every rank runs the same steps, so every rank agrees at the same one
 
     def after_batch(self):
+        if not self.ranks.distributed:
+            if self.signals:
+                raise Preempted
+            return
+        self._since_check += 1
+        if self._since_check < self.check_every and self.learn.iter != self.learn.n_iter - 1:
+            return
+        self._since_check = 0
         if any_rank(bool(self.signals), self.ranks):
             raise Preempted

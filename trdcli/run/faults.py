@@ -3,7 +3,8 @@
 SLURM, Kubernetes and cloud schedulers send SIGTERM, then SIGKILL after a grace period. By
 default Python dies on SIGTERM at once, losing the epoch in progress and any message. Within
 :func:`sigterm_interrupts` a SIGTERM is only noted; the training loop checks after every step
-(:class:`~trdcli.run.callbacks.StopOnSigterm`) and raises :class:`Preempted` (a
+(under a launcher the ranks agree every few steps: :class:`~trdcli.run.callbacks.StopOnSigterm`) and
+raises :class:`Preempted` (a
 ``KeyboardInterrupt``) there, so the run stops the way Ctrl-C stops it: the last complete
 epoch is saved, and the caller says how to resume.
 
