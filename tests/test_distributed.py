@@ -222,3 +222,17 @@ def test_ranks_agree_on_a_sigterm_every_n_steps_not_every_step(tmp_path):
     assert expected_stop - SIGNAL_AT_STEP < n
     # One all-reduce per agreement, not per step (main: one per step, 21 by step 20).
     assert rank0["all_reduces"] == rank1["all_reduces"] == (expected_stop + 1) // n == 2
+
+
+@pytest.mark.distributed
+def test_an_internal_error_on_rank_0_stops_the_other_ranks_with_one_line(tmp_path):
+    # Rank 0's action raises a RuntimeError, not a TRDError: on main rank 1 waited in the broadcast
+    # until the process group timed out (this test's timeout).
+    done, rank0, rank1 = _rank_worker("on_main_raises", tmp_path / "out", timeout=60)
+    assert rank0 == {"rank": 0, "raised": "RuntimeError", "message": "an internal bug on rank 0"}
+    assert rank1["raised"] == "TRDError"
+    assert rank1["message"] == (
+        "rank 0 stopped on an internal error (RuntimeError: an internal bug on rank 0); "
+        "its traceback is in rank 0's output"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]  # each rank recorded what it raised, and both returned

@@ -42,6 +42,10 @@ class RunDirError(TRDError):
     """A run directory cannot be created, read, resumed or written."""
 
 
+class OtherRankFailed(TRDError):
+    """Another process of a distributed run stopped on an internal error: its traceback is in its own output."""
+
+
 class TrainingInterrupted(Exception):
     """Ctrl-C or SIGTERM during training; the last completed epoch is saved in ``run_dir`` to resume from."""
 

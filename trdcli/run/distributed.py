@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from trdcli.core.errors import ConfigError, TRDError
+from trdcli.core.errors import ConfigError, OtherRankFailed, TRDError
 
 
 @dataclass(frozen=True)
@@ -116,8 +116,9 @@ def any_rank(flag: bool, ranks: Ranks) -> bool:
 def on_main(action: Callable[[], Any], ranks: Ranks) -> Any:
     """``action()`` run by rank 0 alone (a file written, images checked once); its result on every rank.
 
-    A :class:`~trdcli.core.errors.TRDError` it raises is raised on every rank, so no rank is left
-    waiting for one that stopped.
+    Every outcome reaches every rank, so none is left waiting in the broadcast for one that stopped:
+    a :class:`~trdcli.core.errors.TRDError` is raised on every rank; any other exception (an internal
+    bug) keeps its traceback on rank 0 and stops the others with one line naming it.
     """
     if not ranks.distributed:
         return action()
@@ -127,6 +128,10 @@ def on_main(action: Callable[[], Any], ranks: Ranks) -> Any:
             outcome = (action(), None)
         except TRDError as exc:
             outcome = (None, exc)
+        except BaseException as exc:
+            from_main((None, OtherRankFailed(f"rank 0 stopped on an internal error ({type(exc).__name__}: {exc}); "
+                                             "its traceback is in rank 0's output")), ranks)  # fmt: skip
+            raise
     result, error = from_main(outcome, ranks)
     if error is not None:
         raise error
