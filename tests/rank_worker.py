@@ -65,7 +65,40 @@ def on_main_raises(ranks, out: dict) -> None:
         out["raised"], out["message"] = "RuntimeError", str(exc)
 
 
-MODES = {"sigterm": sigterm, "on_main_raises": on_main_raises}
+def recalibrated_statistics(data: Path, ranks) -> tuple[list[list[float]], list[list[float]]]:
+    """BatchNorm's statistics of one fixed network after trd's recalibration on ``data``'s training
+    images (the test-time view, 3 global batches of 8): this rank's own, and what its model holds once
+    they are shared over the ranks as ``trd train`` shares them."""
+    import torch
+    from helpers import tiny_cnn
+
+    from trdcli.callbacks.batchnorm import batchnorm_layers, evaluation_view, recalibrate_batchnorm
+    from trdcli.data.folders import scan_image_folder
+    from trdcli.data.loaders import image_dataloader
+    from trdcli.run.distributed import average_batchnorm_statistics
+
+    torch.manual_seed(0)
+    model = tiny_cnn()
+    folder = scan_image_folder(data)
+    loader = image_dataloader(folder.train, 64, 8 // ranks.world_size, True, workers=0, device="cpu",
+                              rank=ranks.rank, world_size=ranks.world_size)  # fmt: skip
+    loader.seed_next_pass(0, 0)
+    with evaluation_view(loader):
+        recalibrate_batchnorm(model, loader, 3)
+
+    def statistics():
+        return [t.tolist() for layer in batchnorm_layers(model) for t in (layer.running_mean, layer.running_var)]
+
+    own = statistics()
+    average_batchnorm_statistics(model, ranks)
+    return own, statistics()
+
+
+def recalibrate(ranks, out: dict) -> None:
+    out["own"], out["statistics"] = recalibrated_statistics(Path(sys.argv[3]), ranks)
+
+
+MODES = {"sigterm": sigterm, "on_main_raises": on_main_raises, "recalibrate": recalibrate}
 
 
 def main() -> None:

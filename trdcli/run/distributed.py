@@ -149,11 +149,24 @@ def gathered(value: Any, ranks: Ranks) -> list[Any]:
     return out
 
 
-def buffers_from_main(model, ranks: Ranks) -> None:
-    """Rank 0's buffers (BatchNorm statistics) into every rank's copy of ``model``."""
+def average_batchnorm_statistics(model, ranks: Ranks) -> None:
+    """Every rank's BatchNorm running mean and variance replaced by their mean over the ranks, as
+    timm's ``distribute_bn(reduce=True)`` does: statistics each rank re-estimated on its own shard of
+    the same global batches become those of all the images counted. With equal shards the mean is
+    exactly one process's over the global batches; the variance leaves out the spread between the
+    shards' means, which is small beside it. Other buffers come from rank 0, as DDP keeps them."""
     if not ranks.distributed:
         return
     import torch.distributed as dist
 
+    from trdcli.callbacks.batchnorm import batchnorm_layers
+
+    averaged = set()
+    for layer in batchnorm_layers(model):
+        for buffer in (layer.running_mean, layer.running_var):
+            dist.all_reduce(buffer.data)
+            buffer.data /= ranks.world_size
+            averaged.add(id(buffer))
     for buffer in model.buffers():
-        dist.broadcast(buffer.data, src=0)
+        if id(buffer) not in averaged:
+            dist.broadcast(buffer.data, src=0)

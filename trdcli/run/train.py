@@ -452,11 +452,13 @@ def _saved_text(state, before: str, after: str = "") -> str:
 
 def _final_metrics(learn, state) -> dict[str, float]:
     """Top-1, top-5 and losses of the finished model."""
-    from trdcli.run.distributed import buffers_from_main
+    from trdcli.run.distributed import average_batchnorm_statistics
 
     last = state.history[-1]
     if learn.recalibrate_bn.images:
-        buffers_from_main(learn.model, state.ranks)  # rank 0's statistics on every rank, as in model.pth
+        # Each rank re-estimated the statistics on its shard: their mean over the ranks, on every rank
+        # and in model.pth, is that of every image the compute counts.
+        average_batchnorm_statistics(learn.model, state.ranks)
         # BatchNorm was recalibrated when the fit ended, after the last epoch's validation: measure again.
         batches = learn.recalibrate_bn.batches_after_fit()
         state.observer.stage(f"validating with BatchNorm recalibrated on {batches} batches")
