@@ -317,7 +317,7 @@ def _tiny_run(tmp_path, log_to, epochs=2):
     notes = []
 
     class Notes(TrainObserver):
-        def warn(self, message):
+        def note(self, message):
             notes.append(message)
 
     result = train(config, Notes())
@@ -345,7 +345,62 @@ def test_wandb_offline_keeps_every_step_the_config_and_the_files(tmp_path, offli
     assert run_record.project == "trd" and run_record.display_name == "run"
     files = {p.name for p in (tmp_path / "run" / "wandb").glob("offline-run-*/files/*")}
     assert {"run.json", "history.csv", "schedule.png"} <= files
-    assert not result.warnings
+    # The offline note is information, kept apart from the warnings (main printed it as a warning).
+    assert not result.warnings and run["warnings"] == []
+    assert [n for n in run["notes"] if n.startswith("W&B: not logged in, so offline")]
+
+
+def test_a_resumed_run_continues_its_wandb_run(tmp_path, offline_wandb):
+    from dataclasses import replace
+
+    from helpers import InterruptAfter
+
+    from trdcli.core.errors import TrainingInterrupted
+    from trdcli.run.train import train
+    from trdcli.run.wandb_tracker import RUN_ID_FILE
+
+    data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)  # 3 steps an epoch
+    config = TrainConfig(
+        data=data, epochs=2, size_px=64, batch_size=8, workers=0, lr=1e-3, schedule=TRDSchedule(32),
+        log_to=("wandb",), out_dir=tmp_path / "run",
+    )  # fmt: skip
+    with pytest.raises(TrainingInterrupted):
+        train(config, InterruptAfter(step=4))
+    train(replace(config, resume=tmp_path / "run"))
+    # W&B writes each process's offline files in a folder named after the run's id: both are one run
+    # (on main the resumed process started a second W&B run, with a new id).
+    kept = (tmp_path / "run" / "wandb" / RUN_ID_FILE).read_text().strip()
+    folders = sorted((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(folders) == 2 and {f.name.rsplit("-", 1)[1] for f in folders} == {kept}
+    # A new run in another folder is another W&B run.
+    train(replace(config, out_dir=tmp_path / "other", epochs=1))
+    assert (tmp_path / "other" / "wandb" / RUN_ID_FILE).read_text().strip() != kept
+
+
+def test_mlflow_finds_the_run_again_whatever_its_folder_is_called(tmp_path, local_mlflow):
+    from dataclasses import replace
+
+    from helpers import InterruptAfter
+    from mlflow import MlflowClient
+
+    from trdcli.core.errors import TrainingInterrupted
+    from trdcli.run.train import train
+
+    # A quote in the path broke the search filter on main: the resumed run lost its tracker.
+    run_dir = tmp_path / 'Bob\'s "run"'
+    data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
+    config = TrainConfig(
+        data=data, epochs=2, size_px=64, batch_size=8, workers=0, lr=1e-3, schedule=TRDSchedule(32),
+        log_to=("mlflow",), out_dir=run_dir,
+    )  # fmt: skip
+    with pytest.raises(TrainingInterrupted):
+        train(config, InterruptAfter(step=4))
+    resumed = train(replace(config, resume=run_dir))
+    assert not resumed.warnings
+    client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")
+    (found,) = client.search_runs([client.get_experiment_by_name("trd").experiment_id])
+    assert found.info.status == "FINISHED" and found.data.tags["trd.run_dir"] == str(run_dir.resolve())
+    assert len(found.data.metrics) > 0
 
 
 def test_mlflow_local_store_keeps_every_step_the_params_and_the_artifacts(tmp_path, local_mlflow):

@@ -102,3 +102,6 @@ class RichTrainObserver(TrainObserver):
 
     def warn(self, message: str) -> None:
         self.console.print(f"[yellow]warning:[/] {message}", highlight=False)
+
+    def note(self, message: str) -> None:
+        self.console.print(f"[cyan]note:[/] {message}", highlight=False)

@@ -9,8 +9,9 @@ else ``trd``. Per step ``log_batch`` of the step's metrics (with ``step``), the 
 parameters (flattened), the final figures at the last step, and ``run.json``,
 ``history.csv`` and ``schedule.png`` as artifacts. A ``trd compare`` run is a child of the
 comparison's parent run (the ``mlflow.parentRunId`` tag), so MLflow's run table nests them.
-A run is found again by its folder (the ``trd.run_dir`` tag): a resumed run, or a comparison run
-again, continues the same MLflow run.
+A run is found again by its folder (the ``trd.run_dir_id`` tag, a digest of its path, which a search
+filter holds whatever the path's characters; ``trd.run_dir`` keeps the path itself): a resumed run,
+or a comparison run again, continues the same MLflow run.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ DEFAULT_EXPERIMENT = "trd"
 STORE_FILE = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 RUN_DIR_TAG = "trd.run_dir"
+RUN_DIR_ID_TAG = "trd.run_dir_id"
 _BATCH = 1000  # MLflow takes at most 1,000 metrics and 100 parameters in one log_batch
 
 
@@ -56,13 +58,21 @@ def _experiment_id(client, store_dir: Path) -> str:
     return client.create_experiment(name, artifact_location=local)
 
 
+def run_dir_id(run_dir: Path) -> str:
+    """The digest a run directory's MLflow run is found by: hex digits, never quoted in a filter."""
+    import hashlib
+
+    return hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:32]
+
+
 def _find_or_create_run(client, experiment_id: str, run_dir: Path, name: str, parent_id: str | None):
-    key = str(Path(run_dir).resolve())
-    found = client.search_runs([experiment_id], filter_string=f"tags.`{RUN_DIR_TAG}` = '{key}'", max_results=1)
+    key = run_dir_id(run_dir)
+    found = client.search_runs([experiment_id], filter_string=f"tags.`{RUN_DIR_ID_TAG}` = '{key}'", max_results=1)
     if found:
         client.update_run(found[0].info.run_id, status="RUNNING")
         return found[0].info.run_id, True
-    tags = {RUN_DIR_TAG: key, **({"mlflow.parentRunId": parent_id} if parent_id else {})}
+    tags = {RUN_DIR_TAG: str(Path(run_dir).resolve()), RUN_DIR_ID_TAG: key}
+    tags |= {"mlflow.parentRunId": parent_id} if parent_id else {}
     return client.create_run(experiment_id, run_name=name, tags=tags).info.run_id, False
 
 

@@ -32,13 +32,23 @@ class TrainObserver:
     def warn(self, message: str) -> None:
         """Something the user should know, that does not stop the run."""
 
+    def note(self, message: str) -> None:
+        """Information, not a problem: where a tracker keeps the run, how to upload it."""
+
 
 class WarningLog:
-    """Warnings of one run: each shown to the observer as it happens, once, and kept for the result."""
+    """Warnings and notes of one run, kept apart: each shown to the observer as it happens, once, and
+    kept for the result (run.json's ``warnings`` and ``notes``)."""
 
     def __init__(self, observer: TrainObserver):
         self.observer = observer
         self.messages: list[str] = []
+        self.notes: list[str] = []
+
+    def note(self, message: str) -> None:
+        if message not in self.notes:
+            self.notes.append(message)
+            self.observer.note(message)
 
     def warn(self, message: str) -> None:
         if message not in self.messages:

@@ -44,6 +44,7 @@ class RunResult:
     skipped_images: list[BadImage] = field(default_factory=list)
     ignored_files: int = 0  # non-image files in the class folders
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # information, not problems (where a tracker keeps the run)
     data_wait: DataWait | None = None  # how long training waited for data; None if not measured
     prepared_dir: Path | None = None  # the `trd prepare` copy reduced steps read; None: the originals
     feed_check: dict[str, Any] | None = None  # the loader against the model before the fit (CUDA); FeedCheck.json()
@@ -131,6 +132,7 @@ def run_json(result: RunResult) -> dict[str, Any]:
         prepared_dir=str(result.prepared_dir) if result.prepared_dir is not None else None,
         feed_check=result.feed_check,
         warnings=result.warnings,
+        notes=result.notes,
         config=config.describe(),
     )
     return out

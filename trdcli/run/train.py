@@ -104,7 +104,7 @@ def _add_tracker(learn, config: TrainConfig, state, group):
     from trdcli.run.tracking import TRDTracker
 
     try:
-        trackers = make_trackers(config.log_to, state.run_dir, group, note=state.observer.warn)
+        trackers = make_trackers(config.log_to, state.run_dir, group, note=state.log.note)
     except Exception as exc:  # noqa: BLE001 - a tracker must never stop the run it would watch
         names = ", ".join(config.log_to)
         state.log.warn(f"`log_to` {names} could not start ({type(exc).__name__}: {exc}); training without it")
@@ -505,6 +505,7 @@ def _finish(learn, config, folder, state, metrics, flops, device, feed=None) -> 
         skipped_images=folder.skipped,
         ignored_files=folder.ignored_files,
         warnings=state.log.messages,
+        notes=state.log.notes,
         data_wait=data_wait,
         prepared_dir=getattr(learn.dls, "prepared_dir", None),
         feed_check=feed,

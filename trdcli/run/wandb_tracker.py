@@ -7,7 +7,8 @@ final figures in the run's summary, ``schedule.png`` as an image, and ``run.json
 (no ``WANDB_API_KEY``, no ``WANDB_MODE``, no netrc entry): said in one line, and ``wandb sync
 RUN/wandb/offline-run-*`` uploads it later. The project: ``WANDB_PROJECT`` (which
 ``--wandb-project`` sets), else ``trd``; the entity: ``WANDB_ENTITY``. Runs of a ``trd compare``
-share one group, the compare folder's name.
+share one group, the compare folder's name. The W&B run's id is kept in ``RUN/wandb/trd-run-id``,
+so ``--resume`` continues the same W&B run (``resume="allow"``), as MLflow's does.
 """
 
 from __future__ import annotations
@@ -22,6 +23,20 @@ from trdcli.run.trackers import PREFIX, RunGroup, RunSummary, StepLog, flat_hpar
 PACKAGES = ("wandb",)
 DEFAULT_PROJECT = "trd"
 STEP_KEY = PREFIX + "step"
+RUN_ID_FILE = "trd-run-id"  # in RUN/wandb/: the W&B run this run directory logs to
+
+
+def run_id(run_dir: Path) -> str:
+    """The id of the W&B run ``run_dir`` logs to: the one kept there (a resumed run), else a new one kept."""
+    import secrets
+
+    path = Path(run_dir) / "wandb" / RUN_ID_FILE
+    if path.is_file() and (kept := path.read_text().strip()):
+        return kept
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = secrets.token_hex(4)  # W&B's own ids are 8 characters of [a-z0-9]
+    path.write_text(new + "\n")
+    return new
 
 
 def _logged_in() -> bool:
@@ -51,6 +66,8 @@ class WandbTracker:
             mode = "offline"
             self.note(f"W&B: not logged in, so offline; `wandb sync {self.run_dir / 'wandb'}/offline-run-*` uploads it")
         self.run = wandb.init(
+            id=run_id(self.run_dir),
+            resume="allow",  # a resumed trd run continues its W&B run; a new one starts it
             project=os.environ.get("WANDB_PROJECT", DEFAULT_PROJECT),
             entity=os.environ.get("WANDB_ENTITY"),
             dir=str(self.run_dir),
