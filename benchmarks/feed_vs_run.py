@@ -55,7 +55,9 @@ def main() -> None:
     pxs = [args.size, args.low_res]
     rounds = []
     for r in range(args.repeats):
-        feed = measure_loader(folder.train, args.size, pxs, args.min_scale, sample=args.sample, batch=args.batch_size)
+        feed = measure_loader(
+            folder.train, args.size, pxs, args.min_scale, sample=args.sample, batch=args.batch_size
+        ).images_per_s
         run_dir = args.out / f"run{r}"
         config = TrainConfig(
             data=args.data, arch="resnet18", epochs=args.epochs, size_px=args.size, batch_size=args.batch_size,

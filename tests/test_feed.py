@@ -10,26 +10,28 @@ from typer.testing import CliRunner
 
 from trdcli.cli import app as cli
 from trdcli.data.folders import scan_image_folder
-from trdcli.run.feed import feed_check, measure_loader
+from trdcli.run.feed import LoaderRates, feed_check, measure_loader
 
 runner = CliRunner()
 
 
 def test_workers_needed_by_hand():
     # NVIDIA's 2,470 img/s at 224 px over a worker's 300: 8.2 -> 9 workers; 9,400 at 112 over 500: 18.8 -> 19.
-    check = feed_check({224: 300.0, 112: 500.0}, {224: 2470.0, 112: 9400.0}, workers_available=8, sample=256)
+    check = feed_check(LoaderRates({224: 300.0, 112: 500.0}, 256), {224: 2470.0, 112: 9400.0}, workers_available=8)
     assert [(r.px, r.workers_needed) for r in check.rows] == [(224, 9), (112, 19)]
     assert [r.px for r in check.loader_bound()] == [224, 112]
-    assert feed_check({224: 300.0, 112: 500.0}, {224: 2470.0, 112: 9400.0}, 20, 256).loader_bound() == []
+    assert feed_check(LoaderRates({224: 300.0, 112: 500.0}, 256), {224: 2470.0, 112: 9400.0}, 20).loader_bound() == []
     # Without the model's rate there is nothing to compare: rates only, no verdict.
-    alone = feed_check({224: 300.0}, None, 8, 256)
+    alone = feed_check(LoaderRates({224: 300.0}, 256), None, 8)
     assert alone.rows[0].workers_needed is None and alone.loader_bound() == []
 
 
 def test_the_loader_is_timed_at_each_size_on_a_sample(tmp_path):
     folder = scan_image_folder(make_jpeg_folder(tmp_path / "data", n_train=10, n_valid=1))
-    rates = measure_loader(folder.train, 64, [64, 32], 0.35, sample=24, batch=8)
-    assert sorted(rates) == [32, 64] and all(rate > 0 for rate in rates.values())
+    timed = measure_loader(folder.train, 64, [64, 32], 0.35, sample=24, batch=8)
+    assert sorted(timed.images_per_s) == [32, 64] and all(rate > 0 for rate in timed.images_per_s.values())
+    # 24 of the 30 images in 3 batches of 8; the first opens the pass and is not timed.
+    assert timed.images_timed == 16
 
 
 def test_estimate_cost_with_a_folder_and_a_throughput_says_how_many_workers(tmp_path):
@@ -39,7 +41,8 @@ def test_estimate_cost_with_a_folder_and_a_throughput_says_how_many_workers(tmp_
     result = runner.invoke(cli.app, args)
     assert result.exit_code == 0, result.output
     feed = json.loads(result.stdout)["feed"]
-    assert feed["sample_images"] == 20 and [row["px"] for row in feed["by_px"]] == [64, 32]
+    # 20 images asked, 2 whole batches of 8; the first opens the pass: 8 timed (main said 20).
+    assert feed["sample_images"] == 8 and [row["px"] for row in feed["by_px"]] == [64, 32]
     for row in feed["by_px"]:
         model = {64: 1000.0, 32: 4000.0}[row["px"]]  # as given
         assert row["model_images_per_s_per_device"] == model
@@ -50,7 +53,7 @@ def test_estimate_cost_with_a_folder_and_a_throughput_says_how_many_workers(tmp_
     skipped = runner.invoke(cli.app, [*args[:-3], "--feed-sample", "0", "--json"])
     assert skipped.exit_code == 0 and "feed" not in json.loads(skipped.stdout)
     table = runner.invoke(cli.app, args[:-1])
-    assert "the loader, timed on 20 of your images" in table.stdout and "workers to keep it fed" in table.stdout
+    assert "the loader, timed on 8 of your images" in table.stdout and "workers to keep it fed" in table.stdout
 
 
 def test_a_negative_sample_is_one_line(tmp_path):
@@ -89,14 +92,14 @@ def test_a_shortfall_is_one_line_naming_the_resolution_and_how_short():
     from trdcli.run.feed import shortfall_warnings
 
     # 8 workers x 300 = 2,400 img/s against 2,470: short by 1 - 2400/2470 = 2.8%; at 112 px 4,000 against 9,400: 57%.
-    check = feed_check({224: 300.0, 112: 500.0}, {224: 2470.0, 112: 9400.0}, workers_available=8, sample=256)
+    check = feed_check(LoaderRates({224: 300.0, 112: 500.0}, 256), {224: 2470.0, 112: 9400.0}, workers_available=8)
     assert shortfall_warnings(check) == [
         "the loader may not keep up at 224 px: 8 worker(s) deliver about 2,400 images/s, the model trains 2,470 "
         "(short by 3%); 9 workers would keep it fed (`workers`; `trd prepare` makes reduced steps cheaper to load)",
         "the loader may not keep up at 112 px: 8 worker(s) deliver about 4,000 images/s, the model trains 9,400 "
         "(short by 57%); 19 workers would keep it fed (`workers`; `trd prepare` makes reduced steps cheaper to load)",
     ]
-    assert shortfall_warnings(feed_check({224: 300.0}, {224: 2000.0}, 8, 256)) == []  # 2,400 >= 2,000
+    assert shortfall_warnings(feed_check(LoaderRates({224: 300.0}, 256), {224: 2000.0}, 8)) == []  # 2,400 >= 2,000
 
 
 def _run_with_the_accelerator_gate_open(tmp_path, monkeypatch, n_train: int, batch: int, schedule):
@@ -119,7 +122,7 @@ def test_trd_train_runs_the_check_in_its_first_seconds_on_an_accelerator(tmp_pat
 
     result = _run_with_the_accelerator_gate_open(tmp_path, monkeypatch, 8, 8, TRDSchedule(32, until=1.0, prob=0.5))
     saved = json.loads((tmp_path / "run" / "run.json").read_text())["feed_check"]
-    assert saved == result.feed_check and saved["workers_available"] == 1 and saved["sample_images"] == 24
+    assert saved == result.feed_check and saved["workers_available"] == 1 and saved["sample_images"] == 16
     assert [row["px"] for row in saved["by_px"]] == sorted(map(int, result.compute.steps_by_px), reverse=True)
     assert all(row["model_images_per_s_per_device"] > 0 for row in saved["by_px"])
     # The verdict is the machine's; each resolution it calls loader-bound has its one warning line.
@@ -178,3 +181,41 @@ def test_estimate_cost_takes_trd_trains_prepared_options(tmp_path):
     bad = runner.invoke(cli.app, [*args, "--prepared", str(tmp_path / "nothing")])
     assert bad.exit_code == 1 and "Traceback" not in bad.output
     assert bad.stderr.startswith(f"error: --prepared {tmp_path / 'nothing'} cannot be used: ")
+
+
+def test_the_check_times_what_the_loaders_workers_do_and_nothing_else(tmp_path, monkeypatch):
+    # Which of the loader's parts run in its worker processes (a real loader, 1 worker) and which the
+    # check times: the same parts. Normalize and the cast to float run in the training process, after
+    # the batch has arrived (on the device, on a GPU); main's check timed them too.
+    import os
+
+    from fastai.data.transforms import IntToFloatTensor, Normalize
+
+    from trdcli.data.loaders import ImageItems, image_dataloader
+
+    log = tmp_path / "calls.txt"
+
+    def logged(name, real):
+        def call(self, *args, **kwargs):
+            with open(log, "a") as out:
+                out.write(f"{os.getpid()} {name}\n")
+            return real(self, *args, **kwargs)
+
+        return call
+
+    for cls, name, method in ((ImageItems, "decode and crop", "__getitem__"), (Normalize, "normalize", "__call__"),
+                              (IntToFloatTensor, "to float", "__call__")):  # fmt: skip
+        monkeypatch.setattr(cls, method, logged(name, getattr(cls, method)))
+
+    def parts(pids) -> set[str]:
+        return {line.split(" ", 1)[1] for line in log.read_text().splitlines() if int(line.split()[0]) in pids}
+
+    folder = scan_image_folder(make_jpeg_folder(tmp_path / "data", n_train=8, n_valid=1))
+    loader = image_dataloader(folder.train, 64, 8, True, workers=1, device="cpu")
+    list(loader)
+    here = {os.getpid()}
+    worker_parts = {line.split(" ", 1)[1] for line in log.read_text().splitlines() if int(line.split()[0]) not in here}
+    assert worker_parts == {"decode and crop"} and {"normalize", "to float"} <= parts(here)
+    log.unlink()
+    measure_loader(folder.train, 64, [64, 32], 0.35, sample=24, batch=8)
+    assert parts(here) == worker_parts

@@ -683,7 +683,7 @@ def estimate_cost(
             min_scale=min_scale,
         )
         if data is not None and feed_sample and not json_out:
-            stderr.print(f"[dim]timing the loader on {feed_sample} of the images at each resolution...[/]")
+            stderr.print(f"[dim]timing the loader at each resolution on up to {feed_sample} of the images...[/]")
         if measure and not json_out:
             stderr.print("[dim]timing training steps at each resolution (--measure)...[/]")
         result = plan(options)

@@ -520,7 +520,7 @@ def _feed(
         copies=found.copies,
     )  # fmt: skip
     model = {px: 1 / throughput.seconds_per_image(px, flops_at) for px in pxs} if throughput is not None else None
-    return feed_check(loader, model, default_workers(), min(options.feed_sample, len(folder.train)), found.out_dir)
+    return feed_check(loader, model, default_workers(), found.out_dir)
 
 
 def preset_table(arch: str, size_px: int, epochs: int, batch_size: int, train_images: int) -> list[dict[str, Any]]:

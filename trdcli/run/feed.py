@@ -44,7 +44,7 @@ class FeedRow:
 class FeedCheck:
     """The loader's rate at each resolution, on a sample of the run's own training images."""
 
-    sample_images: int
+    sample_images: int  # the images each resolution's rate was timed on
     rows: list[FeedRow]  # by resolution, largest first
     workers_available: int  # trd train's default workers per device on this machine
     prepared_dir: Path | None = None  # the fresh trd prepare copy reduced sizes were timed on, if any
@@ -63,6 +63,14 @@ class FeedCheck:
         }
 
 
+@dataclass(frozen=True)
+class LoaderRates:
+    """One worker's images per second at each resolution, and how many images each rate was timed on."""
+
+    images_per_s: dict[int, float]
+    images_timed: int  # the fewest timed at any resolution (the pass's first batch is left out)
+
+
 def measure_loader(
     items: Sequence[tuple[Path, int]],
     size_px: int,
@@ -72,11 +80,15 @@ def measure_loader(
     sample: int,
     batch: int,
     copies: Sequence | None = None,
-) -> dict[int, float]:
+) -> LoaderRates:
     """Images per second one worker delivers at each of ``pxs``, timed over a pass of ``sample`` images.
 
-    ``copies``: per item, its ``trd prepare`` copy (trdcli.data.prepare.copies_for), which reduced sizes
-    read as ``trd train`` reads them."""
+    Timed is what a loader worker does (decode, crop, flip, resize, collate), not the batch transforms
+    (to float, ``Normalize``), which training runs after the batch reaches the training process, on its
+    device. ``copies``: per item, its ``trd prepare`` copy (trdcli.data.prepare.copies_for), which
+    reduced sizes read as ``trd train`` reads them."""
+    from fastai.data.core import Pipeline
+
     from trdcli.data.loaders import CropOptions, image_dataloader
 
     if sample < 1:
@@ -87,11 +99,12 @@ def measure_loader(
     batch = min(batch, len(chosen))
     if not chosen:
         raise DataError("no training images to time the loader on")
-    rates = {}
+    rates, timed = {}, []
     for px in sorted(set(pxs), reverse=True):
         loader = image_dataloader(
             chosen, size_px, batch, True, workers=0, device=None, crops=CropOptions(min_scale), copies=chosen_copies
         )
+        loader.after_batch = Pipeline([])  # the workers never run it: see above
         loader.plan_next_pass([px] * len(loader))
         batches = iter(loader)
         next(batches)  # the first batch pays for opening the pass
@@ -105,7 +118,8 @@ def measure_loader(
             images = sum(len(x) for x, _ in loader)
             elapsed = time.perf_counter() - start
         rates[px] = images / max(elapsed, 1e-9)
-    return rates
+        timed.append(images)
+    return LoaderRates(rates, min(timed))
 
 
 def shortfall_warnings(check: FeedCheck) -> list[str]:
@@ -123,16 +137,16 @@ def shortfall_warnings(check: FeedCheck) -> list[str]:
 
 
 def feed_check(
-    loader_rates: dict[int, float],
+    loader: LoaderRates,
     model_rates: dict[int, float] | None,
     workers_available: int,
-    sample: int,
     prepared_dir: Path | None = None,
 ) -> FeedCheck:
     """The rows of the check: each resolution's loader rate, and with the model's, the workers it needs."""
     rows = []
-    for px in sorted(loader_rates, reverse=True):
+    for px in sorted(loader.images_per_s, reverse=True):
+        rate = loader.images_per_s[px]
         model = model_rates.get(px) if model_rates else None
-        needed = math.ceil(model / loader_rates[px]) if model else None
-        rows.append(FeedRow(px, loader_rates[px], model, needed))
-    return FeedCheck(sample, rows, workers_available, prepared_dir)
+        needed = math.ceil(model / rate) if model else None
+        rows.append(FeedRow(px, rate, model, needed))
+    return FeedCheck(loader.images_timed, rows, workers_available, prepared_dir)

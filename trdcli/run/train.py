@@ -374,7 +374,7 @@ def _check_feed(config: TrainConfig, folder: ImageFolder, copies, device, learn,
         log.warn("the feed check was skipped: timing the model beside the run's ran out of device memory")
         return None
     workers = max(learn.dls.train.fake_l.num_workers, 1)  # 0: the training process loads, as one worker
-    check = feed_check(loader, model, workers, min(RUN_FEED_SAMPLE, len(folder.train)), copies[1])
+    check = feed_check(loader, model, workers, copies[1])
     for line in shortfall_warnings(check):
         log.warn(line)
     return check.json()
