@@ -95,6 +95,17 @@ def test_money_and_devices():
     assert payload["baseline_cost"] > payload["cost"]
 
 
+def test_validation_is_counted_on_every_device_as_trd_train_runs_it():
+    # ImageNet's 50,000 validation images, 90 epochs and one pass after recalibration, forward only at
+    # 224 px, on each of 8 devices: trd train's ranks each validate the whole set (tests/test_distributed.py:
+    # two ranks spend twice one process's). Main counted one device's.
+    forward = arch_flops("resnet50", 1000, cache=default_cache()).at(224).forward_flops
+    one, eight = estimate_json(*PAPER, "--until", "0.9"), estimate_json(*PAPER, "--until", "0.9", "--devices", "8")
+    assert one["valid_flops"] == 50_000 * 91 * forward
+    assert eight["valid_flops"] == 8 * 50_000 * 91 * forward
+    assert eight["train_flops"] == one["train_flops"]  # the training steps are split, not repeated
+
+
 def test_throughput_between_given_resolutions_interpolates_in_flops():
     flops = arch_flops("resnet50", 1000, cache=default_cache())
     given = Throughput({224: 1000.0, 112: 4000.0}, "test")

@@ -334,6 +334,14 @@ def _int_array(values: Iterable[int]) -> np.ndarray:
     return np.asarray(values if isinstance(values, np.ndarray) else list(values), dtype=np.int64)
 
 
+def validation_flops(valid_images: int, passes: int, forward_flops_per_image: int, devices: int = 1) -> int:
+    """Validation's compute: ``passes`` forward passes over ``valid_images`` on each of ``devices``. Every
+    device of a distributed run validates every image (trd's loaders leave validation whole, so each
+    rank's metrics are the same computation), so ``trd train`` and ``trd estimate-cost --devices``
+    both count it once per device."""
+    return valid_images * passes * forward_flops_per_image * devices
+
+
 def summarize_counts(
     steps_by_px: Mapping[int, int],
     images_by_px: Mapping[int, int],
@@ -342,14 +350,16 @@ def summarize_counts(
     *,
     valid_images: int = 0,
     valid_passes: int = 0,
+    valid_devices: int = 1,
     recalibration_images: int = 0,
 ) -> ComputeSummary:
     """Training compute of the steps and images counted at each resolution, and of the same at ``full_px``.
 
     The one function the plan (``trd estimate-cost``) and the record of a real run
     (:class:`trdcli.callbacks.trd.TRDCallback`) both go through, so the two agree exactly.
-    Validation compute (``valid_passes`` passes over ``valid_images`` at full resolution,
-    forward only) is reported separately and is the same for a run and its baseline.
+    Validation compute (``valid_passes`` passes over ``valid_images`` at full resolution, forward
+    only, on each of ``valid_devices``: :func:`validation_flops`) is reported separately and is the
+    same for a run and its baseline.
     ``recalibration_images`` run forward once at full resolution to recalibrate BatchNorm.
     """
     if recalibration_images < 0:
@@ -368,7 +378,7 @@ def summarize_counts(
         flops_by_px=flops_by_px,
         train_flops=sum(images[px] * flops_by_px[px].train_flops for px in pxs),
         baseline_train_flops=sum(images.values()) * full.train_flops,
-        valid_flops=valid_images * valid_passes * full.forward_flops,
+        valid_flops=validation_flops(valid_images, valid_passes, full.forward_flops, valid_devices),
         recalibration_flops=recalibration_images * full.forward_flops,
     )
 
@@ -538,8 +548,10 @@ def plan_compute(
     valid_images: int = 0,
     groups: list[StepGroup] | None = None,
     bn_recalibrate: int | None = None,
+    devices: int = 1,
 ) -> ComputeSummary:
-    """The compute a run of ``shape`` under ``schedule`` will cost (validation once per epoch).
+    """The compute a run of ``shape`` under ``schedule`` will cost on ``devices`` (validation once per
+    epoch, on every device).
 
     ``bn_recalibrate`` is ``trd train``'s: batches of BatchNorm recalibration after the run, or
     None for the default (:func:`~trdcli.core.defaults.recalibration_batches`). ``groups``, if the
@@ -556,6 +568,7 @@ def plan_compute(
         valid_images=valid_images,
         # Every epoch validates, and trd train validates once more after recalibrating BatchNorm.
         valid_passes=(shape.epochs + (1 if batches else 0)) if valid_images else 0,
+        valid_devices=devices,
         recalibration_images=recalibration_images(batches, shape),
     )
 

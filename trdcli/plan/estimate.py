@@ -180,8 +180,9 @@ def estimate(
         )
     groups = plan_groups(schedule, shape) if groups is None else groups
     compute = plan_compute(
-        schedule, shape, flops_at, valid_images=dataset.valid_images, groups=groups, bn_recalibrate=bn_recalibrate
-    )
+        schedule, shape, flops_at, valid_images=dataset.valid_images, groups=groups, bn_recalibrate=bn_recalibrate,
+        devices=devices,
+    )  # fmt: skip
     result = Estimate(
         arch,
         dataset,

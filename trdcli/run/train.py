@@ -484,10 +484,13 @@ def _finish(learn, config, folder, state, metrics, flops, device, feed=None) -> 
     _warn_if_loader_bound(data_wait, config, learn.dls.train.fake_l.num_workers, state.log)
     _warn_if_ended_diverged(metrics["train_loss"], folder.num_classes, state.lr, state.log)
 
+    from trdcli.core.cost import validation_flops
+
     # Every epoch validates, and once more after BatchNorm recalibration; under a launcher every rank
     # validates the whole set, so the run spends that times the ranks.
     valid_passes = config.epochs + (1 if learn.recalibrate_bn.images else 0)
-    valid_flops = len(folder.valid) * valid_passes * flops.at(config.size_px).forward_flops * ranks.world_size
+    forward_flops = flops.at(config.size_px).forward_flops
+    valid_flops = validation_flops(len(folder.valid), valid_passes, forward_flops, ranks.world_size)
     result = RunResult(
         config=config,
         classes=folder.classes,
