@@ -209,12 +209,18 @@ def test_a_short_run_that_diverges_says_so_with_its_learning_rate(tmp_path):
 
     # The case as a user met it: 32 images of 2 classes, 12 steps at lr 9, too short for the watch's
     # 20 steps; it ended with train loss 1,209 (chance ln 2 = 0.69), top-1 at chance, exit 0 and no word.
+    # Then it said so in a warning and still exited 0, so `trd train ... && deploy` shipped the guess:
+    # now exit 1, as a divergence caught mid-run, with the run directory and its figures kept.
     data = make_image_folder(tmp_path / "data", classes=("a", "b"), n_train=16, n_valid=4, px=48)
     args = ["train", str(data), "--arch", "resnet18", "--size", "64", "--batch-size", "8", "--epochs", "3"]
     args += ["--lr", "9", "--workers", "0", "--out", str(tmp_path / "run"), "--json"]
     result = CliRunner().invoke(cli.app, args)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.splitlines()[-1] == (
+        f"error: the run diverged (its final training loss is far above chance); {tmp_path / 'run'} keeps its figures"
+    )
     payload = json.loads(result.stdout)
+    assert payload["diverged"].startswith("the run diverged") and (tmp_path / "run" / "model.pth").exists()
     final_loss = payload["history"][-1]["train_loss"]
     assert final_loss > 10 * 0.6931  # the run did diverge: the warning must follow from it
     (warning,) = [w for w in payload["warnings"] if w.startswith("the run diverged")]

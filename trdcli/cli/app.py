@@ -409,6 +409,10 @@ def train(
     _print_result(result, json_out)
     if result.write_error:
         raise fail(result.write_error)
+    if result.diverged:  # one outcome for a diverged run, however it was caught: exit 1, its figures kept
+        raise fail(
+            f"the run diverged (its final training loss is far above chance); {result.run_dir} keeps its figures"
+        )
 
 
 def _interrupted_message(exc) -> str:

@@ -45,6 +45,7 @@ class RunResult:
     ignored_files: int = 0  # non-image files in the class folders
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # information, not problems (where a tracker keeps the run)
+    diverged: str | None = None  # why the finished run counts as diverged (trd train then exits 1); None: it did not
     data_wait: DataWait | None = None  # how long training waited for data; None if not measured
     prepared_dir: Path | None = None  # the `trd prepare` copy reduced steps read; None: the originals
     feed_check: dict[str, Any] | None = None  # the loader against the model before the fit (CUDA); FeedCheck.json()
@@ -133,6 +134,7 @@ def run_json(result: RunResult) -> dict[str, Any]:
         feed_check=result.feed_check,
         warnings=result.warnings,
         notes=result.notes,
+        diverged=result.diverged,
         config=config.describe(),
     )
     return out

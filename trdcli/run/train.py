@@ -482,7 +482,7 @@ def _finish(learn, config, folder, state, metrics, flops, device, feed=None) -> 
     _check_ranks_agree(learn.trd, ranks)
     data_wait = summarize(state.history)
     _warn_if_loader_bound(data_wait, config, learn.dls.train.fake_l.num_workers, state.log)
-    _warn_if_ended_diverged(metrics["train_loss"], folder.num_classes, state.lr, state.log)
+    diverged = _ended_diverged(metrics["train_loss"], folder.num_classes, state.lr, state.log)
 
     from trdcli.core.cost import validation_flops
 
@@ -509,6 +509,7 @@ def _finish(learn, config, folder, state, metrics, flops, device, feed=None) -> 
         ignored_files=folder.ignored_files,
         warnings=state.log.messages,
         notes=state.log.notes,
+        diverged=diverged,
         data_wait=data_wait,
         prepared_dir=getattr(learn.dls, "prepared_dir", None),
         feed_check=feed,
@@ -560,18 +561,23 @@ def _check_ranks_agree(trd, ranks) -> None:
         raise RuntimeError(f"the ranks trained {seen} images, the record says {trd.images_recorded_here()}")
 
 
-def _warn_if_ended_diverged(train_loss: float, classes: int, peak_lr: float, log: WarningLog) -> None:
-    """A short run the divergence watch cannot judge (it needs 20 steps) is still not a silent success."""
+def _ended_diverged(train_loss: float, classes: int, peak_lr: float, log: WarningLog) -> str | None:
+    """Why the run ended diverged (also a warning), or None. A short run the divergence watch cannot
+    judge (it needs 20 steps) is still not a success: its result says so, and ``trd train`` exits 1
+    as it does for a divergence caught mid-run."""
     import math
 
     from trdcli.core.divergence import FAR_ABOVE_CHANCE, ended_far_above_chance
 
-    if ended_far_above_chance(train_loss, classes):
-        log.warn(
-            f"the run diverged: its final training loss {train_loss:,.4g} is over {FAR_ABOVE_CHANCE:g}x chance "
-            f"(ln {classes} = {math.log(classes):.2f}), so the model is no better than a guess; its peak `lr` was "
-            f"{peak_lr:g}: train again with a lower one (a tenth of it, or `lr` find)"
-        )
+    if not ended_far_above_chance(train_loss, classes):
+        return None
+    message = (
+        f"the run diverged: its final training loss {train_loss:,.4g} is over {FAR_ABOVE_CHANCE:g}x chance "
+        f"(ln {classes} = {math.log(classes):.2f}), so the model is no better than a guess; its peak `lr` was "
+        f"{peak_lr:g}: train again with a lower one (a tenth of it, or `lr` find)"
+    )
+    log.warn(message)
+    return message
 
 
 def _warn_if_loader_bound(data_wait, config: TrainConfig, workers: int, log: WarningLog) -> None:
