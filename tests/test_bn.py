@@ -161,7 +161,7 @@ def test_a_real_private_run_recalibrates_counts_it_and_saves_plain_weights(tmp_p
     assert result.compute.recalibration_flops == recal_flops
     saved = json.loads((tmp_path / "r" / "run.json").read_text())
     assert saved["bn_recalibration_flops"] == recal_flops
-    # design.md section 4: the run's compute is its steps and the recalibration, against the baseline.
+    # docs/method.md, "Compute": the run's compute is its steps and the recalibration, against the baseline.
     assert saved["compute_fraction"] == (saved["train_flops"] + recal_flops) / saved["baseline_train_flops"]
     assert saved["train_compute_fraction"] == saved["train_flops"] / saved["baseline_train_flops"]
     assert saved["config"]["bn_mode"] == "private"

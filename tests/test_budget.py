@@ -31,7 +31,7 @@ def flops():
 
 
 def _by_hand(flops, reduced_share: float, low_px: int, epochs: int = 10, recalibrates: bool = True) -> float:
-    # design.md §1 and §4: (1 - r) + r c(s)/c(S) of the training steps, plus recalibration's forward passes.
+    # docs/method.md, "Compute": (1 - r) + r c(s)/c(S) of the training steps, plus recalibration's forward passes.
     full, low = flops.at(64), flops.at(low_px)
     train = epochs / 10 * ((1 - reduced_share) + reduced_share * low.train_flops / full.train_flops)
     recal = 8 * 8 * full.forward_flops / (100 * 8 * full.train_flops) if recalibrates else 0.0

@@ -81,7 +81,7 @@ def test_hand_counted_conv_and_linear():
 
 def test_resnet50_at_112_costs_26_4_percent_not_25(resnet50_flops):
     ratio = resnet50_flops.at(112).train_flops / resnet50_flops.at(224).train_flops
-    # design.md §1: layer4 is 4x4 at 112 px, not 3.5x3.5, so the saving is less than (1/2)^2.
+    # docs/method.md, "Compute": layer4 is 4x4 at 112 px, not 3.5x3.5, so the saving is less than (1/2)^2.
     assert ratio == pytest.approx(0.264, abs=0.001)
 
 
@@ -106,7 +106,7 @@ def test_paper_arithmetic_with_idealised_cost(resnet50_flops, until, expected):
 
 
 def test_default_recalibration_is_eight_full_batches_forward_and_counts_against_the_baseline():
-    # design.md section 4: a reduced run recalibrates BatchNorm on 8 batches at full size, forward
+    # docs/method.md, "Compute": a reduced run recalibrates BatchNorm on 8 batches at full size, forward
     # only, and that is compute the baseline does not spend.
     table = {64: ImageFlops(64, 10, 30), 32: ImageFlops(32, 3, 8)}
     shape = RunShape(train_images=100, batch_size=10, epochs=3, full_px=64)

@@ -1,4 +1,4 @@
-"""TRD schedule semantics (design.md §2), checked against independent arithmetic."""
+"""TRD schedule semantics (docs/method.md, "The three parameters"), checked against independent arithmetic."""
 
 from __future__ import annotations
 
@@ -135,7 +135,7 @@ def test_low_res_must_be_below_full_resolution():
 
 @pytest.mark.parametrize(("until", "prob"), [(None, None), (0.9, None), (None, 0.5), (0.7, 0.3)])
 def test_one_trd_reading_for_every_way_of_asking(until, prob):
-    # Expected values from design.md's reading, written out: neither given is trd's default
+    # Expected values from trd's reading (docs/method.md), written out: neither given is trd's default
     # (until 1.0, prob 0.9); until alone a window (prob 1); prob alone the whole run (until 1).
     expected_until = {None: 1.0}.get(until, until)
     expected_prob = (0.9 if until is None else 1.0) if prob is None else prob

@@ -1,8 +1,9 @@
 """``TRDCallback``: schedule -> (tell the loader the sizes, or resize the batch) -> record.
 
 Every decision is the schedule's (:mod:`trdcli.core.schedules`); the summary of the records
-goes through :func:`trdcli.core.cost.summarize_counts`, the function that plans a run, so
-plan and record agree exactly. A training loader with ``plan_next_pass``
+goes through :func:`trdcli.core.cost.summarize_counts`, the function the plan of a run
+(:func:`trdcli.core.cost.plan_compute`) goes through too, so plan and record agree exactly.
+A training loader with ``plan_next_pass``
 (:class:`~trdcli.data.sized_loader.SizedBatchesDL`) is told each epoch's sizes and delivers each
 batch at its size, which is checked; any other loader (or ``resize_in_loader=False``) delivers
 full size and the batch is resized with an antialiased ``mode``. Validation runs at full size.

@@ -242,7 +242,8 @@ def _recalibration_note(compute: ComputeSummary) -> str:
 
 
 def _saved_with_steps_alone(compute: ComputeSummary) -> Text:
-    """Compute saved as design.md counts it (recalibration included), and the steps' own figure beside it."""
+    """Compute saved as docs/method.md's "Compute" counts it (recalibration included), and the steps'
+    own figure beside it."""
     text = _saved_text(compute.compute_saved_frac)
     if compute.recalibration_flops:
         text.append(f" (the training steps alone: {fmt_pct(compute.train_compute_saved_frac)})")

@@ -1,6 +1,6 @@
 """The cost model: FLOPs per image at each resolution, measured, and the compute of a run.
 
-Units (design.md §4): FLOPs, two per multiply-add, the convention of
+Units (docs/method.md, "Compute"): FLOPs, two per multiply-add, the convention of
 ``torch.utils.flop_counter.FlopCounterMode``. torchvision publishes multiply-adds (GMACs):
 ResNet-50 at 224 px is 4.089 GMACs = 8.18 GFLOPs forward. FlopCounterMode counts
 convolutions and matrix products; normalisation, activations and pooling are not counted
@@ -299,7 +299,7 @@ class ComputeSummary:
     baseline_train_flops: int
     valid_flops: int = 0
     # BatchNorm recalibration's forward passes: only a reduced run does them, so they count
-    # against the baseline (design.md section 4).
+    # against the baseline (docs/method.md, "Compute").
     recalibration_flops: int = 0
 
     @property

@@ -3,7 +3,7 @@
 Every schedule is a small stateless object. The step is passed in, never counted inside
 (timm's rule for schedulers), so a resumed run, or any process of a distributed run, asks
 the same question and gets the same answer. Progress is always ``step / total_steps``,
-counted in optimizer steps over the whole run (design.md §2).
+counted in optimizer steps over the whole run (docs/method.md, "The three parameters").
 
 All schedules share one interface, :class:`ResolutionSchedule`, so the callback, the cost
 model and the CLI take any of them. The named presets built on these classes live in
@@ -143,7 +143,8 @@ class ResolutionSchedule(ABC):
         """The schedule's parameters, JSON-serialisable, as recorded in ``run.json``."""
 
     def validate(self, full_px: int) -> None:
-        """Raise ``ValueError`` if this schedule cannot run at ``full_px``."""
+        """Raise :class:`~trdcli.core.errors.ConfigError` (a ``ValueError``) if this schedule cannot run at
+        ``full_px``."""
         _check_full_px(full_px, self.min_px)
 
     def plan_px(self, total_steps: int, full_px: int, steps_per_epoch: int | None = None) -> np.ndarray:
@@ -244,7 +245,8 @@ class ConstantSchedule(ResolutionSchedule):
 
 
 class TRDSchedule(_ReducedSizeSchedule):
-    """Temporally Resolution Decrement (Xie et al., arXiv 2112.00954), as fixed in design.md §2.
+    """Temporally Resolution Decrement (Xie et al., arXiv 2112.00954), as docs/method.md's "The three
+    parameters" fixes it.
 
     A step whose progress ``step / total_steps`` is below ``until`` is reduced to ``low_res``
     with probability ``prob``; every step from ``until`` on runs at full resolution. The draw

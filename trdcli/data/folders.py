@@ -1,6 +1,6 @@
 """Image folders -> lists of (path, label), with a clear error for every way a real folder goes wrong.
 
-Layouts (design.md §5): ``DATA/train/<class>/*`` with ``DATA/val|valid|test/<class>/*``
+Layouts (docs/cli.md, "Images"): ``DATA/train/<class>/*`` with ``DATA/val|valid|test/<class>/*``
 (ImageNet's), or class folders directly in ``DATA`` with a ``valid_pct`` hold-out.
 Every image becomes 8-bit RGB: greyscale, palette, RGBA (composited on white), CMYK,
 16-bit and float images, animated GIFs (first frame) and EXIF-rotated photos alike.

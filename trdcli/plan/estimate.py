@@ -247,7 +247,7 @@ def solve_budget(
 
     ``cost_of_px`` is the per-image cost in the budget's metric (train FLOPs, seconds, money);
     ``recalibration_cost`` what BatchNorm recalibration after the run costs in it (a reduced run
-    pays it, the baseline does not: design.md section 4). The window (``until``) and the spread
+    pays it, the baseline does not: docs/method.md, "Compute"). The window (``until``) and the spread
     (``prob``, in expectation over the draws) are each solved by :mod:`trdcli.plan.solve`, the
     solver ``trd compare --budget`` uses: the smallest value on a 0.001 grid that fits.
     """

@@ -158,7 +158,9 @@ class SeededPasses(Callback):
     the uninterrupted run's was, not as the first epoch, and a run finished from its last
     checkpoint recalibrates on the batches the first process would have drawn."""
 
-    order = -10  # after_fit before TRDCallback's, which recalibrates on one more pass
+    # after_fit before RecalibrateBatchNorm's (order -4), which recalibrates on one more pass: that
+    # pass is seeded here first.
+    order = -10
 
     def __init__(self, seed: int, rank: int = 0):
         self.seed, self.rank = seed, rank

@@ -1,6 +1,6 @@
 """``RunResult``: what a finished run did and cost, and its machine-readable forms (run.json, history.csv).
 
-The JSON keys are the ones design.md §6 fixes for ``run.json`` and every ``--json`` output:
+The JSON keys are the ones docs/cli.md, "The result object" fixes for ``run.json`` and every ``--json`` output:
 extended, never renamed.
 """
 
@@ -68,7 +68,7 @@ def compute_json(
     batch_size: int,
     compute: ComputeSummary,
 ) -> dict[str, Any]:
-    """The keys ``run.json`` and both ``--json`` outputs share (design.md §6)."""
+    """The keys ``run.json`` and both ``--json`` outputs share (docs/cli.md, "The result object")."""
     by_px = sorted(compute.flops_by_px, reverse=True)
     return {
         "arch": arch,
@@ -86,7 +86,7 @@ def compute_json(
         "train_flops": compute.train_flops,
         "baseline_train_flops": compute.baseline_train_flops,
         "bn_recalibration_flops": compute.recalibration_flops,
-        # The run's compute: its steps and BatchNorm recalibration (design.md section 4) ...
+        # The run's compute: its steps and BatchNorm recalibration (docs/method.md, "Compute") ...
         "compute_fraction": compute.compute_fraction,
         "compute_saved_frac": compute.compute_saved_frac,
         # ... and the training steps alone.

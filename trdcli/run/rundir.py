@@ -1,6 +1,6 @@
 """The run directory: its file names, the checkpoint a run resumes from, and the finished run's files.
 
-Layout (design.md §7): ``run.json``, ``history.csv``, ``model.pth`` (the trained weights),
+Layout (docs/cli.md, "The run directory"): ``run.json``, ``history.csv``, ``model.pth`` (the trained weights),
 ``checkpoint.pth`` + ``checkpoint.json`` (weights, optimizer and progress after the last
 complete epoch) and ``schedule.png``. Every file is written atomically, so an interrupted
 write leaves the previous version, never half a file.
