@@ -330,3 +330,46 @@ def test_a_copy_for_a_narrower_crop_range_is_refused_in_one_line(data, tmp_path)
     (line,) = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert "crops down to 0.5 of the image" in line and "this run needs 56 px and 0.35" in line
     assert not (tmp_path / "run").exists()
+
+
+def _random_bytes_folder(root):
+    """Class folders of random bytes named .jpg: files, but no images."""
+    import random
+
+    rng = random.Random(0)
+    for split in ("train", "val"):
+        for label in ("a", "b"):
+            (root / split / label).mkdir(parents=True)
+            for i in range(3):
+                (root / split / label / f"{i}.jpg").write_bytes(bytes(rng.randrange(256) for _ in range(2000)))
+    return root
+
+
+@pytest.mark.parametrize("command", [["estimate-cost"], ["prepare", "--low-res", "112"]])
+def test_a_folder_of_files_that_are_not_images_is_named_as_such(tmp_path, command):
+    from typer.testing import CliRunner
+
+    from trdcli.cli import app as cli
+
+    # main said "batch size 64 is larger than the 6 training images", counting files it cannot decode.
+    data = _random_bytes_folder(tmp_path / "data")
+    result = CliRunner().invoke(cli.app, [command[0], str(data), *command[1:]])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    (line,) = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert line.startswith("error: 6 unreadable image(s): ") and str(data / "train" / "a" / "0.jpg") in line
+    assert "batch size" not in line
+
+
+def test_a_prepare_that_could_read_nothing_leaves_nothing(tmp_path):
+    from typer.testing import CliRunner
+
+    from trdcli.cli import app as cli
+
+    # A batch small enough to pass the count: every file fails to decode. main left DATA-trd-32px holding
+    # only its manifest.
+    data = _random_bytes_folder(tmp_path / "data")
+    args = ["prepare", str(data), "--size", "64", "--low-res", "32", "--batch-size", "2", "--workers", "0"]
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.rstrip().endswith("; nothing was written")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]

@@ -211,6 +211,23 @@ def find_bad_images(paths: Sequence[Path], workers: int = 0) -> list[BadImage]:
     return [BadImage(p, r) for p, r in zip(paths, reasons, strict=True) if r is not None]
 
 
+def unreadable_images_error(bad: Sequence[BadImage], remedy: str = "Fix or remove them") -> DataError:
+    """The one line that names unreadable images: the first three with their reasons, and how many more."""
+    listed = "; ".join(f"{b.path} ({b.reason})" for b in bad[:3])
+    more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+    return DataError(f"{len(bad)} unreadable image(s): {listed}{more}. {remedy}")
+
+
+def require_readable_if_few(folder: ImageFolder, batch_size: int) -> None:
+    """With fewer training files than a batch, whether they are images at all decides the message: a
+    folder of files that cannot be decoded is named as such, not as too few for the batch. Decoding
+    fewer than a batch of files costs nothing next to a run."""
+    if len(folder.train) < batch_size:
+        bad = find_bad_images([path for path, _ in folder.train])
+        if bad:
+            raise unreadable_images_error(bad)
+
+
 def drop_bad_images(folder: ImageFolder, bad: Sequence[BadImage]) -> ImageFolder:
     """``folder`` without ``bad``; refuses to leave a class or a split empty."""
     bad_paths = {b.path for b in bad}

@@ -211,6 +211,7 @@ def prepare_copy(
     data, out_dir = _absolute(data), Path(out_dir)
     if not sources:
         raise DataError(f"no training images in {data} to prepare")
+    made_dir = not out_dir.exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         manifest = Manifest(out_dir)
@@ -237,7 +238,14 @@ def prepare_copy(
             progress(already + written + len(bad), len(sources))
         if bad:
             rel, reason = bad[0]
-            raise DataError(f"{len(bad)} training image(s) could not be read, e.g. {rel} ({reason})")
+            kept = manifest.rows()
+            if not kept and made_dir:  # nothing a rerun could continue from: leave nothing behind
+                manifest.close()
+                shutil.rmtree(out_dir, ignore_errors=True)
+                left = "nothing was written"
+            else:
+                left = f"the {len(kept)} copies made are kept, and a rerun continues from them"
+            raise DataError(f"{len(bad)} training image(s) could not be read, e.g. {rel} ({reason}); {left}")
         final = manifest.rows()
     except OSError as exc:
         raise DataError(f"the copy in {out_dir} stopped: {exc}; what was written stays valid, run again") from None
@@ -405,11 +413,12 @@ def prepare_for_run(
     """The copy a ``trd train`` run with these options reads: its largest reduced size, planned as the
     run will plan it, and its crops; written in ``out_dir`` (default: beside the data)."""
     from trdcli.core.errors import ConfigError
-    from trdcli.data.folders import scan_image_folder
+    from trdcli.data.folders import require_readable_if_few, scan_image_folder
 
     if not 1 <= quality <= 95:
         raise ConfigError(f"`quality` must be a JPEG quality in [1, 95], got {quality}")
     folder = scan_image_folder(data, valid_pct, seed)
+    require_readable_if_few(folder, batch_size)
     schedule.validate(size_px)
     reduced_px = largest_reduced_px(schedule, len(folder.train), batch_size, epochs, size_px)
     if reduced_px is None:

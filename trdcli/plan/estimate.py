@@ -490,9 +490,11 @@ def plan(options: PlanOptions) -> PlanReport:
 
 
 def _scan(options: PlanOptions):
-    from trdcli.data.folders import scan_image_folder
+    from trdcli.data.folders import require_readable_if_few, scan_image_folder
 
-    return scan_image_folder(options.data, options.valid_pct, options.seed)
+    folder = scan_image_folder(options.data, options.valid_pct, options.seed)
+    require_readable_if_few(folder, options.batch_size)
+    return folder
 
 
 def _feed(

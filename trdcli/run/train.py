@@ -188,11 +188,7 @@ def _prepare_data(config: TrainConfig, log: WarningLog, ranks) -> ImageFolder:
     observer.stage(f"checking {len(folder.train) + len(folder.valid):,} images")
     bad = _bad_images([p for p, _ in folder.train + folder.valid], ranks)
     if bad and not config.skip_bad_images:
-        listed = "; ".join(f"{b.path} ({b.reason})" for b in bad[:3])
-        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
-        raise DataError(
-            f"{len(bad)} unreadable image(s): {listed}{more}. Fix them or set `skip_bad_images`",
-        )
+        raise data.unreadable_images_error(bad, "Fix them or set `skip_bad_images`")
     if bad:
         folder = data.drop_bad_images(folder, bad)
         log.warn(f"skipped {len(bad)} unreadable image(s), e.g. {bad[0].path}")
