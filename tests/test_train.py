@@ -168,6 +168,14 @@ def test_summary_table_names_what_the_user_needs(odd_folder, tmp_path):
     assert "wall time" in result.stdout and "steps at each resolution" in result.stdout
     assert "skipped images" in result.stdout and "run directory" in result.stdout
     assert "warning: skipped 2 unreadable image(s)" in result.stderr
+    # The run reduced steps, so BatchNorm was recalibrated after its last validation: the summary
+    # shows both figures (main showed the final one alone, unlike the epoch line above it).
+    import json
+
+    run = json.loads((tmp_path / "r" / "run.json").read_text())
+    before = f"{100 * run['history'][-1]['accuracy']:.1f}%"
+    (line,) = [ln for ln in result.stdout.splitlines() if "before BatchNorm recalibration" in ln]
+    assert before in line and "re-estimated" in result.stdout
 
 
 def test_interrupt_then_resume_continues_the_same_schedule(tmp_path):

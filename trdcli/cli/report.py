@@ -63,6 +63,13 @@ def train_summary_table(result: RunResult) -> Table:
     table.add_column(overflow="fold")  # paths are copied from here: wrap, never truncate
     table.add_row("schedule", _schedule_text(config.schedule, config.size_px))
     table.add_row("top-1 accuracy", fmt_pct(result.metrics["top1"]))
+    if result.compute.recalibration_flops:
+        # The last epoch's line came before recalibration; the two differ by what it changed.
+        table.add_row(
+            "  before BatchNorm recalibration",
+            f"{_last_epoch_top1(result)} (the last epoch's validation; BatchNorm's statistics were then "
+            "re-estimated at full size, which the top-1 above is measured with)",
+        )
     if "top5" in result.metrics:
         table.add_row("top-5 accuracy", fmt_pct(result.metrics["top5"]))
     table.add_row("final losses", f"train {result.metrics['train_loss']:.4f}, valid {result.metrics['valid_loss']:.4f}")

@@ -57,7 +57,13 @@ def save_schedule_plot(result: RunResult, path: Path) -> None:
             per_epoch = total_steps / max(len(result.history), 1)
             acc_ax = ax.twinx()
             xs = [(row["epoch"] + 1) * per_epoch for row in result.history]
-            acc_ax.plot(xs, [row["accuracy"] for row in result.history], "o-", color="tab:orange")
+            acc_ax.plot(xs, [row["accuracy"] for row in result.history], "o-", color="tab:orange",
+                        label="each epoch")  # fmt: skip
+            if result.compute.recalibration_flops and "top1" in result.metrics:
+                # The final figure is measured after BatchNorm recalibration, which the epochs' are not.
+                acc_ax.plot([xs[-1]], [result.metrics["top1"]], "*", color="tab:red", markersize=12,
+                            label=f"after BatchNorm recalibration: {100 * result.metrics['top1']:.1f}%")  # fmt: skip
+                acc_ax.legend(loc="center right", fontsize="small", framealpha=0.9)
             acc_ax.set_ylabel("validation top-1", color="tab:orange")
             acc_ax.set_ylim(0, 1)
 
