@@ -470,3 +470,24 @@ def test_demo_prints_the_shape_bias_interval_and_the_accuracy_before_recalibrati
     assert f"TRD's top-1 was {100 * before:.1f}% before BatchNorm recalibration and {100 * after:.1f}% after" in text
     steps = comparison.trd.compute.steps_by_px  # {96: full steps, 48: reduced ones}
     assert f"{100 * steps.get(48, 0) / sum(steps.values()):.1f}% of its steps trained at 48 px" in text
+
+
+def test_an_unknown_device_names_trds_choices_not_torchs(folder):
+    # main printed torch's list of every device type it knows (cpu, cuda, ipu, xpu, mkldnn, ...).
+    result = runner.invoke(cli.app, ["train", str(folder), "--device", "cpuu"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr == "error: --device 'cpuu' is not a device trd trains on: give cpu, cuda, cuda:N or mps\n"
+    assert runner.invoke(cli.app, ["train", str(folder), "--device", "xpu"]).stderr.startswith("error: --device 'xpu'")
+
+
+@pytest.mark.parametrize(
+    ("command", "usage"),
+    [("train", "trd train [OPTIONS] {DATA}"), ("compare", "trd compare [OPTIONS] {DATA}"),
+     ("prepare", "trd prepare [OPTIONS] {DATA}"), ("estimate-cost", "trd estimate-cost [OPTIONS] [DATA]"),
+     ("eval", "trd eval [OPTIONS] {RUN_DIR} [DATA]")],
+)  # fmt: skip
+def test_the_usage_line_names_the_arguments_as_typer_users_expect(command, usage):
+    # Typer marks a required argument {NAME} and an optional one [NAME]; main's read {data}, {target}.
+    result = runner.invoke(cli.app, [command, "--help"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0 and usage in " ".join(result.stdout.split())
+    assert "{data}" not in result.stdout and "{target}" not in result.stdout

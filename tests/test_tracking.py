@@ -242,7 +242,10 @@ def test_an_unknown_tracker_or_a_missing_package_is_one_line_before_training(tmp
     for tracker, missing in (("tensorboard", "tensorboard"), ("mlflow", "sqlalchemy")):
         result = runner.invoke(cli.app, ["train", str(data), "--log-to", tracker])
         assert result.exit_code == 1 and not (tmp_path / "runs").exists()
-        assert f"needs {missing}: pip install 'trdcli[{tracker}]'" in " ".join(result.stderr.split())
+        # One wording, right for a wheel and for an editable checkout (main named the wheel's alone).
+        said = " ".join(result.stderr.split())
+        wheel, checkout = f'pip install "trdcli[{tracker}]"', f'pip install -e ".[{tracker}]"'
+        assert f"needs {missing}: {wheel} (in a checkout of trd: {checkout})" in said
         assert len(result.stderr.strip().splitlines()) <= 2 and "Traceback" not in result.output
     # With a server named, MLflow's client alone is enough: no local store to build.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")

@@ -225,7 +225,8 @@ LogToOpt = Annotated[
     list[str] | None,
     typer.Option(
         help="Watch the run in a tracker (repeat): tensorboard (RUN/tensorboard/), wandb (offline unless "
-        "logged in), mlflow (MLFLOW_TRACKING_URI, else RUN/mlflow.db); pip install 'trdcli[trackers]'."
+        "logged in), mlflow (MLFLOW_TRACKING_URI, else RUN/mlflow.db); pip install 'trdcli[trackers]' "
+        "(in a checkout: pip install -e '.[trackers]')."
     ),
 ]
 WandbProjectOpt = Annotated[
@@ -284,7 +285,8 @@ def train(
     data: Annotated[
         Path,
         typer.Argument(
-            help="Image folder: DATA/train/<class>/* and DATA/val/<class>/*, or class folders with --valid-pct."
+            metavar="DATA",
+            help="Image folder: DATA/train/<class>/* and DATA/val/<class>/*, or class folders with --valid-pct.",
         ),
     ],
     arch: ArchOpt = TrainConfig.arch,
@@ -519,7 +521,9 @@ class DatasetName(str, Enum):
 
 @app.command()
 def prepare(
-    data: Annotated[Path, typer.Argument(help="The image folder `trd train` will read, as for trd train.")],
+    data: Annotated[
+        Path, typer.Argument(metavar="DATA", help="The image folder `trd train` will read, as for trd train.")
+    ],
     size: SizeOpt = TrainConfig.size_px,
     low_res: LowResOpt = None,
     until: UntilOpt = None,
@@ -584,7 +588,10 @@ def prepare(
 def estimate_cost(
     data: Annotated[
         Path | None,
-        typer.Argument(help="An image folder: its images are counted, and a sample times the loader (the feed check)."),
+        typer.Argument(
+            metavar="DATA",
+            help="An image folder: its images are counted, and a sample times the loader (the feed check).",
+        ),
     ] = None,
     dataset: Annotated[
         DatasetName | None,
@@ -730,7 +737,7 @@ def _save_plan_plot(result, path: Path) -> None:
 
 @app.command()
 def compare(
-    data: Annotated[Path, typer.Argument(help="Image folder, as for `trd train`.")],
+    data: Annotated[Path, typer.Argument(metavar="DATA", help="Image folder, as for `trd train`.")],
     setting: Annotated[
         list[str] | None,
         typer.Option(
@@ -830,10 +837,14 @@ def compare(
 @app.command("eval")
 def eval_command(
     target: Annotated[
-        Path, typer.Argument(help="A `trd train` run directory; or, with --weights, the image folder (DATA).")
+        Path,
+        typer.Argument(
+            metavar="RUN_DIR", help="A `trd train` run directory; or, with --weights, the image folder (DATA)."
+        ),
     ],
     data: Annotated[
-        Path | None, typer.Argument(help="Image folder to evaluate on (default: the folder the run trained on).")
+        Path | None,
+        typer.Argument(metavar="DATA", help="Image folder to evaluate on (default: the folder the run trained on)."),
     ] = None,
     arch: Annotated[str | None, typer.Option(help="With --weights: the model's architecture.")] = None,
     weights: Annotated[Path | None, typer.Option(help="A model trained elsewhere: its local state dict.")] = None,

@@ -219,7 +219,7 @@ def feed_table(feed) -> Table:
     table = Table(
         title=f"the loader, timed on {feed.sample_images} of your images (one worker, decode + crop + resize)",
         title_justify="left",
-        caption=f"this machine gives trd train {feed.workers_available} worker(s) a device"
+        caption=f"trd train gives each device {feed.workers_available} data-loading worker(s) on this machine"
         + (f"; reduced sizes read the prepared copy in {feed.prepared_dir}" if feed.prepared_dir else ""),
         caption_justify="left",
     )

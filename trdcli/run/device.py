@@ -30,14 +30,19 @@ def pick_device(requested: str | None, local_rank: int = 0, distributed: bool = 
     return device
 
 
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
 def _named_device(requested: str | None):
     import torch
 
     if requested:
         try:
             device = torch.device(requested)
-        except RuntimeError as exc:
-            raise ConfigError(f"`device` {requested!r} is not a device name ({exc})") from None
+        except RuntimeError:
+            device = None
+        if device is None or device.type not in DEVICE_TYPES:  # torch's own message lists every backend it knows
+            raise ConfigError(f"`device` {requested!r} is not a device trd trains on: give cpu, cuda, cuda:N or mps")
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"`device` {requested}: CUDA is not available on this machine")
         if device.type == "mps" and not torch.backends.mps.is_available():

@@ -136,7 +136,10 @@ def check_trackers(names: Iterable[str]) -> None:
             raise ConfigError(f"`log_to` must be one of {', '.join(TRACKERS)}, got {name!r}")
         missing = [p for p in _packages(name) if importlib.util.find_spec(p) is None]
         if missing:
-            raise ConfigError(f"`log_to` {name} needs {', '.join(missing)}: pip install 'trdcli[{name}]'")
+            raise ConfigError(
+                f'`log_to` {name} needs {", ".join(missing)}: pip install "trdcli[{name}]" '
+                f'(in a checkout of trd: pip install -e ".[{name}]")'
+            )
 
 
 def make_trackers(
