@@ -159,3 +159,17 @@ def test_an_interrupted_compare_resumes_where_it_stopped(folder, tmp_path):
     resumed = json.loads((interrupted / "run.json").read_text())
     assert [row["epoch"] for row in resumed["history"]] == [0, 1] and resumed["steps"] == 6
     assert [row["seeds"] for row in summary_rows(compared)] == [[0, 1], [0, 1]]
+
+
+@pytest.mark.slow
+def test_a_one_epoch_comparison_says_why_it_has_no_equal_compute_baseline(tmp_path):
+    # main printed "1 epochs" and, with no equal-compute baseline, no line saying why.
+    data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
+    args = ["compare", str(data), "--size", "64", "--batch-size", "8", "--epochs", "1", "--seeds", "0,",
+            "--workers", "0", "--setting", "baseline", "--setting", SPREAD, "--out", str(tmp_path / "cmp")]  # fmt: skip
+    result = runner.invoke(cli.app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stdout.split())
+    assert f"on {data}, 1 epoch " in said and "1 epochs" not in said
+    assert "no equal-compute baseline: at 1 epoch the baseline cannot train fewer whole epochs" in said
+    assert sorted(p.name for p in (tmp_path / "cmp").iterdir() if p.is_dir()) == ["baseline", "spread"]

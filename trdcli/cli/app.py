@@ -822,9 +822,11 @@ def compare(
     if json_out:
         _print_json(compare_json(compared))
     else:
-        title = f"trd compare: {arch} on {data}, {epochs} epochs"
+        title = f"trd compare: {arch} on {data}, {report.count_of(epochs, 'epoch')}"
         rows = summary_rows(compared)
         stdout.print(report.compare_table(rows, title))
+        if equal_compute and epochs == 1:
+            stdout.print("no equal-compute baseline: at 1 epoch the baseline cannot train fewer whole epochs")
         if compared.budget_rows:
             baseline = next((r for r in rows if r["setting"] == "baseline"), None)
             budgets = budget_summary(compared, rows)

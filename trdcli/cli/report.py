@@ -42,6 +42,11 @@ def fmt_duration(seconds: float) -> str:
     return f"{hours / 24:.1f} days"
 
 
+def count_of(n: int, noun: str) -> str:
+    """``1 epoch``, ``8 epochs``."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def fmt_pct(fraction: float) -> str:
     return f"{100 * fraction:.1f}%"
 
@@ -264,7 +269,7 @@ def _plan_header(est) -> Table:
     header.add_column()
     header.add_row(
         "run",
-        f"{est.dataset.train_images:,} training images x {shape.epochs} epochs, batch {shape.batch_size}: "
+        f"{est.dataset.train_images:,} training images x {count_of(shape.epochs, 'epoch')}, batch {shape.batch_size}: "
         f"{shape.total_steps:,} steps at {shape.full_px} px, {est.dataset.num_classes} classes",
     )
     header.add_row("schedule", _schedule_text(est.schedule, shape.full_px))
@@ -385,7 +390,8 @@ def budget_table(answer) -> Table:
 
 
 def presets_table(rows: list[dict[str, Any]], arch: str, size_px: int, epochs: int) -> Table:
-    table = Table(title=f"trd presets (compute for {arch} at {size_px} px, {epochs} epochs)", title_justify="left")
+    title = f"trd presets (compute for {arch} at {size_px} px, {count_of(epochs, 'epoch')})"
+    table = Table(title=title, title_justify="left")
     table.add_column("name", style="bold", no_wrap=True)
     table.add_column("what it does")
     table.add_column("parameters", overflow="fold")
