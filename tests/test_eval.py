@@ -236,3 +236,30 @@ def test_cue_conflict_needs_imagenet_classes():
 )
 def test_wilson_interval_matches_newcombes_table(successes, trials, low, high):
     assert cue_conflict.wilson_interval(successes, trials) == pytest.approx((low, high), abs=5e-5)
+
+
+def test_every_size_label_of_eval_png_lies_inside_the_plot(tmp_path, monkeypatch):
+    # main placed each label right of and below its point, so the largest size's ran over the plot's
+    # right edge and the smallest size's over its bottom one.
+    from matplotlib.figure import Figure
+
+    from trdcli.run.plots import save_eval_plot
+
+    outside = []
+    real = Figure.savefig
+
+    def checked(fig, *args, **kwargs):
+        renderer = fig.canvas.get_renderer()
+        for ax in fig.axes:
+            frame = ax.get_window_extent(renderer)
+            for text in ax.texts:
+                box = text.get_window_extent(renderer)
+                if box.x0 < frame.x0 or box.x1 > frame.x1 or box.y0 < frame.y0 or box.y1 > frame.y1:
+                    outside.append(text.get_text())
+        return real(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", checked)
+    sweep = [{"px": px, "forward_flops_per_image": 1.8e9 * (px / 224) ** 2, "top1": 0.5 + px / 1000}
+             for px in (112, 160, 224, 288, 336)]  # fmt: skip
+    save_eval_plot(sweep, 224, "resnet18", tmp_path / "eval.png")
+    assert (tmp_path / "eval.png").exists() and outside == []

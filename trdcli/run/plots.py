@@ -117,6 +117,8 @@ def save_eval_plot(sweep: list[dict], train_px: int, title: str, path: Path) -> 
         xs = [row["forward_flops_per_image"] / 1e9 for row in sweep]
         ys = [100 * row["top1"] for row in sweep]
         ax.plot(xs, ys, "o-")
+        # Each label sits right of and below its point: room inside the plot for the right-most and the lowest.
+        ax.margins(x=0.16, y=0.15)
         for row, x, y in zip(sweep, xs, ys, strict=True):
             ax.annotate(f"{row['px']} px" + (" (train)" if row["px"] == train_px else ""), (x, y), fontsize=8,
                         textcoords="offset points", xytext=(4, -10))  # fmt: skip
