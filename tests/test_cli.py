@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -491,3 +492,22 @@ def test_the_usage_line_names_the_arguments_as_typer_users_expect(command, usage
     result = runner.invoke(cli.app, [command, "--help"], env={"COLUMNS": "120"})
     assert result.exit_code == 0 and usage in " ".join(result.stdout.split())
     assert "{data}" not in result.stdout and "{target}" not in result.stdout
+
+
+@pytest.mark.slow
+def test_progress_lines_stay_whole_when_stderr_is_a_file(tmp_path):
+    import subprocess
+    import sys
+
+    from helpers import make_image_folder
+
+    # `trd train ... 2> log`: main wrapped each epoch line at 80 columns ("steps:" then "15 at 96 px").
+    data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
+    args = [sys.executable, "-m", "trdcli", "train", str(data), "--size", "64", "--low-res", "32", "--epochs", "1",
+            "--batch-size", "8", "--workers", "0", "--out", str(tmp_path / "run")]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    with open(tmp_path / "log", "w") as log:
+        done = subprocess.run(args, stderr=log, stdout=subprocess.DEVNULL, env=env, timeout=300)
+    assert done.returncode == 0
+    (line,) = [ln for ln in (tmp_path / "log").read_text().splitlines() if "epoch 1/1" in ln]
+    assert len(line) > 80 and "steps: " in line and line.rstrip().endswith(" s")

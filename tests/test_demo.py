@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,3 +114,48 @@ def test_the_demo_scores_shape_bias_in_the_runs_class_order(tmp_path, monkeypatc
     )
     run_demo(tmp_path, epochs=1, images_per_class=(8, 4, 3))
     assert seen == [["circle", "cross", "square", "triangle"]] * 2  # the class folders, sorted
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+# README's demo sentence, its figures captured in order.
+_README_DEMO = re.compile(
+    r"it printed a baseline of (?P<baseline>[\d.]+)% top-1 and TRD at (?P<low>\d+) px (?P<trd>[\d.]+)% "
+    r"\((?P<before>[\d.]+)% before BatchNorm recalibration\), with (?P<saved>[\d.]+)% of the compute saved "
+    r"\((?P<steps_saved>[\d.]+)% for the training steps alone\), and a shape bias of (?P<trd_bias>[\d.]+)% "
+    r"\(95% interval (?P<trd_lo>\d+)-(?P<trd_hi>\d+)%\) against the baseline's (?P<base_bias>[\d.]+)% "
+    r"\((?P<base_lo>\d+)-(?P<base_hi>\d+)%\)"
+)
+
+
+@pytest.mark.slow
+def test_the_readmes_demo_figures_are_what_a_fresh_demo_prints(tmp_path):
+    # The README's figures were a stale commit's (issue 44: a fresh clone printed 56.2%, not 53.8%). The
+    # demo is deterministic (seed 0), so a change that moves its output must update the README.
+    import json
+
+    from typer.testing import CliRunner
+
+    from trdcli.cli import app as cli
+
+    said = _README_DEMO.search(" ".join(README.read_text().split()))
+    assert said, "README.md's demo sentence is not in the form this test reads"
+    result = CliRunner().invoke(cli.app, ["demo", "--seed", "0", "--out", str(tmp_path / "demo"), "--json"])
+    assert result.exit_code == 0, result.output
+    runs = json.loads(result.stdout)
+    base, trd = runs["baseline"], runs["trd"]
+
+    def pct(fraction: float) -> str:
+        return f"{100 * fraction:.1f}"
+
+    def interval(bounds) -> tuple[str, str]:
+        return tuple(f"{100 * b:.0f}" for b in bounds)
+
+    printed = {
+        "baseline": pct(base["metrics"]["top1"]), "low": str(trd["schedule"]["low_px"]),
+        "trd": pct(trd["metrics"]["top1"]), "before": pct(trd["history"][-1]["accuracy"]),
+        "saved": pct(trd["compute_saved_frac"]), "steps_saved": pct(trd["train_compute_saved_frac"]),
+        "trd_bias": pct(trd["shape_bias"]), "base_bias": pct(base["shape_bias"]),
+    }  # fmt: skip
+    printed["trd_lo"], printed["trd_hi"] = interval(trd["shape_bias_ci95"])
+    printed["base_lo"], printed["base_hi"] = interval(base["shape_bias_ci95"])
+    assert said.groupdict() == printed

@@ -49,9 +49,9 @@ app = typer.Typer(
 
 
 class _WholeRowsConsole(Console):
-    """stdout. In a terminal, or with COLUMNS set, as wide as that; written to a file or a pipe
-    (``trd compare ... > log``, ``nohup``), as wide as what it prints, so a table keeps its rows
-    whole where rich would wrap it at 80 columns into fragments."""
+    """stdout and stderr. In a terminal, or with COLUMNS set, as wide as that; written to a file or a
+    pipe (``trd compare ... > log``, ``nohup ... 2> log``), as wide as what it prints, so a table keeps
+    its rows whole and a progress line stays one line where rich would wrap them at 80 columns."""
 
     def print(self, *objects, **kwargs):
         if not objects or self.is_terminal or "COLUMNS" in os.environ:
@@ -68,7 +68,7 @@ class _WholeRowsConsole(Console):
 
 
 stdout = _WholeRowsConsole()
-stderr = Console(stderr=True)
+stderr = _WholeRowsConsole(stderr=True)
 
 
 def _print_version(value: bool) -> None:
