@@ -14,6 +14,7 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
+@pytest.mark.slow  # trains for real: over 10 s here
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_the_gpu_script_writes_every_figure_in_one_json(tmp_path):
     env = {

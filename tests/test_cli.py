@@ -258,6 +258,7 @@ def test_usage_errors_exit_2(folder, args):
     assert result.exit_code == 2
 
 
+@pytest.mark.slow  # trains for real: over 10 s here
 def test_interrupted_run_exits_130_and_says_how_to_resume(folder, monkeypatch, tmp_path):
     def interrupted(config, observer=None):
         raise TrainingInterrupted(tmp_path / "run", epochs_done=2, saved=True)

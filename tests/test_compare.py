@@ -93,6 +93,7 @@ def compare_args(folder, out):
     return args + ["--workers", "0", "--setting", "baseline", "--setting", SPREAD, "--out", str(out)]
 
 
+@pytest.mark.slow  # trains for real: over 10 s here
 def test_the_table_is_what_the_runs_recorded_and_a_rerun_trains_nothing(folder, tmp_path, monkeypatch):
     monkeypatch.setattr(cli.stdout, "width", 200)  # a wide terminal: one table row per setting
     out = tmp_path / "cmp"
@@ -142,6 +143,7 @@ class InterruptOnce(TrainObserver):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow  # trains for real: over 10 s here
 def test_an_interrupted_compare_resumes_where_it_stopped(folder, tmp_path):
     from trdcli.core.errors import TrainingInterrupted
 

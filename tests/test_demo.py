@@ -72,6 +72,7 @@ def test_same_seed_same_images(tmp_path):
     assert Counter(f.parts[0] for f in files) == {"train": 8, "val": 4, "conflict": 12}
 
 
+@pytest.mark.slow  # trains for real: over 10 s here
 def test_a_short_demo_runs_end_to_end(tmp_path):
     comparison = run_demo(tmp_path, epochs=1, images_per_class=(8, 4, 3))
     assert comparison.train_images == 32 and comparison.valid_images == 16
