@@ -327,6 +327,24 @@ def _tiny_run(tmp_path, log_to, epochs=2):
     return result, json.loads((tmp_path / "run" / "run.json").read_text()), notes
 
 
+def _stopped_run(tmp_path, log_to, run_dir=None) -> TrainConfig:
+    """A 2-epoch run with trackers ``log_to``, interrupted after epoch 1 (3 steps an epoch): its config,
+    to resume."""
+    from helpers import InterruptAfter
+
+    from trdcli.core.errors import TrainingInterrupted
+    from trdcli.run.train import train
+
+    data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)  # 24 images, batch 8: 3 steps/epoch
+    config = TrainConfig(
+        data=data, epochs=2, size_px=64, batch_size=8, workers=0, lr=1e-3, schedule=TRDSchedule(32),
+        log_to=log_to, out_dir=run_dir or tmp_path / "run",
+    )  # fmt: skip
+    with pytest.raises(TrainingInterrupted):
+        train(config, InterruptAfter(step=4))
+    return config
+
+
 def test_wandb_offline_keeps_every_step_the_config_and_the_files(tmp_path, offline_wandb):
     result, run, notes = _tiny_run(tmp_path, ("wandb",))
     assert any(n.startswith("W&B: not logged in, so offline") for n in notes)
@@ -356,19 +374,10 @@ def test_wandb_offline_keeps_every_step_the_config_and_the_files(tmp_path, offli
 def test_a_resumed_run_continues_its_wandb_run(tmp_path, offline_wandb):
     from dataclasses import replace
 
-    from helpers import InterruptAfter
-
-    from trdcli.core.errors import TrainingInterrupted
     from trdcli.run.train import train
     from trdcli.run.wandb_tracker import RUN_ID_FILE
 
-    data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)  # 3 steps an epoch
-    config = TrainConfig(
-        data=data, epochs=2, size_px=64, batch_size=8, workers=0, lr=1e-3, schedule=TRDSchedule(32),
-        log_to=("wandb",), out_dir=tmp_path / "run",
-    )  # fmt: skip
-    with pytest.raises(TrainingInterrupted):
-        train(config, InterruptAfter(step=4))
+    config = _stopped_run(tmp_path, ("wandb",))
     train(replace(config, resume=tmp_path / "run"))
     # W&B writes each process's offline files in a folder named after the run's id: both are one run
     # (on main the resumed process started a second W&B run, with a new id).
@@ -383,21 +392,13 @@ def test_a_resumed_run_continues_its_wandb_run(tmp_path, offline_wandb):
 def test_mlflow_finds_the_run_again_whatever_its_folder_is_called(tmp_path, local_mlflow):
     from dataclasses import replace
 
-    from helpers import InterruptAfter
     from mlflow import MlflowClient
 
-    from trdcli.core.errors import TrainingInterrupted
     from trdcli.run.train import train
 
     # A quote in the path broke the search filter on main: the resumed run lost its tracker.
     run_dir = tmp_path / 'Bob\'s "run"'
-    data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
-    config = TrainConfig(
-        data=data, epochs=2, size_px=64, batch_size=8, workers=0, lr=1e-3, schedule=TRDSchedule(32),
-        log_to=("mlflow",), out_dir=run_dir,
-    )  # fmt: skip
-    with pytest.raises(TrainingInterrupted):
-        train(config, InterruptAfter(step=4))
+    config = _stopped_run(tmp_path, ("mlflow",), run_dir)
     resumed = train(replace(config, resume=run_dir))
     assert not resumed.warnings
     client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")
@@ -477,19 +478,11 @@ def test_the_notebook_callback_takes_the_trackers_names(tmp_path, local_mlflow):
 def test_mlflow_marks_an_interrupted_run_killed_and_its_resumption_finished(tmp_path, local_mlflow):
     from dataclasses import replace
 
-    from helpers import InterruptAfter
     from mlflow import MlflowClient
 
-    from trdcli.core.errors import TrainingInterrupted
     from trdcli.run.train import train
 
-    data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)  # 24 images, batch 8: 3 steps/epoch
-    config = TrainConfig(
-        data=data, epochs=2, size_px=64, batch_size=8, workers=0, lr=1e-3, schedule=TRDSchedule(32),
-        log_to=("mlflow",), out_dir=tmp_path / "run",
-    )  # fmt: skip
-    with pytest.raises(TrainingInterrupted):
-        train(config, InterruptAfter(step=4))
+    config = _stopped_run(tmp_path, ("mlflow",))
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("trd").experiment_id
     (found,) = client.search_runs([experiment])
