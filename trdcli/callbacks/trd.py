@@ -21,6 +21,7 @@ import warnings
 import torch
 from fastai.callback.core import Callback
 from fastai.callback.schedule import LRFinder
+from fastai.learner import SkipToEpoch
 
 from trdcli.callbacks.batchnorm import PrivateBatchNormCallback, RecalibrateBatchNorm
 from trdcli.core.cost import (
@@ -189,6 +190,10 @@ class TRDCallback(Callback):
         self._fit_started = False
         if self._active:
             warn_if_regularisation_unapplied(self.schedule, self.learn.cbs)
+            # A fit resumed past its last epoch (fastai's SkipToEpoch) trains nothing now but is the
+            # run's fit, which recalibration then finishes.
+            if any(isinstance(cb, SkipToEpoch) for cb in self.learn.cbs):
+                self._number_fit()
 
     def _number_fit(self) -> None:
         if not self._fit_started:
