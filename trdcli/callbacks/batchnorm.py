@@ -158,8 +158,15 @@ def evaluation_view(loader) -> Iterator:
         items.train = was
 
 
-def _finding_lr(learn) -> bool:
+def finding_lr(learn) -> bool:
+    """Whether ``learn`` is in ``lr_find``, which trd's callbacks leave alone."""
     return any(isinstance(cb, LRFinder) for cb in learn.cbs)
+
+
+def resumed_past_last_epoch(learn) -> bool:
+    """Whether the fit starting is one resumed past its last epoch (fastai's ``SkipToEpoch``): it trains
+    nothing now but continues a run that did, and is finished by recalibrating."""
+    return any(isinstance(cb, SkipToEpoch) for cb in learn.cbs)
 
 
 class RecalibrateBatchNorm(Callback):
@@ -204,9 +211,7 @@ class RecalibrateBatchNorm(Callback):
         return recalibration_batches(self.batches, trd is not None and trd.reduced_in_fit(trd.current_fit))
 
     def before_fit(self):
-        # A fit resumed past its last epoch (fastai's SkipToEpoch) trains nothing now but continues
-        # a run that did, and is finished by recalibrating.
-        self._trained = any(isinstance(cb, SkipToEpoch) for cb in self.learn.cbs)
+        self._trained = resumed_past_last_epoch(self.learn)
 
     def before_train(self):
         self._trained = True
@@ -215,7 +220,7 @@ class RecalibrateBatchNorm(Callback):
         # learn.validate() and get_preds send before_fit and after_fit too, with no training pass
         # between them: nothing was trained, so there is nothing to recalibrate.
         batches = self.batches_after_fit() if self._trained else 0
-        if batches and not _finding_lr(self.learn):
+        if batches and not finding_lr(self.learn):
             trd = getattr(self.learn, "trd", None)
             # Outside the fit the training loader delivers full-resolution batches.
             loader = self.learn.dls.train
@@ -245,7 +250,7 @@ class PrivateBatchNormCallback(Callback):
         use_private_batchnorm(self.learn.model)
 
     def before_fit(self):
-        if _finding_lr(self.learn):
+        if finding_lr(self.learn):
             return
         self._layers = private_batchnorms(self.learn.model)
         if not self._layers:

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 from fastai.callback.mixup import MixHandler
-from fastai.callback.schedule import LRFinder
 
+from trdcli.callbacks.batchnorm import finding_lr
 from trdcli.callbacks.trd import fit_step
 from trdcli.core.schedules import ResolutionSchedule, step_uniforms
 
@@ -40,7 +40,7 @@ class StageRegularisation(MixHandler):
 
     def before_train(self):
         # lr_find probes the plain model, as TRDCallback leaves its batches at full resolution.
-        self._active = not any(isinstance(cb, LRFinder) for cb in self.learn.cbs)
+        self._active = not finding_lr(self.learn)
         if not self._dropout_p:
             self._dropout_p = {
                 m: m.p for m in self.learn.model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)

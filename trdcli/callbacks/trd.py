@@ -20,10 +20,13 @@ import warnings
 
 import torch
 from fastai.callback.core import Callback
-from fastai.callback.schedule import LRFinder
-from fastai.learner import SkipToEpoch
 
-from trdcli.callbacks.batchnorm import PrivateBatchNormCallback, RecalibrateBatchNorm
+from trdcli.callbacks.batchnorm import (
+    PrivateBatchNormCallback,
+    RecalibrateBatchNorm,
+    finding_lr,
+    resumed_past_last_epoch,
+)
 from trdcli.core.cost import (
     ComputeSummary,
     FlopsTable,
@@ -184,15 +187,13 @@ class TRDCallback(Callback):
         for cb in self._add_companions():  # the Learner was created without this callback
             if isinstance(cb, PrivateBatchNormCallback):
                 cb.before_fit()  # it missed this event, in which it checks the private copies exist
-        self._active = not any(isinstance(cb, LRFinder) for cb in self.learn.cbs)
+        self._active = not finding_lr(self.learn)
         # learn.validate() and get_preds() send before_fit too, with no training pass: a fit is
         # numbered at its first training pass, so they do not count as one.
         self._fit_started = False
         if self._active:
             warn_if_regularisation_unapplied(self.schedule, self.learn.cbs)
-            # A fit resumed past its last epoch (fastai's SkipToEpoch) trains nothing now but is the
-            # run's fit, which recalibration then finishes.
-            if any(isinstance(cb, SkipToEpoch) for cb in self.learn.cbs):
+            if resumed_past_last_epoch(self.learn):  # trains nothing now, but is the run's fit
                 self._number_fit()
 
     def _number_fit(self) -> None:

@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 from fastai.callback.core import Callback
-from fastai.callback.schedule import LRFinder
 
+from trdcli.callbacks.batchnorm import finding_lr
 from trdcli.core.errors import ConfigError
 from trdcli.run.trackers import PREFIX, RunSummary, StepLog, Tracker, _Guarded, check_trackers, make_trackers
 
@@ -65,7 +65,7 @@ class TRDTracker(Callback):
         # learn.validate() and get_preds() send before_fit, after_epoch and after_fit too, with no
         # training pass: only a fit that trains is logged.
         self._trained = False
-        self._active = not any(isinstance(cb, LRFinder) for cb in self.learn.cbs)
+        self._active = not finding_lr(self.learn)
         if self._active and not self._started:
             self._started = True
             trd = self.learn.trd
