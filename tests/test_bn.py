@@ -86,6 +86,7 @@ def _private_learner(**trd_kwargs):
     return learn, probe
 
 
+@pytest.mark.slow
 def test_reduced_steps_train_and_update_only_their_private_copy():
     learn, probe = _private_learner()
     reduced = [s for s in probe.steps if s["px"] == 32]
@@ -134,6 +135,7 @@ def test_bad_bn_arguments(kwargs, message):
         TRDCallback(low_res=32, **kwargs)
 
 
+@pytest.mark.slow
 def test_a_real_private_run_recalibrates_counts_it_and_saves_plain_weights(tmp_path):
     from helpers import make_image_folder
 
@@ -304,6 +306,7 @@ def test_recalibration_on_the_evaluation_view_needs_trds_image_items():
         RecalibrateBatchNorm(2, view="val")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("view", ["train", "test"])
 def test_trd_train_recalibrates_on_the_view_its_config_names(tmp_path, monkeypatch, view):
     from helpers import make_image_folder

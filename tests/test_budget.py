@@ -74,6 +74,7 @@ def test_window_and_fewer_epochs_by_hand(flops):
     assert epochs.note == "spends 50.0%: the nearest setting below 55%"  # 6 epochs would spend 60%
 
 
+@pytest.mark.slow
 def test_every_family_spends_within_two_percent_or_says_why():
     recipe = TrainConfig(data=Path("."), arch="resnet18", epochs=10, size_px=96, batch_size=8)
     for row in solve_budgets((0.45, 0.7), tuple(FAMILIES), recipe, 160, CLASSES):
@@ -139,6 +140,7 @@ def budget_args(folder, out, *extra):
     return [*args, "--out", str(out), *extra]
 
 
+@pytest.mark.slow
 def test_compare_budget_end_to_end_and_a_rerun_trains_nothing(folder, tmp_path, monkeypatch):
     monkeypatch.setattr(cli.stdout, "width", 220)
     out = tmp_path / "cmp"
@@ -167,6 +169,7 @@ def test_compare_budget_end_to_end_and_a_rerun_trains_nothing(folder, tmp_path, 
     assert "full size, every epoch" in table.stdout  # the budget table carries the baseline it is measured against
 
 
+@pytest.mark.slow
 def test_a_finished_run_of_another_setting_is_not_summarised_as_this_one(folder, tmp_path):
     out = tmp_path / "cmp"
     first = runner.invoke(cli.app, budget_args(folder, out, "--family", "fewer-epochs"))
@@ -239,6 +242,7 @@ def test_compare_passes_every_option(folder, tmp_path, monkeypatch):
     assert seen[-1].settings == (Setting("baseline"),) and seen[-1].budgets == (0.5,) and seen[-1].families is None
 
 
+@pytest.mark.slow
 def test_the_solved_parameters_are_flags_of_train_and_estimate_cost():
     base = ["estimate-cost", "--arch", "resnet18", "--images", "1000", "--json"]
     composer = runner.invoke(cli.app, [*base, "--preset", "composer", "--initial-scale", "0.3"])

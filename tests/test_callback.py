@@ -43,6 +43,7 @@ def make_learner(cbs, n_train=48, bs=8, px=64):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "schedule",
     [
@@ -81,6 +82,7 @@ def test_fit_sees_exactly_the_planned_resolutions_and_records_the_planned_comput
     assert sum(r.train_flops for r in trd.records) == recorded.train_flops
 
 
+@pytest.mark.slow
 def test_notebook_api_with_vision_learner():
     from fastai.vision.learner import vision_learner
     from torchvision.models import resnet18
@@ -126,6 +128,7 @@ def test_fine_tune_schedules_each_fit_on_its_own():
     assert trd.summary(fit=1).steps_by_px == {64: 6, 32: 6}
 
 
+@pytest.mark.slow
 def test_resumed_fit_continues_the_same_schedule():
     schedule = TRDSchedule(32, until=1.0, prob=0.5, seed=11)
     full = TRDCallback(schedule=schedule)

@@ -307,6 +307,7 @@ def test_unwritable_run_directory_still_prints_the_summary(folder, monkeypatch):
     assert "No space left on device" in result.stderr
 
 
+@pytest.mark.slow
 def test_real_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path):
     """A real `trd train` process, a real SIGINT after the first epoch, then --resume."""
     import signal
@@ -361,6 +362,7 @@ def test_eval_names_batchnorm_recalibration_as_train_does():
     assert old.exit_code == 1 and "No such option" not in old.output
 
 
+@pytest.mark.slow
 def test_a_table_written_to_a_file_keeps_its_rows_whole(monkeypatch):
     # `trd compare ... > log` under nohup: no terminal sets the width, and rich's 80 columns cut a
     # table's cells into fragments. Here the preset's row must stay on one line, as wide as it needs.
@@ -445,6 +447,7 @@ def test_presets_passes_every_option(monkeypatch):
     assert seen == [("resnet18", 160, 30, 128, 5000)]
 
 
+@pytest.mark.slow
 def test_demo_prints_the_shape_bias_interval_and_the_accuracy_before_recalibration(tmp_path, monkeypatch):
     import trdcli.cli.demo as demo
 

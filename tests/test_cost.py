@@ -79,6 +79,7 @@ def test_hand_counted_conv_and_linear():
     assert flops.backward_flops == 2 * (conv_macs + 2 * linear_macs)
 
 
+@pytest.mark.slow
 def test_resnet50_at_112_costs_26_4_percent_not_25(resnet50_flops):
     ratio = resnet50_flops.at(112).train_flops / resnet50_flops.at(224).train_flops
     # docs/method.md, "Compute": layer4 is 4x4 at 112 px, not 3.5x3.5, so the saving is less than (1/2)^2.

@@ -105,6 +105,7 @@ def test_shape_bias_reads_the_networks_outputs_in_its_own_class_order(tmp_path):
     assert (bias.shape_decisions, bias.texture_decisions, bias.images) == (6, 3 * 2, 24)
 
 
+@pytest.mark.slow
 def test_the_demo_scores_shape_bias_in_the_runs_class_order(tmp_path, monkeypatch):
     import trdcli.evaluate.evaluation as evaluation
 

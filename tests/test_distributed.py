@@ -51,6 +51,7 @@ def _torchrun(*options: str) -> list[str]:
             *options]  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_two_gloo_ranks_train_the_run_one_process_would(tmp_path):
     data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)  # 24 images: 3 global batches of 8
@@ -93,6 +94,7 @@ class InterruptAt(TrainObserver):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_a_run_started_on_one_process_resumes_on_two_with_the_same_schedule(tmp_path):
     data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
@@ -116,6 +118,7 @@ def test_a_run_started_on_one_process_resumes_on_two_with_the_same_schedule(tmp_
     assert run["world_size"] == 2
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_private_batchnorm_trains_under_the_launcher(tmp_path):
     # Each step leaves one BatchNorm copy without gradients; DDP stopped at step 2 on both ranks before.
@@ -153,6 +156,7 @@ def test_an_explicit_gpu_under_the_launcher_is_refused(monkeypatch):
         pick_device("cuda:0", local_rank=1, distributed=True)
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_two_ranks_split_the_image_check_and_skip_the_same_images(tmp_path):
     data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
@@ -172,6 +176,7 @@ def test_two_ranks_split_the_image_check_and_skip_the_same_images(tmp_path):
     assert sorted(s["path"] for s in run["skipped_images"]) == sorted(str(p) for p in broken)
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_two_ranks_read_a_prepared_copy_for_reduced_steps(tmp_path):
     from helpers import make_jpeg_folder
@@ -208,6 +213,7 @@ def _rank_worker(mode: str, out, timeout: int = 300, extra=()) -> tuple[subproce
     return done, rank0, rank1
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_ranks_agree_on_a_sigterm_every_n_steps_not_every_step(tmp_path):
     from rank_worker import SIGNAL_AT_STEP
@@ -225,6 +231,7 @@ def test_ranks_agree_on_a_sigterm_every_n_steps_not_every_step(tmp_path):
     assert rank0["all_reduces"] == rank1["all_reduces"] == (expected_stop + 1) // n == 2
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_an_internal_error_on_rank_0_stops_the_other_ranks_with_one_line(tmp_path):
     # Rank 0's action raises a RuntimeError, not a TRDError: on main rank 1 waited in the broadcast
@@ -239,6 +246,7 @@ def test_an_internal_error_on_rank_0_stops_the_other_ranks_with_one_line(tmp_pat
     assert done.returncode == 0, done.stderr[-3000:]  # each rank recorded what it raised, and both returned
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_batchnorm_recalibrated_on_two_ranks_holds_every_images_statistics(tmp_path):
     import numpy as np

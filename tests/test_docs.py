@@ -29,6 +29,8 @@ BLOCKS = [
     for i, (tags, code) in enumerate(python_blocks(doc))
     if "notest" not in tags
 ]
+# Blocks that train for real: over 5 s here, so outside `-m "not slow"` (CI runs them all).
+SLOW_BLOCKS = {"README.md#0", "method.md#0"}
 
 
 def test_blocks_that_do_not_run_say_so_and_are_few():
@@ -37,7 +39,17 @@ def test_blocks_that_do_not_run_say_so_and_are_few():
     assert len(BLOCKS) >= 4
 
 
-@pytest.mark.parametrize(("doc", "index", "tags", "code"), BLOCKS, ids=[f"{d}#{i}" for d, i, _, _ in BLOCKS])
+@pytest.mark.parametrize(
+    ("doc", "index", "tags", "code"),
+    [
+        pytest.param(
+            *block,
+            id=f"{block[0]}#{block[1]}",
+            marks=[pytest.mark.slow] if f"{block[0]}#{block[1]}" in SLOW_BLOCKS else [],
+        )
+        for block in BLOCKS
+    ],
+)
 def test_doc_example_runs(doc, index, tags, code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # what a block writes (runs/...) goes to a temporary folder
     namespace: dict = {}

@@ -52,6 +52,7 @@ def test_default_run_matches_train_defaults():
     assert payload["schedule"]["name"] == "baseline" and payload["compute_saved_frac"] == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("budget", ["0.4", "55%", "0.3"])
 def test_compute_budget_answer_meets_the_budget_when_fed_back(budget):
     payload = estimate_json(*PAPER, "--budget", budget)
@@ -181,6 +182,7 @@ def test_a_share_out_of_range_is_named_as_typed():
     assert "--utilisation must be a share in (0, 1], got 1.5 at 112 px" in " ".join(result.stderr.split())
 
 
+@pytest.mark.slow
 def test_a_cached_plan_never_imports_torch(tmp_path):
     import os
     import subprocess
@@ -201,6 +203,7 @@ def test_a_cached_plan_never_imports_torch(tmp_path):
     assert json.loads(second.stdout) == json.loads(first.stdout)
 
 
+@pytest.mark.slow
 def test_measure_times_real_steps_here():
     payload = estimate_json("--images", "640", "--size", "64", "--low-res", "32", "--measure", "--measure-batch", "4")
     rates = payload["throughput_images_per_s"]
@@ -234,6 +237,7 @@ def test_plot_and_table_output(tmp_path):
         assert needle in result.stdout, needle
 
 
+@pytest.mark.slow
 def test_plan_equals_what_a_real_fit_records(tmp_path):
     """The same settings and seed: estimate-cost's plan and trd train's record agree exactly."""
     root = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)

@@ -32,6 +32,7 @@ def run(tmp_path_factory):
     return root / "run", data
 
 
+@pytest.mark.slow
 def test_the_sweep_at_the_training_size_is_the_runs_own_accuracy(run):
     run_dir, _ = run
     before = (run_dir / "run.json").read_bytes()
@@ -58,6 +59,7 @@ def test_the_sweep_at_the_training_size_is_the_runs_own_accuracy(run):
     assert (run_dir / "eval.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_default_sizes_span_half_to_1_15_of_the_training_size(run):
     run_dir, _ = run
     result = runner.invoke(cli.app, ["eval", str(run_dir), "--workers", "0", "--no-probes", "--json"])

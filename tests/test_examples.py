@@ -22,6 +22,7 @@ def run(script: str, *args: str) -> str:
     return result.stdout
 
 
+@pytest.mark.slow
 def test_custom_schedule_runs_as_planned():
     out = run("custom_schedule.py")
     planned = next(line for line in out.splitlines() if line.startswith("planned:"))
@@ -30,6 +31,7 @@ def test_custom_schedule_runs_as_planned():
     assert "of the baseline" in out
 
 
+@pytest.mark.slow
 def test_compare_presets_lists_every_preset():
     from trdcli.core.presets import PRESETS
 
@@ -38,6 +40,7 @@ def test_compare_presets_lists_every_preset():
     assert names == list(PRESETS)
 
 
+@pytest.mark.slow
 def test_notebook_api_on_an_image_folder(tmp_path):
     data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
     out = run("notebook_api.py", str(data), "--size", "64", "--low-res", "32", "--epochs", "1", "--bs", "8")
@@ -49,6 +52,7 @@ def test_notebook_api_on_an_image_folder(tmp_path):
     assert "BatchNorm recalibrated on 24 images" in out  # 8 batches asked, the 3 there are
 
 
+@pytest.mark.slow
 def test_the_demo_depth_sweep_runs_every_setting_it_names():
     # One epoch of two settings: the benchmark's own loop (it once gave every setting one run directory).
     script = EXAMPLES.parent / "benchmarks" / "demo_low_res_sweep.py"

@@ -40,6 +40,7 @@ class DivergesAtStep(CrossEntropyLossFlat):
         return loss
 
 
+@pytest.mark.slow
 def test_a_diverged_loss_stops_with_where_and_keeps_the_checkpoint_to_resume_at_a_lower_rate(tmp_path, monkeypatch):
     data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)  # 24 images, batch 8: 3 steps/epoch
     config = TrainConfig(
@@ -63,6 +64,7 @@ def test_a_diverged_loss_stops_with_where_and_keeps_the_checkpoint_to_resume_at_
     assert resumed.lr == 1e-3
 
 
+@pytest.mark.slow
 def test_sigterm_saves_the_last_epoch_says_how_to_resume_and_the_resume_keeps_the_schedule(tmp_path):
     data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
     run = tmp_path / "run"

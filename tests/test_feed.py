@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 from helpers import make_jpeg_folder
 from typer.testing import CliRunner
 
@@ -116,6 +117,7 @@ def _run_with_the_accelerator_gate_open(tmp_path, monkeypatch, n_train: int, bat
     return train_module.train(config)
 
 
+@pytest.mark.slow
 def test_trd_train_runs_the_check_in_its_first_seconds_on_an_accelerator(tmp_path, monkeypatch):
     # The gate is the one thing that needs a GPU: opened here, the check runs for real on the CPU.
     from trdcli.core.schedules import TRDSchedule
@@ -130,6 +132,7 @@ def test_trd_train_runs_the_check_in_its_first_seconds_on_an_accelerator(tmp_pat
         assert sum(w.startswith(f"the loader may not keep up at {px} px") for w in result.warnings) == 1
 
 
+@pytest.mark.slow
 def test_the_runs_check_gives_way_when_the_device_has_no_room_for_a_second_model(tmp_path, monkeypatch):
     # Out of device memory cannot happen on the CPU: the one stand-in here is the error itself.
     import torch

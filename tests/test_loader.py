@@ -220,6 +220,7 @@ def _learner(folder, schedule, workers=2, **trd_kwargs):
 SCHEDULE = TRDSchedule(LOW_PX, until=1.0, prob=0.5, seed=7)  # both sizes in the first 4 steps
 
 
+@pytest.mark.slow
 def test_batches_arrive_at_the_planned_sizes_through_shuffled_epochs_with_two_workers(jpeg_folder):
     learn, sizes = _learner(jpeg_folder, SCHEDULE)
     with learn.no_logging(), learn.no_bar():
@@ -231,6 +232,7 @@ def test_batches_arrive_at_the_planned_sizes_through_shuffled_epochs_with_two_wo
     assert sizes.valid_px == {FULL_PX}
 
 
+@pytest.mark.slow
 def test_a_resumed_fit_continues_the_plan(jpeg_folder):
     first, sizes = _learner(jpeg_folder, SCHEDULE)
     with first.no_logging(), first.no_bar(), pytest.raises(KeyboardInterrupt):
@@ -325,6 +327,7 @@ def test_a_sharded_loader_has_exactly_the_batches_it_yields_and_the_ranks_share_
     assert len(dl) == len(batches) == 4 and [b[0].shape for b in batches] == [(4, 3, px, px) for px in plan]
 
 
+@pytest.mark.slow
 def test_train_builds_the_loader_the_config_asks_for(jpeg_folder, monkeypatch):
     from trdcli.data import loaders as data_module
     from trdcli.run.config import TrainConfig

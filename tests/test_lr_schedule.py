@@ -87,6 +87,7 @@ def test_a_fit_follows_the_curve_and_the_tail_is_at_full_resolution():
     assert lrs[8] < lrs[9]
 
 
+@pytest.mark.slow
 def test_a_run_records_its_tail_rate_and_resumes_only_with_it(tmp_path):
     from trdcli.run.train import train
 

@@ -10,6 +10,7 @@ from trdcli.core.errors import ConfigError
 from trdcli.run.models import UnknownArchError, build_model, check_arch, list_archs, load_weights
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "arch",
     ["resnet18", "resnext50_32x4d", "wide_resnet50_2", "mobilenet_v3_large", "efficientnet_b0", "convnext_tiny",

@@ -176,6 +176,7 @@ def _train_config(data, out, **kwargs):
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_trd_train_reads_a_fresh_copy_beside_the_data_for_reduced_steps_only(data, tmp_path):
     import json
 
@@ -191,6 +192,7 @@ def test_trd_train_reads_a_fresh_copy_beside_the_data_for_reduced_steps_only(dat
     assert off.prepared_dir is None
 
 
+@pytest.mark.slow
 def test_a_stale_copy_is_never_mixed_in(data, tmp_path):
     import pytest as _pytest
 
@@ -283,6 +285,7 @@ def _prepare_cli(data, *extra):
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_a_copy_made_at_another_quality_serves_the_run(data, tmp_path):
     # trd prepare --quality 85 writes the copy a default trd train then reads: quality is the copy's
     # property, not a reason to refuse it (on main it was "made for quality 85, not 90").
@@ -296,6 +299,7 @@ def test_a_copy_made_at_another_quality_serves_the_run(data, tmp_path):
     assert named.prepared_dir == default_out_dir(data, 56)
 
 
+@pytest.mark.slow
 def test_a_copy_made_for_a_larger_reduced_size_serves_a_smaller_one(data, tmp_path):
     import json
 

@@ -143,7 +143,10 @@ INDEPENDENT = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(INDEPENDENT))
+# Composer's definition is a per-step loop over 112,590 steps: over 10 s here.
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "composer" else n for n in sorted(INDEPENDENT)]
+)
 def test_compute_fraction_matches_the_source_definition(name, flops):
     shape = RunShape(1_281_167, 1024, 90, 224)  # 1,251 steps per epoch keeps the step loop quick
     px = [INDEPENDENT[name](t, shape) for t in range(shape.total_steps)]
@@ -177,6 +180,7 @@ def test_overrides_and_unknown_names():
         build_schedule("efficientnetv2", until=0.5)
 
 
+@pytest.mark.slow
 def test_presets_command_lists_every_preset_as_json():
     result = CliRunner().invoke(cli.app, ["presets", "--json"])
     assert result.exit_code == 0, result.output
@@ -203,6 +207,7 @@ class InputSizes(Callback):
             self.dropout.append(next(m.p for m in self.learn.model.modules() if isinstance(m, nn.Dropout)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["composer", "efficientnetv2"])
 def test_real_fit_with_non_trd_presets_records_the_schedule(name):
     schedule = get_preset(name)

@@ -3,6 +3,7 @@ each with a test that failed before its fix (issue 18). The multi-process ones l
 
 from __future__ import annotations
 
+import pytest
 from fastai.callback.core import Callback
 from typer.testing import CliRunner
 
@@ -138,6 +139,7 @@ def _tiny_run(tmp_path, name: str, **overrides):
     return TrainConfig(**{**fields, **overrides})
 
 
+@pytest.mark.slow
 def test_a_run_stopped_after_its_last_checkpoint_is_finished_by_resume(tmp_path):
     import json
     from dataclasses import replace
@@ -175,6 +177,7 @@ def test_the_divergence_rule_by_hand():
     assert not any(wobbly.update(loss) for loss in [2.3] * 5 + [50.0] * 3 + [2.0] * 200)
 
 
+@pytest.mark.slow
 def test_a_diverging_run_stops_with_its_learning_rate_named(tmp_path):
     import pytest
 
@@ -202,6 +205,7 @@ def test_the_final_loss_rule_by_hand():
     assert ended_far_above_chance(math.inf, 10) and ended_far_above_chance(math.nan, 10)
 
 
+@pytest.mark.slow
 def test_a_short_run_that_diverges_says_so_with_its_learning_rate(tmp_path):
     import json
 

@@ -185,6 +185,7 @@ def test_a_failing_tracker_is_dropped_with_a_warning_and_the_others_go_on():
     assert warned == ["full stopped logging (OSError: [Errno 28] No space left on device); the run goes on"]
 
 
+@pytest.mark.slow
 def test_a_real_run_goes_on_when_its_tracker_fails(tmp_path, monkeypatch):
     from trdcli.run.tensorboard_tracker import TensorBoardTracker
     from trdcli.run.train import train
@@ -345,6 +346,7 @@ def _stopped_run(tmp_path, log_to, run_dir=None) -> TrainConfig:
     return config
 
 
+@pytest.mark.slow
 def test_wandb_offline_keeps_every_step_the_config_and_the_files(tmp_path, offline_wandb):
     result, run, notes = _tiny_run(tmp_path, ("wandb",))
     assert any(n.startswith("W&B: not logged in, so offline") for n in notes)
@@ -371,6 +373,7 @@ def test_wandb_offline_keeps_every_step_the_config_and_the_files(tmp_path, offli
     assert [n for n in run["notes"] if n.startswith("W&B: not logged in, so offline")]
 
 
+@pytest.mark.slow
 def test_a_resumed_run_continues_its_wandb_run(tmp_path, offline_wandb):
     from dataclasses import replace
 
@@ -389,6 +392,7 @@ def test_a_resumed_run_continues_its_wandb_run(tmp_path, offline_wandb):
     assert (tmp_path / "other" / "wandb" / RUN_ID_FILE).read_text().strip() != kept
 
 
+@pytest.mark.slow
 def test_mlflow_finds_the_run_again_whatever_its_folder_is_called(tmp_path, local_mlflow):
     from dataclasses import replace
 
@@ -407,6 +411,7 @@ def test_mlflow_finds_the_run_again_whatever_its_folder_is_called(tmp_path, loca
     assert len(found.data.metrics) > 0
 
 
+@pytest.mark.slow
 def test_mlflow_local_store_keeps_every_step_the_params_and_the_artifacts(tmp_path, local_mlflow):
     from mlflow import MlflowClient
 
@@ -426,6 +431,7 @@ def test_mlflow_local_store_keeps_every_step_the_params_and_the_artifacts(tmp_pa
     assert any(n.startswith("MLflow: the run is in sqlite:///") for n in notes) and not result.warnings
 
 
+@pytest.mark.slow
 def test_a_comparison_is_one_group_in_each_tracker(tmp_path, offline_wandb, local_mlflow):
     from mlflow import MlflowClient
 
@@ -453,6 +459,7 @@ def test_a_comparison_is_one_group_in_each_tracker(tmp_path, offline_wandb, loca
     assert len(client.search_runs([client.get_experiment_by_name("trd").experiment_id])) == 5
 
 
+@pytest.mark.slow
 def test_the_notebook_callback_takes_the_trackers_names(tmp_path, local_mlflow):
     from mlflow import MlflowClient
 
@@ -475,6 +482,7 @@ def test_the_notebook_callback_takes_the_trackers_names(tmp_path, local_mlflow):
         TRDTracker("nosuch")
 
 
+@pytest.mark.slow
 def test_mlflow_marks_an_interrupted_run_killed_and_its_resumption_finished(tmp_path, local_mlflow):
     from dataclasses import replace
 

@@ -158,6 +158,7 @@ def test_run_directory(trained):
     assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 3)
 
 
+@pytest.mark.slow
 def test_summary_table_names_what_the_user_needs(odd_folder, tmp_path):
     args = ["train", str(odd_folder), "--size", "64", "--batch-size", "8", "--epochs", "1", "--low-res", "32"]
     args += ["--workers", "0", "--skip-bad-images", "--out", str(tmp_path / "r")]
@@ -178,6 +179,7 @@ def test_summary_table_names_what_the_user_needs(odd_folder, tmp_path):
     assert before in line and "re-estimated" in result.stdout
 
 
+@pytest.mark.slow
 def test_interrupt_then_resume_continues_the_same_schedule(tmp_path):
     data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
     config = TrainConfig(
@@ -194,6 +196,7 @@ def test_interrupt_then_resume_continues_the_same_schedule(tmp_path):
     assert resumed.compute.steps == 9
 
 
+@pytest.mark.slow
 def test_a_checkpoint_from_before_step_groups_resumes_the_same_run(tmp_path):
     # Checkpoints written before this version kept one record per step ("records"); such a run
     # still resumes, its steps counted on load, and finishes with the plan's compute.
@@ -228,6 +231,7 @@ def test_a_checkpoint_from_before_step_groups_resumes_the_same_run(tmp_path):
     assert sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "run").iterdir()) == before
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_different_run(tmp_path):
     data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
     config = TrainConfig(data=data, epochs=2, size_px=64, batch_size=8, workers=0, out_dir=tmp_path / "run")
@@ -290,6 +294,7 @@ class BreakImageAfterFirstEpoch(TrainObserver):
             self.victim.write_bytes(b"overwritten after the check")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 1])
 def test_image_broken_mid_run_is_one_clear_error_and_the_saved_epochs_are_named(tmp_path, workers):
     data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
@@ -303,6 +308,7 @@ def test_image_broken_mid_run_is_one_clear_error_and_the_saved_epochs_are_named(
     assert f"epochs 1-1 are saved: fix it and add `resume` {tmp_path / 'run'}" in message
 
 
+@pytest.mark.slow
 def test_an_existing_run_is_never_overwritten(tmp_path):
     data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
     config = TrainConfig(data=data, epochs=1, size_px=64, batch_size=8, workers=0, out_dir=tmp_path / "run")
@@ -313,6 +319,7 @@ def test_an_existing_run_is_never_overwritten(tmp_path):
     assert (tmp_path / "run" / "run.json").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_a_loader_bound_run_is_told_so(tmp_path):
     data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)
     config = TrainConfig(data=data, epochs=1, size_px=64, batch_size=8, workers=0, out_dir=tmp_path / "run")
