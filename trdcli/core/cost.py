@@ -109,6 +109,75 @@ def _conv_backward_flops(
     return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
 
 
+def _attention_flops() -> dict:
+    """Formulas for the fused attention kernel FlopCounterMode leaves out (torch 2.14 counts the CUDA
+    kernels, not the CPU's flash kernel): its ``q @ k`` and ``p @ v`` products, so attention is
+    counted on every backend. On the meta device, where trd measures, torch decomposes attention
+    into those products, which FlopCounterMode counts as they are."""
+    import torch
+    from torch.utils import flop_counter
+
+    aten = torch.ops.aten
+    formulas = {}
+    cpu_flash = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if cpu_flash is not None:
+        formulas[cpu_flash] = lambda query_shape, key_shape, value_shape, *args, **kwargs: flop_counter.sdpa_flop_count(
+            query_shape, key_shape, value_shape
+        )
+    cpu_flash_backward = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
+    if cpu_flash_backward is not None:
+        # Each of the two products' gradients costs what its forward did, as on the meta device's
+        # decomposition; torch's own backward formula also counts the kernel recomputing ``q @ k``.
+        formulas[cpu_flash_backward] = lambda grad_out_shape, query_shape, key_shape, value_shape, *args, **kwargs: (
+            2 * flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+        )
+    return formulas
+
+
+# What a model raises when it cannot take an input size: timm's patch embedding asserts, a window
+# or a reshape fails as a RuntimeError, a shape check as a ValueError.
+_SIZE_ERRORS = (AssertionError, RuntimeError, ValueError)
+# How far from a size the model cannot take to look for sizes it can (a ViT's patch is up to 32 px).
+_NEAREST_SIZE_REACH_PX = 64
+
+
+class SizeNotTakenError(ConfigError):
+    """The model cannot take images of a size the run would train or evaluate at."""
+
+
+def _takes(meta_model: nn.Module, px: int, in_channels: int) -> bool:
+    import torch
+
+    try:
+        with torch.no_grad():
+            meta_model(torch.empty(_MEASURE_BATCH, in_channels, px, px, device="meta"))
+    except _SIZE_ERRORS:
+        return False
+    return True
+
+
+def nearest_sizes_taken(meta_model: nn.Module, px: int, in_channels: int = 3) -> list[int]:
+    """The nearest size below ``px`` and above it that ``meta_model`` (on the meta device) takes."""
+    below = range(px - 1, max(px - _NEAREST_SIZE_REACH_PX, 0), -1)
+    above = range(px + 1, px + _NEAREST_SIZE_REACH_PX + 1)
+    found = [next((p for p in side if _takes(meta_model, p, in_channels)), None) for side in (below, above)]
+    return [p for p in found if p is not None]
+
+
+def size_not_taken(meta_model: nn.Module, px: int, in_channels: int, exc: BaseException) -> SizeNotTakenError:
+    from trdcli.core.errors import one_line
+
+    near = nearest_sizes_taken(meta_model, px, in_channels)
+    if near:
+        what_to_do = f"the nearest sizes it takes: {' and '.join(f'{p} px' for p in near)}"
+    else:
+        what_to_do = (
+            f"it takes no size within {_NEAREST_SIZE_REACH_PX} px of it: train it at the size it was built for "
+            "without reduced steps, or choose a model that takes any size (a CNN, or a timm ViT)"
+        )
+    return SizeNotTakenError(f"the model cannot take {px} px images ({one_line(exc)}); {what_to_do}")
+
+
 def count_image_flops(model: nn.Module, px: int, in_channels: int = 3) -> ImageFlops:
     """Measure forward and forward+backward FLOPs per image of ``model`` at ``px`` x ``px``.
 
@@ -121,9 +190,13 @@ def count_image_flops(model: nn.Module, px: int, in_channels: int = 3) -> ImageF
     require_positive_int("px", px)
     meta_model = meta_copy(model).train()
     images = torch.empty(_MEASURE_BATCH, in_channels, px, px, device="meta")
-    corrected = {torch.ops.aten.convolution_backward: _conv_backward_flops}
+    corrected = {torch.ops.aten.convolution_backward: _conv_backward_flops, **_attention_flops()}
     with FlopCounterMode(display=False, custom_mapping=corrected) as forward_counter:
-        loss = _sum_outputs(meta_model(images))
+        try:
+            output = meta_model(images)
+        except _SIZE_ERRORS as exc:
+            raise size_not_taken(meta_model, px, in_channels, exc) from exc
+        loss = _sum_outputs(output)
     with FlopCounterMode(display=False, custom_mapping=corrected) as backward_counter:
         loss.backward()
     forward = forward_counter.get_total_flops()

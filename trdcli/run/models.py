@@ -60,7 +60,10 @@ def check_arch(arch: str) -> None:
         )
     if arch.startswith(TIMM_PREFIX):
         if not _timm_available():
-            raise UnknownArchError(f"`arch` {arch} needs timm, which is not installed (pip install timm)")
+            raise UnknownArchError(
+                f"`arch` {arch} needs timm, which is not installed: pip install 'trdcli[timm]' "
+                "(in a checkout: pip install -e '.[timm]')"
+            )
         import timm
 
         if arch.removeprefix(TIMM_PREFIX) not in timm.list_models():
@@ -78,29 +81,33 @@ def check_arch(arch: str) -> None:
         raise UnknownArchError(f"unknown `arch` {arch!r}{hint}")
 
 
-def build_model(arch: str, num_classes: int, *, device: str | None = None) -> nn.Module:
-    """A freshly initialised classifier with ``num_classes`` outputs, on ``device`` (``"meta"`` to count FLOPs)."""
+def build_model(arch: str, num_classes: int, *, device: str | None = None, full_px: int | None = None) -> nn.Module:
+    """A freshly initialised classifier with ``num_classes`` outputs, on ``device`` (``"meta"`` to count FLOPs).
+
+    ``full_px``: the run's full size, for models whose parameters depend on it (a ViT's position
+    embeddings hold one entry per patch of the full size); ``None`` builds the model's own default.
+    """
 
     check_arch(arch)
     require_positive_int("num_classes", num_classes)
+    if full_px is not None:
+        require_positive_int("full_px", full_px)
     try:
-        return _build(arch, num_classes, device or "cpu")
+        return _build(arch, num_classes, device or "cpu", full_px)
     except NotImplementedError:
         if device != "meta":
             raise
         # Some constructors compute layer widths with tensors (torchvision's RegNets), which the
         # meta device cannot read back: build on the CPU, then move.
-        return _build(arch, num_classes, "cpu").to("meta")
+        return _build(arch, num_classes, "cpu", full_px).to("meta")
 
 
-def _build(arch: str, num_classes: int, device: str) -> nn.Module:
+def _build(arch: str, num_classes: int, device: str, full_px: int | None) -> nn.Module:
     import torch
 
     with torch.device(device):
         if arch.startswith(TIMM_PREFIX):
-            import timm
-
-            return timm.create_model(arch.removeprefix(TIMM_PREFIX), pretrained=False, num_classes=num_classes)
+            return _build_timm(arch.removeprefix(TIMM_PREFIX), num_classes, full_px)
         if arch.startswith("x"):
             from fastai.vision.models import xresnet
 
@@ -109,6 +116,25 @@ def _build(arch: str, num_classes: int, device: str) -> nn.Module:
 
         extra = {"aux_logits": False, "init_weights": True} if arch in _NO_AUX else {}
         return torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **extra)
+
+
+def _build_timm(name: str, num_classes: int, full_px: int | None) -> nn.Module:
+    """A timm model that takes every size a schedule uses.
+
+    Transformers (ViT, DeiT, Swin, ...) are built with timm's own ``dynamic_img_size=True``: timm
+    interpolates the position embeddings (and recomputes Swin's window masks) for each input size,
+    so the model trains at the full size it was built for and at the reduced one. Models whose
+    constructor takes no such argument (convolutional networks) take any size as they are.
+    """
+    import timm
+
+    sized = {"dynamic_img_size": True} | ({} if full_px is None else {"img_size": full_px})
+    try:
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, **sized)
+    except TypeError as exc:
+        if "unexpected keyword argument" not in str(exc):
+            raise
+    return timm.create_model(name, pretrained=False, num_classes=num_classes)
 
 
 def load_weights(model: nn.Module, path: str | Path) -> list[str]:

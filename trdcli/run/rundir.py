@@ -158,6 +158,6 @@ def load_model(run_dir: str | Path):
         info = json.loads((run_dir / RUN_FILE).read_text())
     except (OSError, ValueError) as exc:
         raise RunDirError(f"{run_dir} holds no readable {RUN_FILE} ({exc})") from exc
-    model = build_model(info["arch"], info["num_classes"])
+    model = build_model(info["arch"], info["num_classes"], full_px=info.get("full_px"))
     model.load_state_dict(torch.load(run_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True))
     return model.eval()

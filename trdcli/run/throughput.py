@@ -65,7 +65,7 @@ def measure_throughput(
     dev = pick_device(device)
     cuda = dev.type == "cuda"
     memory_format = torch.channels_last if cuda else torch.contiguous_format
-    model = build_model(arch, num_classes).to(dev, memory_format=memory_format).train()
+    model = build_model(arch, num_classes, full_px=max(pxs)).to(dev, memory_format=memory_format).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     loss_fn = torch.nn.CrossEntropyLoss()
     batches, steps_per_timing = {}, {}

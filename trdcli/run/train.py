@@ -60,6 +60,7 @@ def _train(config: TrainConfig, observer: TrainObserver, ranks, device, group) -
     # 2. The model, checked against the device's memory before anything is allocated.
     observer.stage("building the model")
     set_seed(config.seed)
+    _check_sizes_taken(config, folder)
     model = _model_that_fits(config, folder.num_classes, device, ranks)
     # Which prepared copy reduced steps read: a bad `prepared` stops here, before a run directory exists.
     copies = _prepared_copies(config, folder, log, ranks)
@@ -228,11 +229,27 @@ def _model_that_fits(config: TrainConfig, num_classes: int, device, ranks):
     from trdcli.run.memory import check_step_fits, estimate_step_memory
     from trdcli.run.models import build_model
 
-    model = build_model(config.arch, num_classes)
+    model = build_model(config.arch, num_classes, full_px=config.size_px)
     batch = config.batch_size // ranks.world_size
     memory = estimate_step_memory(model, config.size_px, batch, mixed_precision=_mixed_precision(config, device))
     check_step_fits(memory, available_memory_bytes(device), device_name(device))
     return model
+
+
+def _check_sizes_taken(config: TrainConfig, folder: ImageFolder) -> None:
+    """Every size the schedule trains at, measured (FLOPs, on the meta device) before anything trains:
+    a size the model cannot take (a ViT's reduced size that is no multiple of its patch) is one line
+    naming the nearest sizes it takes, before a run directory exists."""
+    from trdcli.core.cost import RunShape, SizeNotTakenError, plan_groups
+    from trdcli.run.flops_cache import arch_flops, default_cache
+
+    shape = RunShape(len(folder.train), config.batch_size, config.epochs, config.size_px)
+    flops = arch_flops(config.arch, folder.num_classes, cache=default_cache())
+    for px in sorted({g.px for g in plan_groups(config.schedule, shape)}, reverse=True):
+        try:
+            flops.at(px)
+        except SizeNotTakenError as exc:
+            raise SizeNotTakenError(f"`arch` {config.arch}: {exc}") from exc
 
 
 def _build_dataloaders(config: TrainConfig, folder: ImageFolder, copies, device, ranks):

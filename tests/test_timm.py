@@ -1,0 +1,120 @@
+"""timm's transformers train with TRD at any size they can take, and attention's cost is counted (issue 40)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import make_jpeg_folder
+from typer.testing import CliRunner
+
+from trdcli.cli import app as cli
+from trdcli.core.cost import SizeNotTakenError, count_image_flops
+from trdcli.core.errors import UnknownArchError
+from trdcli.run import models
+from trdcli.run.models import build_model, check_arch
+
+timm = pytest.importorskip("timm", reason="timm is in the test extra: pip install -e '.[test]'")
+runner = CliRunner()
+
+
+def vit_b16_forward_flops_by_hand(px: int) -> int:
+    """ViT-B/16 counted by hand: each of 12 blocks does 12*d^2*n multiply-adds in its linear layers
+    (qkv 3d^2, projection d^2, MLP 8d^2 per token) and 2*n^2*d in attention (q @ k and p @ v), with
+    n tokens (the patches and the class token) of width d = 768; the patch embedding is a 16x16x3 ->
+    768 product per patch, the head 768 -> 1000. Two FLOPs per multiply-add."""
+    d, patches = 768, (px // 16) ** 2
+    n = patches + 1
+    blocks = 12 * (12 * d * d * n + 2 * n * n * d)
+    return 2 * (blocks + patches * (16 * 16 * 3) * d + d * 1000)
+
+
+@pytest.mark.parametrize("px", [224, 112])
+def test_vit_b16_flops_include_attention_as_counted_by_hand(px):
+    # 224: 35.13 GFLOPs, timm's model card's 17.6 GMACs; the linear layers alone are 33.7.
+    model = build_model("timm/vit_base_patch16_224", 1000, device="meta")
+    measured = count_image_flops(model, px).forward_flops
+    assert measured == pytest.approx(vit_b16_forward_flops_by_hand(px), rel=0.01)
+
+
+def test_attention_is_counted_on_the_cpus_fused_kernel_too():
+    """On real CPU tensors torch runs its flash kernel, which FlopCounterMode alone does not count."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from trdcli.core.cost import _attention_flops
+
+    model = build_model("timm/vit_tiny_patch16_224", 10).eval()
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_attention_flops()) as counter:
+        model(torch.randn(1, 3, 64, 64))
+    meta = count_image_flops(model, 64).forward_flops
+    assert counter.get_total_flops() == meta
+
+
+def test_a_vits_compute_share_at_half_size_is_below_a_resnets():
+    """Attention's n^2 falls 16x at half the side, so a ViT saves more than ResNet-50 (0.337 at 112/224)."""
+    result = runner.invoke(
+        cli.app,
+        ["estimate-cost", "--arch", "timm/vit_base_patch16_224", "--dataset", "imagenet", "--epochs", "90",
+         "--low-res", "112", "--until", "0.9", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    share = json.loads(result.stdout)["compute_fraction"]
+    assert 0.25 < share < 0.337
+
+
+@pytest.mark.parametrize(
+    "arch", ["timm/vit_tiny_patch16_224", "timm/deit_tiny_patch16_224", "timm/swin_tiny_patch4_window7_224"]
+)
+def test_transformers_take_the_full_size_they_were_built_for_and_the_reduced_one(arch):
+    import torch
+
+    model = build_model(arch, 10, full_px=64)
+    for px in (64, 32):
+        assert model(torch.randn(2, 3, px, px)).shape == (2, 10)
+
+
+def test_a_vit_built_for_the_runs_size_holds_one_position_per_patch_of_it():
+    model = build_model("timm/vit_tiny_patch16_224", 10, full_px=64)
+    assert model.pos_embed.shape[1] == (64 // 16) ** 2 + 1  # and the class token
+
+
+def test_a_size_a_vit_cannot_take_names_the_nearest_it_can():
+    model = build_model("timm/vit_tiny_patch16_224", 10, device="meta")
+    with pytest.raises(SizeNotTakenError, match=r"cannot take 40 px.*nearest sizes it takes: 32 px and 48 px"):
+        count_image_flops(model, 40)
+
+
+def test_timm_missing_names_the_extra(monkeypatch):
+    monkeypatch.setattr(models, "_timm_available", lambda: False)
+    with pytest.raises(UnknownArchError, match=r"pip install 'trdcli\[timm\]'"):
+        check_arch("timm/vit_tiny_patch16_224")
+
+
+@pytest.mark.slow
+def test_trd_train_a_vit_at_64_with_reduced_steps_at_32(tmp_path):
+    data = make_jpeg_folder(tmp_path / "data", n_train=8, n_valid=2)
+    out = tmp_path / "run"
+    result = runner.invoke(
+        cli.app,
+        ["train", str(data), "--arch", "timm/vit_tiny_patch16_224", "--size", "64", "--low-res", "32",
+         "--epochs", "2", "--batch-size", "8", "--lr", "1e-3", "--out", str(out), "--workers", "0"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    run = json.loads((out / "run.json").read_text())
+    assert set(run["steps_by_px"]) == {"64", "32"}
+    assert run["compute_fraction"] < 1
+
+
+def test_trd_train_refuses_a_reduced_size_a_vit_cannot_take_before_a_run_directory(tmp_path):
+    data = make_jpeg_folder(tmp_path / "data", n_train=8, n_valid=2)
+    out = tmp_path / "run"
+    result = runner.invoke(
+        cli.app,
+        ["train", str(data), "--arch", "timm/vit_tiny_patch16_224", "--size", "64", "--low-res", "40",
+         "--epochs", "1", "--batch-size", "8", "--out", str(out), "--workers", "0"],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "cannot take 40 px" in result.output and "32 px and 48 px" in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()
