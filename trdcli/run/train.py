@@ -243,7 +243,8 @@ def _check_sizes_taken(config: TrainConfig, folder: ImageFolder) -> None:
     from trdcli.core.cost import RunShape, SizeNotTakenError, plan_groups
     from trdcli.run.flops_cache import arch_flops, default_cache
 
-    shape = RunShape(len(folder.train), config.batch_size, config.epochs, config.size_px)
+    # At least one batch: fewer images than a batch is the memory check's and the loader's to say.
+    shape = RunShape(max(len(folder.train), config.batch_size), config.batch_size, config.epochs, config.size_px)
     flops = arch_flops(config.arch, folder.num_classes, cache=default_cache())
     for px in sorted({g.px for g in plan_groups(config.schedule, shape)}, reverse=True):
         try:
