@@ -91,15 +91,17 @@ def test_timm_missing_names_the_extra(monkeypatch):
         check_arch("timm/vit_tiny_patch16_224")
 
 
+def train_vit_tiny_at_64(tmp_path, out, *options: str):
+    """``trd train`` of ViT-Ti/16 at 64 px, batch 8, on a small folder of JPEGs, into ``out``."""
+    data = make_jpeg_folder(tmp_path / "data", n_train=8, n_valid=2)
+    args = ["train", str(data), "--arch", "timm/vit_tiny_patch16_224", "--size", "64", "--batch-size", "8"]
+    return runner.invoke(cli.app, [*args, *options, "--out", str(out), "--workers", "0"])
+
+
 @pytest.mark.slow
 def test_trd_train_a_vit_at_64_with_reduced_steps_at_32(tmp_path):
-    data = make_jpeg_folder(tmp_path / "data", n_train=8, n_valid=2)
     out = tmp_path / "run"
-    result = runner.invoke(
-        cli.app,
-        ["train", str(data), "--arch", "timm/vit_tiny_patch16_224", "--size", "64", "--low-res", "32",
-         "--epochs", "2", "--batch-size", "8", "--lr", "1e-3", "--out", str(out), "--workers", "0"],
-    )  # fmt: skip
+    result = train_vit_tiny_at_64(tmp_path, out, "--low-res", "32", "--epochs", "2", "--lr", "1e-3")
     assert result.exit_code == 0, result.output
     run = json.loads((out / "run.json").read_text())
     assert set(run["steps_by_px"]) == {"64", "32"}
@@ -107,13 +109,8 @@ def test_trd_train_a_vit_at_64_with_reduced_steps_at_32(tmp_path):
 
 
 def test_trd_train_refuses_a_reduced_size_a_vit_cannot_take_before_a_run_directory(tmp_path):
-    data = make_jpeg_folder(tmp_path / "data", n_train=8, n_valid=2)
     out = tmp_path / "run"
-    result = runner.invoke(
-        cli.app,
-        ["train", str(data), "--arch", "timm/vit_tiny_patch16_224", "--size", "64", "--low-res", "40",
-         "--epochs", "1", "--batch-size", "8", "--out", str(out), "--workers", "0"],
-    )  # fmt: skip
+    result = train_vit_tiny_at_64(tmp_path, out, "--low-res", "40", "--epochs", "1")
     assert result.exit_code == 1
     assert "cannot take 40 px" in result.output and "32 px and 48 px" in result.output
     assert "Traceback" not in result.output

@@ -191,12 +191,12 @@ def count_image_flops(model: nn.Module, px: int, in_channels: int = 3) -> ImageF
     meta_model = meta_copy(model).train()
     images = torch.empty(_MEASURE_BATCH, in_channels, px, px, device="meta")
     corrected = {torch.ops.aten.convolution_backward: _conv_backward_flops, **_attention_flops()}
-    with FlopCounterMode(display=False, custom_mapping=corrected) as forward_counter:
-        try:
+    try:
+        with FlopCounterMode(display=False, custom_mapping=corrected) as forward_counter:
             output = meta_model(images)
-        except _SIZE_ERRORS as exc:
-            raise size_not_taken(meta_model, px, in_channels, exc) from exc
-        loss = _sum_outputs(output)
+    except _SIZE_ERRORS as exc:  # the search for sizes it takes runs outside the counter
+        raise size_not_taken(meta_model, px, in_channels, exc) from exc
+    loss = _sum_outputs(output)  # sums are not counted: FlopCounterMode counts products
     with FlopCounterMode(display=False, custom_mapping=corrected) as backward_counter:
         loss.backward()
     forward = forward_counter.get_total_flops()

@@ -240,17 +240,24 @@ def _check_sizes_taken(config: TrainConfig, folder: ImageFolder) -> None:
     """Every size the schedule trains at, measured (FLOPs, on the meta device) before anything trains:
     a size the model cannot take (a ViT's reduced size that is no multiple of its patch) is one line
     naming the nearest sizes it takes, before a run directory exists."""
-    from trdcli.core.cost import RunShape, SizeNotTakenError, plan_groups
+    from trdcli.core.cost import SizeNotTakenError
     from trdcli.run.flops_cache import arch_flops, default_cache
 
-    # At least one batch: fewer images than a batch is the memory check's and the loader's to say.
-    shape = RunShape(max(len(folder.train), config.batch_size), config.batch_size, config.epochs, config.size_px)
     flops = arch_flops(config.arch, folder.num_classes, cache=default_cache())
-    for px in sorted({g.px for g in plan_groups(config.schedule, shape)}, reverse=True):
+    # At least one batch: fewer images than a batch is the memory check's and the loader's to say.
+    for px in _planned_pxs(config, max(len(folder.train), config.batch_size)):
         try:
             flops.at(px)
         except SizeNotTakenError as exc:
             raise SizeNotTakenError(f"`arch` {config.arch}: {exc}") from exc
+
+
+def _planned_pxs(config: TrainConfig, train_images: int) -> list[int]:
+    """The sizes the run's schedule trains at over ``train_images`` images, largest first."""
+    from trdcli.core.cost import RunShape, plan_groups
+
+    shape = RunShape(train_images, config.batch_size, config.epochs, config.size_px)
+    return sorted({g.px for g in plan_groups(config.schedule, shape)}, reverse=True)
 
 
 def _build_dataloaders(config: TrainConfig, folder: ImageFolder, copies, device, ranks):
@@ -361,13 +368,11 @@ def _check_feed(config: TrainConfig, folder: ImageFolder, copies, device, learn,
     resolution the run's workers cannot feed. Returns the check's figures for run.json, or None."""
     if not (_feed_check_applies(device) and ranks.is_main):
         return None
-    from trdcli.core.cost import RunShape, plan_groups
     from trdcli.run.feed import RUN_FEED_SAMPLE, feed_check, measure_loader, shortfall_warnings
     from trdcli.run.throughput import measure_throughput
 
     log.observer.stage("timing the loader and the model at each resolution (feed check)")
-    shape = RunShape(len(folder.train), config.batch_size, config.epochs, config.size_px)
-    pxs = sorted({g.px for g in plan_groups(config.schedule, shape)}, reverse=True)
+    pxs = _planned_pxs(config, len(folder.train))
     local_batch = config.batch_size // ranks.world_size
     try:  # advisory: a sample it cannot read (with `check_images` off) never stops a run that would go on
         loader = measure_loader(
