@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from helpers import make_jpeg_folder
@@ -115,3 +116,33 @@ def test_trd_train_refuses_a_reduced_size_a_vit_cannot_take_before_a_run_directo
     assert "cannot take 40 px" in result.output and "32 px and 48 px" in result.output
     assert "Traceback" not in result.output
     assert not out.exists()
+
+
+@pytest.mark.parametrize("arch", ["timm/mixer_s16_224", "timm/coatnet_nano_rw_224"])
+def test_a_model_fixed_to_its_built_size_is_built_for_the_run_and_refuses_the_reduced_one(arch):
+    # MLP-Mixer mixes a fixed number of tokens, CoAtNet holds attention biases for one grid: neither resizes.
+    import torch
+
+    model = build_model(arch, 10, full_px=64)
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2, 10)  # built for the run's full size, not 224
+    with pytest.raises(SizeNotTakenError) as refused:
+        count_image_flops(build_model(arch, 10, device="meta", full_px=64), 32)
+    # The sizes that round to its one grid, 64 among them (CoAtNet's strided stages round up).
+    said = re.search(r"takes only (\d+)(?: to (\d+))? px images, so it cannot train at 32 px", str(refused.value))
+    low, high = said.groups()
+    assert int(low) <= 64 <= int(high or low) and "without reduced steps" in str(refused.value)
+
+
+def test_trd_train_of_a_fixed_size_model_says_so_in_one_line_before_a_run_directory(tmp_path):
+    data = make_jpeg_folder(tmp_path / "data", n_train=8, n_valid=2)
+    out = tmp_path / "run"
+    args = ["train", str(data), "--arch", "timm/mixer_s16_224", "--size", "64", "--low-res", "32", "--epochs", "1"]
+    result = runner.invoke(cli.app, [*args, "--batch-size", "8", "--out", str(out), "--workers", "0"])
+    assert result.exit_code == 1, result.output
+    assert "takes only 64 px images" in result.output and "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_an_unknown_timm_name_names_the_closest_ones():
+    with pytest.raises(UnknownArchError, match=r"unknown timm model.*did you mean timm/vit_tiny_patch16_224"):
+        check_arch("timm/vit_tiny_patch16_22")

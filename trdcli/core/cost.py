@@ -139,6 +139,8 @@ def _attention_flops() -> dict:
 _SIZE_ERRORS = (AssertionError, RuntimeError, ValueError)
 # How far from a size the model cannot take to look for sizes it can (a ViT's patch is up to 32 px).
 _NEAREST_SIZE_REACH_PX = 64
+# Sizes that round to one grid span less than a network's largest stride (32 px).
+_FIXED_BAND_MAX_PX = 32
 
 
 class SizeNotTakenError(ConfigError):
@@ -164,16 +166,42 @@ def nearest_sizes_taken(meta_model: nn.Module, px: int, in_channels: int = 3) ->
     return [p for p in found if p is not None]
 
 
+def _fixed_band(meta_model: nn.Module, px: int, near: list[int], in_channels: int) -> tuple[int, int] | None:
+    """The narrow band of sizes a model fixed to one grid takes, if it is one; None for a model that resizes.
+
+    Layers fixed to one grid when the model was built (MLP-Mixer's token mixing, CoAtNet's or LeViT's
+    attention biases) take only the sizes that round to that grid: one run of sizes narrower than a
+    network's stride, all on one side of ``px``. A model that resizes takes sizes on both sides, or
+    sizes spaced a patch apart.
+    """
+    if len(near) != 1:
+        return None
+    step = 1 if near[0] > px else -1
+    reach = range(near[0], px + step * _NEAREST_SIZE_REACH_PX + step, step)
+    taken = [p for p in reach if p > 0 and _takes(meta_model, p, in_channels)]
+    if max(taken) - min(taken) + 1 != len(taken) or len(taken) >= _FIXED_BAND_MAX_PX:
+        return None
+    return min(taken), max(taken)
+
+
 def size_not_taken(meta_model: nn.Module, px: int, in_channels: int, exc: BaseException) -> SizeNotTakenError:
     from trdcli.core.errors import one_line
 
     near = nearest_sizes_taken(meta_model, px, in_channels)
+    any_size = "or choose a model that takes any size (a CNN, or a timm ViT, DeiT or Swin)"
+    band = _fixed_band(meta_model, px, near, in_channels)
+    if band is not None:
+        sizes = f"{band[0]} px" if band[0] == band[1] else f"{band[0]} to {band[1]} px"
+        return SizeNotTakenError(
+            f"the model takes only {sizes} images, so it cannot train at {px} px ({one_line(exc)}): "
+            f"train it at the size it was built for without reduced steps, {any_size}"
+        )
     if near:
         what_to_do = f"the nearest sizes it takes: {' and '.join(f'{p} px' for p in near)}"
     else:
         what_to_do = (
             f"it takes no size within {_NEAREST_SIZE_REACH_PX} px of it: train it at the size it was built for "
-            "without reduced steps, or choose a model that takes any size (a CNN, or a timm ViT)"
+            f"without reduced steps, {any_size}"
         )
     return SizeNotTakenError(f"the model cannot take {px} px images ({one_line(exc)}); {what_to_do}")
 

@@ -190,7 +190,7 @@ def _sweep_row(subject: _Subject, folder, px: int, config: EvalConfig, device, o
         recalibrate_batchnorm(model, _valid_loader(folder.train, px, config, device), config.bn_recalibrate)
         model.eval()
     logits, labels = _predict(model, _valid_loader(folder.valid, px, config, device))
-    flops = arch_flops(subject.arch, len(subject.classes), cache=default_cache()).at(px)
+    flops = arch_flops(subject.arch, len(subject.classes), full_px=subject.train_px, cache=default_cache()).at(px)
     row = {"px": px, "top1": _accuracy(logits, labels), "forward_flops_per_image": flops.forward_flops}
     if len(subject.classes) > 5:
         row["top5"] = _accuracy(logits, labels, 5)

@@ -462,7 +462,7 @@ def plan(options: PlanOptions) -> PlanReport:
     dataset = resolve_dataset(options, folder)
     shape = RunShape(dataset.train_images, options.batch_size, options.epochs, options.size_px)
     options.schedule.validate(options.size_px)
-    flops = arch_flops(options.arch, dataset.num_classes, cache=default_cache())
+    flops = arch_flops(options.arch, dataset.num_classes, full_px=options.size_px, cache=default_cache())
     groups = plan_groups(options.schedule, shape)
     pxs = {g.px for g in groups} | {options.size_px}
     if options.budget is not None:
@@ -532,7 +532,7 @@ def preset_table(arch: str, size_px: int, epochs: int, batch_size: int, train_im
     from trdcli.run.flops_cache import arch_flops, default_cache
 
     shape = RunShape(train_images, batch_size, epochs, size_px)
-    flops = arch_flops(arch, 1000, cache=default_cache())
+    flops = arch_flops(arch, 1000, full_px=size_px, cache=default_cache())
     reference = {"arch": arch, "full_px": size_px, "epochs": epochs, "batch_size": batch_size}
     rows = []
     for preset in PRESETS.values():

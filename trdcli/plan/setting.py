@@ -77,7 +77,7 @@ def planned_fraction(
     from trdcli.run.flops_cache import arch_flops, default_cache
 
     shape = RunShape(train_images, recipe.batch_size, setting.epochs or recipe.epochs, recipe.size_px)
-    flops = arch_flops(recipe.arch, num_classes, cache=default_cache())
+    flops = arch_flops(recipe.arch, num_classes, full_px=recipe.size_px, cache=default_cache())
     schedule = setting.schedule(0 if seed is None else seed)
     full = flops.at(recipe.size_px)
     train_flops, any_reduced = schedule_cost(schedule, shape, lambda px: flops.at(px).train_flops, seed is None)

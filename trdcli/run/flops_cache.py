@@ -76,9 +76,18 @@ def default_cache() -> FlopsCache:
     return _cache_for(default_cache_dir() / "flops.json")
 
 
-def arch_flops(arch: str, num_classes: int, *, cache: FlopsCache | None = None) -> FlopsTable:
+def arch_flops(
+    arch: str, num_classes: int, *, full_px: int | None = None, cache: FlopsCache | None = None
+) -> FlopsTable:
     """The FLOPs table of a named architecture (``trdcli.run.models``), built on the meta device only if
-    the cache lacks a resolution asked for."""
-    from trdcli.run.models import build_model
+    the cache lacks a resolution asked for.
 
-    return FlopsTable(arch, num_classes, lambda: build_model(arch, num_classes, device="meta"), cache=cache)
+    ``full_px``: the run's full size, for a timm model built for it (``build_model``'s ``full_px``); its
+    counts are filed under that size too, since a model built for one size may not take another.
+    """
+    from trdcli.run.models import TIMM_PREFIX, build_model
+
+    key = arch if full_px is None or not arch.startswith(TIMM_PREFIX) else f"{arch}@{full_px}px"
+    return FlopsTable(
+        key, num_classes, lambda: build_model(arch, num_classes, device="meta", full_px=full_px), cache=cache
+    )

@@ -55,8 +55,9 @@ def check_arch(arch: str) -> None:
     """Raise :class:`UnknownArchError`, with the closest names, if ``arch`` cannot be built."""
     if arch.startswith(_FIXED_SIZE_PREFIXES):
         raise UnknownArchError(
-            f"`arch` {arch} needs a fixed input size, so it cannot train at reduced resolution; "
-            "choose a convolutional model (resnet50, convnext_tiny, efficientnet_b0, ...)"
+            f"`arch` {arch} (torchvision's) needs a fixed input size, so it cannot train at reduced resolution; "
+            "choose timm's, which resizes (timm/vit_base_patch16_224, timm/swin_tiny_patch4_window7_224), "
+            "or a convolutional model (resnet50, convnext_tiny, efficientnet_b0, ...)"
         )
     if arch.startswith(TIMM_PREFIX):
         if not _timm_available():
@@ -66,8 +67,12 @@ def check_arch(arch: str) -> None:
             )
         import timm
 
-        if arch.removeprefix(TIMM_PREFIX) not in timm.list_models():
-            raise UnknownArchError(f"unknown timm model in `arch` {arch}")
+        name = arch.removeprefix(TIMM_PREFIX)
+        known = timm.list_models()
+        if name not in known:
+            close = [TIMM_PREFIX + c for c in difflib.get_close_matches(name, known, 3)]
+            hint = f"; did you mean {', '.join(close)}?" if close else " (timm.list_models() lists them)"
+            raise UnknownArchError(f"unknown timm model in `arch` {arch!r}{hint}")
         return
     if arch.startswith("x"):
         known = fastai_archs()
@@ -124,16 +129,20 @@ def _build_timm(name: str, num_classes: int, full_px: int | None) -> nn.Module:
     Transformers (ViT, DeiT, Swin, ...) are built with timm's own ``dynamic_img_size=True``: timm
     interpolates the position embeddings (and recomputes Swin's window masks) for each input size,
     so the model trains at the full size it was built for and at the reduced one. Models whose
-    constructor takes no such argument (convolutional networks) take any size as they are.
+    constructor takes only ``img_size`` are built for the full size; those that take neither
+    (convolutional networks) take any size as they are.
     """
     import timm
 
-    sized = {"dynamic_img_size": True} | ({} if full_px is None else {"img_size": full_px})
-    try:
-        return timm.create_model(name, pretrained=False, num_classes=num_classes, **sized)
-    except TypeError as exc:
-        if "unexpected keyword argument" not in str(exc):
-            raise
+    sized = {} if full_px is None else {"img_size": full_px}
+    # Most sized first: a model that cannot resize at run time (MLP-Mixer, CoAtNet, MaxViT) is still built
+    # for the run's full size, so it trains there (and is told it cannot take the reduced size).
+    for keywords in ({"dynamic_img_size": True} | sized, sized):
+        try:
+            return timm.create_model(name, pretrained=False, num_classes=num_classes, **keywords)
+        except TypeError as exc:
+            if "unexpected keyword argument" not in str(exc):
+                raise
     return timm.create_model(name, pretrained=False, num_classes=num_classes)
 
 

@@ -243,7 +243,7 @@ def _check_sizes_taken(config: TrainConfig, folder: ImageFolder) -> None:
     from trdcli.core.cost import SizeNotTakenError
     from trdcli.run.flops_cache import arch_flops, default_cache
 
-    flops = arch_flops(config.arch, folder.num_classes, cache=default_cache())
+    flops = arch_flops(config.arch, folder.num_classes, full_px=config.size_px, cache=default_cache())
     # At least one batch: fewer images than a batch is the memory check's and the loader's to say.
     for px in _planned_pxs(config, max(len(folder.train), config.batch_size)):
         try:
@@ -302,7 +302,7 @@ def _build_learner(config: TrainConfig, folder: ImageFolder, copies, model, devi
     if ranks.distributed:
         # The loaders' shuffles are drawn alike on every rank (above); augmentation differs.
         torch.manual_seed(config.seed + ranks.rank)
-    flops = arch_flops(config.arch, folder.num_classes, cache=default_cache())
+    flops = arch_flops(config.arch, folder.num_classes, full_px=config.size_px, cache=default_cache())
     trd = TRDCallback(
         schedule=config.schedule,
         mode=config.resize_mode,
