@@ -328,3 +328,16 @@ def test_trd_train_recalibrates_on_the_view_its_config_names(tmp_path, monkeypat
     result = train(config)
     assert len(entered) == (1 if view == "test" else 0) and result.compute.recalibration_flops > 0
     assert json.loads((tmp_path / "run" / "run.json").read_text())["config"]["bn_recal_view"] == view
+
+
+def test_a_model_with_batchnorm_and_layernorm_recalibrates_its_batchnorm_only():
+    from trdcli.callbacks.batchnorm import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LayerNorm(4 * 6 * 6))
+    layer_norm = {k: v.clone() for k, v in model[3].state_dict().items()}
+    images = [(torch.randn(4, 3, 8, 8) * 3 + 2,) for _ in range(2)]
+    assert recalibrate_batchnorm(model, images, 2) == 8
+    assert int(model[1].num_batches_tracked) == 2  # re-estimated on both batches
+    assert all(torch.equal(v, model[3].state_dict()[k]) for k, v in layer_norm.items())

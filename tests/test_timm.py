@@ -107,6 +107,10 @@ def test_trd_train_a_vit_at_64_with_reduced_steps_at_32(tmp_path):
     run = json.loads((out / "run.json").read_text())
     assert set(run["steps_by_px"]) == {"64", "32"}
     assert run["compute_fraction"] < 1
+    # LayerNorm keeps no statistics: nothing recalibrated, nothing counted, and the summary says why.
+    assert run["has_batchnorm"] is False and run["bn_recalibration_flops"] == 0
+    assert run["compute_fraction"] == run["train_compute_fraction"]
+    assert "none: the model has no BatchNorm" in result.output
 
 
 def test_trd_train_refuses_a_reduced_size_a_vit_cannot_take_before_a_run_directory(tmp_path):
@@ -146,3 +150,43 @@ def test_trd_train_of_a_fixed_size_model_says_so_in_one_line_before_a_run_direct
 def test_an_unknown_timm_name_names_the_closest_ones():
     with pytest.raises(UnknownArchError, match=r"unknown timm model.*did you mean timm/vit_tiny_patch16_224"):
         check_arch("timm/vit_tiny_patch16_22")
+
+
+@pytest.mark.parametrize(
+    ("arch", "has_batchnorm"),
+    [("resnet18", True), ("timm/vit_tiny_patch16_224", False), ("timm/convnext_atto", False),
+     ("timm/efficientvit_b0", True)],
+)  # fmt: skip
+def test_the_count_says_whether_the_model_has_batchnorm_to_recalibrate(arch, has_batchnorm):
+    flops = count_image_flops(build_model(arch, 10, device="meta", full_px=64), 64)
+    assert flops.has_batchnorm is has_batchnorm
+    assert flops.recalibration_flops == (flops.forward_flops if has_batchnorm else 0)
+
+
+def test_a_plan_for_a_model_without_batchnorm_counts_no_recalibration():
+    from trdcli.core.cost import RunShape, plan_compute
+    from trdcli.core.schedules import TRDSchedule
+
+    model = build_model("timm/vit_tiny_patch16_224", 10, device="meta", full_px=64)
+    shape = RunShape(64, 8, 2, 64)
+    flops_at = lambda px: count_image_flops(model, px)  # noqa: E731
+    plan = plan_compute(TRDSchedule(low_res=32, prob=0.9), shape, flops_at, valid_images=10)
+    assert plan.steps_by_px[32] > 0 and plan.recalibration_flops == 0
+    # Two epochs' validation and no third: trd train validates again only after recalibrating.
+    assert plan.valid_flops == 2 * 10 * flops_at(64).forward_flops
+
+
+def test_private_batchnorm_on_a_model_without_batchnorm_is_refused_before_a_run_directory(tmp_path):
+    out = tmp_path / "run"
+    result = train_vit_tiny_at_64(tmp_path, out, "--low-res", "32", "--bn-mode", "private", "--epochs", "1")
+    assert result.exit_code == 1, result.output
+    assert "has no BatchNorm" in result.output and "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_the_flops_cache_keeps_whether_the_model_has_batchnorm(tmp_path):
+    from trdcli.core.cost import ImageFlops
+    from trdcli.run.flops_cache import FlopsCache
+
+    FlopsCache(tmp_path / "flops.json").put("vit|px=64", ImageFlops(64, 10, 30, has_batchnorm=False))
+    assert FlopsCache(tmp_path / "flops.json").get("vit|px=64", 64).has_batchnorm is False

@@ -32,6 +32,7 @@ from fastai.callback.core import Callback
 from fastai.callback.schedule import LRFinder
 from fastai.learner import SkipToEpoch
 
+from trdcli.core.cost import keeps_running_statistics
 from trdcli.core.defaults import BN_RECAL_VIEWS, DEFAULT_BN_RECAL_VIEW, recalibration_batches
 from trdcli.core.errors import ConfigError, is_int, require_positive_int
 
@@ -53,10 +54,6 @@ class PrivateBatchNorm(nn.Module):
         return (self.reduced if self.use_reduced else self.full)(x)
 
 
-def _tracks_statistics(module: nn.Module) -> bool:
-    return isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats
-
-
 def use_private_batchnorm(model: nn.Module) -> int:
     """Give every BatchNorm of ``model`` a private copy for reduced steps, in place; returns how many.
 
@@ -68,7 +65,7 @@ def use_private_batchnorm(model: nn.Module) -> int:
         if isinstance(parent, PrivateBatchNorm):
             continue
         for name, child in list(parent.named_children()):
-            if _tracks_statistics(child):
+            if keeps_running_statistics(child):
                 setattr(parent, name, PrivateBatchNorm(child))
                 converted += 1
     return converted
@@ -100,7 +97,7 @@ def full_resolution_model(model: nn.Module) -> nn.Module:
 def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     """The BatchNorm layers evaluation uses (private reduced-step copies left out)."""
     private = {id(m.reduced) for m in private_batchnorms(model)}
-    return [m for m in model.modules() if _tracks_statistics(m) and id(m) not in private]
+    return [m for m in model.modules() if keeps_running_statistics(m) and id(m) not in private]
 
 
 def recalibrate_batchnorm(model: nn.Module, batches: Iterable, max_batches: int) -> int:
@@ -208,7 +205,8 @@ class RecalibrateBatchNorm(Callback):
     def batches_after_fit(self) -> int:
         """Batches it recalibrates on after the current (or last) fit."""
         trd = getattr(self.learn, "trd", None)
-        return recalibration_batches(self.batches, trd is not None and trd.reduced_in_fit(trd.current_fit))
+        reduced = trd is not None and trd.reduced_in_fit(trd.current_fit)
+        return recalibration_batches(self.batches, reduced, bool(batchnorm_layers(self.learn.model)))
 
     def before_fit(self):
         self._trained = resumed_past_last_epoch(self.learn)

@@ -75,6 +75,11 @@ def train_summary_table(result: RunResult) -> Table:
             f"{_last_epoch_top1(result)} (the last epoch's validation; BatchNorm's statistics were then "
             "re-estimated at full size, which the top-1 above is measured with)",
         )
+    elif _reduced_without_batchnorm(result.compute):
+        table.add_row(
+            "  BatchNorm recalibration",
+            "none: the model has no BatchNorm (LayerNorm and GroupNorm keep no statistics that reduced steps move)",
+        )
     if "top5" in result.metrics:
         table.add_row("top-5 accuracy", fmt_pct(result.metrics["top5"]))
     table.add_row("final losses", f"train {result.metrics['train_loss']:.4f}, valid {result.metrics['valid_loss']:.4f}")
@@ -242,6 +247,11 @@ def feed_table(feed) -> Table:
 
 def _saved_text(fraction: float) -> Text:
     return Text(fmt_pct(fraction), style="bold green" if fraction > 0 else "")
+
+
+def _reduced_without_batchnorm(compute: ComputeSummary) -> bool:
+    reduced = any(n for px, n in compute.steps_by_px.items() if px != compute.full_px)
+    return reduced and not compute.flops_by_px[compute.full_px].has_batchnorm
 
 
 def _recalibration_note(compute: ComputeSummary) -> str:

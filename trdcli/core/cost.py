@@ -45,10 +45,29 @@ class ImageFlops:
     px: int
     forward_flops: int
     train_flops: int  # forward + backward
+    # Whether the model keeps BatchNorm statistics, which recalibration re-estimates; a model normalised
+    # by LayerNorm or GroupNorm alone (ViT, DeiT, Swin, ConvNeXt) keeps none, so nothing is recalibrated.
+    has_batchnorm: bool = True
 
     @property
     def backward_flops(self) -> int:
         return self.train_flops - self.forward_flops
+
+    @property
+    def recalibration_flops(self) -> int:
+        """What recalibrating BatchNorm on one image costs: a forward pass, if there is BatchNorm to recalibrate."""
+        return self.forward_flops if self.has_batchnorm else 0
+
+
+def keeps_running_statistics(module: nn.Module) -> bool:
+    """Whether ``module`` is a BatchNorm layer with running statistics (what evaluation normalises with)."""
+    import torch.nn as nn
+
+    return isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(keeps_running_statistics(m) for m in model.modules())
 
 
 def _strip_hooks_memo(model: nn.Module) -> dict[int, object]:
@@ -230,7 +249,10 @@ def count_image_flops(model: nn.Module, px: int, in_channels: int = 3) -> ImageF
     forward = forward_counter.get_total_flops()
     backward = backward_counter.get_total_flops()
     return ImageFlops(
-        px=px, forward_flops=forward // _MEASURE_BATCH, train_flops=(forward + backward) // _MEASURE_BATCH
+        px=px,
+        forward_flops=forward // _MEASURE_BATCH,
+        train_flops=(forward + backward) // _MEASURE_BATCH,
+        has_batchnorm=has_batchnorm(meta_model),
     )
 
 
@@ -659,7 +681,7 @@ def plan_compute(
     caller already has ``plan_groups(schedule, shape)``, saves planning twice.
     """
     groups = plan_groups(schedule, shape) if groups is None else groups
-    batches = recalibration_batches(bn_recalibrate, groups_reduce(groups))
+    batches = recalibration_batches(bn_recalibrate, groups_reduce(groups), flops_at(shape.full_px).has_batchnorm)
     steps, images = counts_by_px(groups)
     return summarize_counts(
         steps,
@@ -683,6 +705,7 @@ def idealised_flops(full_px: int, flops_at_full: ImageFlops) -> Callable[[int], 
             px=px,
             forward_flops=round(flops_at_full.forward_flops * ratio),
             train_flops=round(flops_at_full.train_flops * ratio),
+            has_batchnorm=flops_at_full.has_batchnorm,
         )
 
     return at

@@ -22,6 +22,19 @@ def trd_reading(until: float | None, prob: float | None) -> tuple[float, float]:
 # How BatchNorm treats reduced steps (trdcli.callbacks.batchnorm): one set of layers for all steps, or a private
 # copy for reduced ones. Here, not there, so a config is checked without importing torch.
 BN_MODES = ("shared", "private")
+
+
+def check_bn_mode(bn_mode: str, has_batchnorm: bool, arch: str) -> None:
+    """Refuse private BatchNorm on a model without BatchNorm, where it would change nothing."""
+    from trdcli.core.errors import ConfigError
+
+    if bn_mode == "private" and not has_batchnorm:
+        raise ConfigError(
+            f"`bn_mode` private gives each BatchNorm layer a copy for reduced steps, and `arch` {arch} has no "
+            "BatchNorm (it normalises with LayerNorm or GroupNorm, which keep no statistics): leave it shared"
+        )
+
+
 # After a fit that reduced any step, BatchNorm statistics are re-estimated on this many
 # full-resolution batches unless told otherwise: on the demo's data it recovered TRD's loss
 # (window 88.1% -> spread + recalibration 98.4%, against the baseline's 100%; docs/method.md).
@@ -35,8 +48,11 @@ BN_RECAL_VIEWS = ("train", "test")
 DEFAULT_BN_RECAL_VIEW = "train"
 
 
-def recalibration_batches(bn_recalibrate: int | None, any_step_reduced: bool) -> int:
-    """Batches to recalibrate BatchNorm on after a fit: as given, or by default only if a step was reduced."""
+def recalibration_batches(bn_recalibrate: int | None, any_step_reduced: bool, has_batchnorm: bool = True) -> int:
+    """Batches to recalibrate BatchNorm on after a fit: as given, or by default only if a step was reduced;
+    none for a model without BatchNorm, which has no statistics to re-estimate."""
+    if not has_batchnorm:
+        return 0
     if bn_recalibrate is not None:
         return bn_recalibrate
     return DEFAULT_BN_RECALIBRATE_BATCHES if any_step_reduced else 0

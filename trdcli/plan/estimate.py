@@ -300,7 +300,7 @@ def answer_budget(budget: Budget, plan: Estimate, flops_at: Callable[[int], Imag
     if budget.kind == "fraction":
         metric, budget_frac = "compute", budget.value
         cost_of_px = lambda px: float(flops_at(px).train_flops)  # noqa: E731
-        recalibration_per_image = float(flops_at(shape.full_px).forward_flops)
+        recalibration_per_image = float(flops_at(shape.full_px).recalibration_flops)
     else:
         if plan.throughput is None:
             raise ConfigError(
@@ -315,7 +315,7 @@ def answer_budget(budget: Budget, plan: Estimate, flops_at: Callable[[int], Imag
         cost_of_px = lambda px: plan.throughput.seconds_per_image(px, flops_at)  # noqa: E731
         # A forward pass, without the backward, takes about its share of a training step's FLOPs.
         full = flops_at(shape.full_px)
-        recalibration_per_image = cost_of_px(shape.full_px) * full.forward_flops / full.train_flops
+        recalibration_per_image = cost_of_px(shape.full_px) * full.recalibration_flops / full.train_flops
     # Every option solved reduces steps, so it recalibrates as trd train would after it.
     batches = recalibration_batches(plan.bn_recalibrate, any_step_reduced=True)
     recalibration_cost = recalibration_images(batches, shape) * recalibration_per_image

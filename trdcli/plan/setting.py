@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from trdcli.core.defaults import BN_MODES, BN_RECAL_VIEWS, DEFAULT_BN_RECAL_VIEW, recalibration_batches
+from trdcli.core.defaults import BN_MODES, BN_RECAL_VIEWS, DEFAULT_BN_RECAL_VIEW, check_bn_mode, recalibration_batches
 from trdcli.core.errors import ConfigError
 from trdcli.core.lr_schedule import OneCycle
 from trdcli.core.presets import build_schedule
@@ -80,8 +80,9 @@ def planned_fraction(
     flops = arch_flops(recipe.arch, num_classes, full_px=recipe.size_px, cache=default_cache())
     schedule = setting.schedule(0 if seed is None else seed)
     full = flops.at(recipe.size_px)
+    check_bn_mode(setting.bn_mode, full.has_batchnorm, recipe.arch)
     train_flops, any_reduced = schedule_cost(schedule, shape, lambda px: flops.at(px).train_flops, seed is None)
-    batches = recalibration_batches(setting.bn_recalibrate, any_reduced)
-    recal_flops = recalibration_images(batches, shape) * full.forward_flops
+    batches = recalibration_batches(setting.bn_recalibrate, any_reduced, full.has_batchnorm)
+    recal_flops = recalibration_images(batches, shape) * full.recalibration_flops
     baseline = RunShape(train_images, recipe.batch_size, recipe.epochs, recipe.size_px)
     return (train_flops + recal_flops) / (baseline.total_images * full.train_flops)

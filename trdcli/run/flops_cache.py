@@ -11,7 +11,7 @@ from pathlib import Path
 from trdcli.core.cost import FlopsTable, ImageFlops
 from trdcli.run.fileio import atomic_write_text
 
-CACHE_VERSION = 2  # 2: grouped-convolution backward counted correctly
+CACHE_VERSION = 3  # 2: grouped-convolution backward counted correctly; 3: whether the model has BatchNorm
 
 
 def default_cache_dir() -> Path:
@@ -51,12 +51,21 @@ class FlopsCache:
         if entry is None:
             return None
         try:
-            return ImageFlops(px=px, forward_flops=int(entry["forward_flops"]), train_flops=int(entry["train_flops"]))
+            return ImageFlops(
+                px=px,
+                forward_flops=int(entry["forward_flops"]),
+                train_flops=int(entry["train_flops"]),
+                has_batchnorm=bool(entry["has_batchnorm"]),
+            )
         except (KeyError, TypeError, ValueError):
             return None
 
     def put(self, key: str, flops: ImageFlops) -> None:
-        self._entries[key] = {"forward_flops": flops.forward_flops, "train_flops": flops.train_flops}
+        self._entries[key] = {
+            "forward_flops": flops.forward_flops,
+            "train_flops": flops.train_flops,
+            "has_batchnorm": flops.has_batchnorm,
+        }
         if self.path is None:
             return
         try:

@@ -86,6 +86,7 @@ def compute_json(
         "train_flops": compute.train_flops,
         "baseline_train_flops": compute.baseline_train_flops,
         "bn_recalibration_flops": compute.recalibration_flops,
+        "has_batchnorm": compute.flops_by_px[compute.full_px].has_batchnorm,
         # The run's compute: its steps and BatchNorm recalibration (docs/method.md, "Compute") ...
         "compute_fraction": compute.compute_fraction,
         "compute_saved_frac": compute.compute_saved_frac,

@@ -60,7 +60,7 @@ def _train(config: TrainConfig, observer: TrainObserver, ranks, device, group) -
     # 2. The model, checked against the device's memory before anything is allocated.
     observer.stage("building the model")
     set_seed(config.seed)
-    _check_sizes_taken(config, folder)
+    _check_model_takes_the_plan(config, folder)
     model = _model_that_fits(config, folder.num_classes, device, ranks)
     # Which prepared copy reduced steps read: a bad `prepared` stops here, before a run directory exists.
     copies = _prepared_copies(config, folder, log, ranks)
@@ -236,14 +236,17 @@ def _model_that_fits(config: TrainConfig, num_classes: int, device, ranks):
     return model
 
 
-def _check_sizes_taken(config: TrainConfig, folder: ImageFolder) -> None:
+def _check_model_takes_the_plan(config: TrainConfig, folder: ImageFolder) -> None:
     """Every size the schedule trains at, measured (FLOPs, on the meta device) before anything trains:
     a size the model cannot take (a ViT's reduced size that is no multiple of its patch) is one line
-    naming the nearest sizes it takes, before a run directory exists."""
+    naming the nearest sizes it takes, before a run directory exists; so is private BatchNorm on a
+    model without BatchNorm."""
     from trdcli.core.cost import SizeNotTakenError
+    from trdcli.core.defaults import check_bn_mode
     from trdcli.run.flops_cache import arch_flops, default_cache
 
     flops = arch_flops(config.arch, folder.num_classes, full_px=config.size_px, cache=default_cache())
+    check_bn_mode(config.bn_mode, flops.at(config.size_px).has_batchnorm, config.arch)
     # At least one batch: fewer images than a batch is the memory check's and the loader's to say.
     for px in _planned_pxs(config, max(len(folder.train), config.batch_size)):
         try:
