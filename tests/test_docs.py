@@ -30,7 +30,7 @@ BLOCKS = [
     if "notest" not in tags
 ]
 # Blocks that train for real: over 5 s here, so outside `-m "not slow"` (CI runs them all).
-SLOW_BLOCKS = {"README.md#0", "method.md#0"}
+SLOW_BLOCKS = {"README.md#0", "method.md#0", "models.md#0"}
 
 
 def test_blocks_that_do_not_run_say_so_and_are_few():

@@ -75,3 +75,12 @@ def test_bad_weights_files(tmp_path, content, message):
         torch.save(content, path)
     with pytest.raises(ConfigError, match=message):
         load_weights(build_model("resnet18", 3), path)
+
+
+def test_weights_of_another_variant_are_refused_not_half_loaded(tmp_path):
+    # wide_resnet50_2 and resnet50: the same names, the middle convolutions twice as wide.
+    path = tmp_path / "wide.pth"
+    torch.save(build_model("wide_resnet50_2", 10).state_dict(), path)
+    target = build_model("resnet50", 10)
+    with pytest.raises(ConfigError, match=r"layer1\.0\.bn1\.bias has shape \(128,\), the model's \(64,\)"):
+        load_weights(target, path, num_classes=10)

@@ -190,3 +190,16 @@ def test_the_flops_cache_keeps_whether_the_model_has_batchnorm(tmp_path):
 
     FlopsCache(tmp_path / "flops.json").put("vit|px=64", ImageFlops(64, 10, 30, has_batchnorm=False))
     assert FlopsCache(tmp_path / "flops.json").get("vit|px=64", 64).has_batchnorm is False
+
+
+def test_weights_of_a_vit_trained_at_another_size_are_refused_in_one_line_before_a_run_directory(tmp_path):
+    import torch
+
+    weights = tmp_path / "vit224.pth"
+    torch.save(build_model("timm/vit_tiny_patch16_224", 3, full_px=224).state_dict(), weights)
+    out = tmp_path / "run"
+    result = train_vit_tiny_at_64(tmp_path, out, "--weights", str(weights), "--epochs", "1")
+    assert result.exit_code == 1, result.output
+    # 224 px holds 14 x 14 patches and a class token; 64 px, 4 x 4 and the token.
+    assert "pos_embed has shape (1, 197, 192), the model's (1, 17, 192)" in result.output
+    assert "Traceback" not in result.output and not out.exists()

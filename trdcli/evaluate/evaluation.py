@@ -139,7 +139,7 @@ def _load_subject(config: EvalConfig) -> _Subject:
     folder = scan_image_folder(config.data)
     classes = folder.classes
     model = build_model(config.arch, len(classes), full_px=config.size_px)
-    load_weights(model, config.weights)
+    load_weights(model, config.weights, len(classes))
     out_dir = config.out_dir or Path(config.weights).parent
     return _Subject(model, config.arch, classes, config.size_px, Path(config.data), None, 0, None, out_dir, folder)
 

@@ -146,11 +146,13 @@ def _build_timm(name: str, num_classes: int, full_px: int | None) -> nn.Module:
     return timm.create_model(name, pretrained=False, num_classes=num_classes)
 
 
-def load_weights(model: nn.Module, path: str | Path) -> list[str]:
+def load_weights(model: nn.Module, path: str | Path, num_classes: int | None = None) -> list[str]:
     """Load a local state dict into ``model``; returns the keys left out because their shapes differ.
 
-    Typically the classifier head of a checkpoint trained on another number of classes. A
-    file that matches nothing of the model is an error, not a silent no-op.
+    Those may only be the classifier head of a checkpoint trained on another number of classes
+    (tensors that differ from the model's in their first dimension alone, which is ``num_classes``).
+    Any other difference (a ViT's position embeddings from another size, another variant's widths)
+    is an error, as is a file that matches nothing of the model: never a silent partial load.
     """
     import torch
 
@@ -171,5 +173,18 @@ def load_weights(model: nn.Module, path: str | Path) -> list[str]:
     if not usable:
         raise ConfigError(f"no tensor in {path} matches the model's parameter names and shapes")
     skipped = sorted(k for k in state if k not in usable)
+    foreign = [k for k in skipped if k in own and not _is_head(tuple(state[k].shape), tuple(own[k].shape), num_classes)]
+    if foreign:
+        key = foreign[0]
+        raise ConfigError(
+            f"`weights` {path}: {key} has shape {tuple(state[key].shape)}, the model's {tuple(own[key].shape)} "
+            f"({len(foreign)} such tensor(s)): they belong to a model built for another size or variant; give the "
+            "size they were trained at, or the architecture they belong to"
+        )
     model.load_state_dict(usable, strict=False)
     return skipped
+
+
+def _is_head(theirs: tuple[int, ...], ours: tuple[int, ...], num_classes: int | None) -> bool:
+    """Whether a tensor whose shape differs is the classifier's: another class count, nothing else."""
+    return len(theirs) == len(ours) and theirs[1:] == ours[1:] and (num_classes is None or ours[0] == num_classes)

@@ -62,6 +62,8 @@ def _train(config: TrainConfig, observer: TrainObserver, ranks, device, group) -
     set_seed(config.seed)
     _check_model_takes_the_plan(config, folder)
     model = _model_that_fits(config, folder.num_classes, device, ranks)
+    # Weights of another size or variant stop here too, before a run directory exists.
+    _load_weights(config, model, folder.num_classes, log)
     # Which prepared copy reduced steps read: a bad `prepared` stops here, before a run directory exists.
     copies = _prepared_copies(config, folder, log, ranks)
     # 3. The run directory (rank 0 makes it); a resumed run must be the same run.
@@ -236,6 +238,13 @@ def _model_that_fits(config: TrainConfig, num_classes: int, device, ranks):
     return model
 
 
+def _load_weights(config: TrainConfig, model, num_classes: int, log: WarningLog) -> None:
+    from trdcli.run.models import load_weights
+
+    if config.weights and (skipped := load_weights(model, config.weights, num_classes)):
+        log.warn(f"the weights file: left out {len(skipped)} tensor(s) of another class count, e.g. {skipped[0]}")
+
+
 def _check_model_takes_the_plan(config: TrainConfig, folder: ImageFolder) -> None:
     """Every size the schedule trains at, measured (FLOPs, on the meta device) before anything trains:
     a size the model cannot take (a ViT's reduced size that is no multiple of its patch) is one line
@@ -297,10 +306,7 @@ def _build_learner(config: TrainConfig, folder: ImageFolder, copies, model, devi
     from trdcli.callbacks.trd import TRDCallback
     from trdcli.run.callbacks import DataWaitTimer, RanksAgreeOnPlan, SeededPasses
     from trdcli.run.flops_cache import arch_flops, default_cache
-    from trdcli.run.models import load_weights
 
-    if config.weights and (skipped := load_weights(model, config.weights)):
-        log.warn(f"the weights file: left out {len(skipped)} tensor(s) whose shapes differ, e.g. {skipped[0]}")
     dls = _build_dataloaders(config, folder, copies, device, ranks)
     if ranks.distributed:
         # The loaders' shuffles are drawn alike on every rank (above); augmentation differs.
