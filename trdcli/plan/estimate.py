@@ -471,6 +471,8 @@ def plan(options: PlanOptions) -> PlanReport:
         # Measuring builds the model: check its name first (this imports torchvision). An
         # architecture with every figure cached was built before, and torch is never imported.
         check_arch(options.arch)
+    for px in sorted({g.px for g in groups} | {options.size_px}, reverse=True):
+        flops.at(px)  # a size the model cannot take is said before the loader is timed
     throughput = _throughput(options, dataset.num_classes, sorted(pxs, reverse=True), flops)
     result = estimate(
         options.arch,
