@@ -59,7 +59,7 @@ def test_a_tail_rate_needs_a_tail():
     with pytest.raises(ConfigError, match="`tail_lr` needs a full-resolution tail"):
         TrainConfig(data=".", size_px=64, schedule=ConstantSchedule(), tail_lr_frac=0.3)
     window = TrainConfig(data=".", size_px=64, schedule=TRDSchedule(32, until=0.75), tail_lr_frac=0.3)
-    assert window.lr_cycle == OneCycle(0.75, 0.3)
+    assert window.lr_curve == OneCycle(0.75, 0.3)
 
 
 def test_a_fit_follows_the_curve_and_the_tail_is_at_full_resolution():

@@ -340,7 +340,7 @@ def test_tail_lr_is_accepted_for_a_ramp_with_a_full_tail():
     from trdcli.run.config import TrainConfig
 
     config = TrainConfig(data=".", schedule=get_preset("composer"), tail_lr_frac=0.3)
-    assert config.lr_cycle.tail_start_frac == pytest.approx(0.8)
+    assert config.lr_curve.tail_start_frac == pytest.approx(0.8)
 
 
 @pytest.mark.parametrize("name", list(PRESETS))

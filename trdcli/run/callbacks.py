@@ -14,7 +14,7 @@ from fastai.callback.core import Callback
 from trdcli.callbacks.trd import fit_step
 from trdcli.core.data_wait import DataWait, epoch_columns, measure_epoch
 from trdcli.core.divergence import DivergenceWatch
-from trdcli.core.lr_schedule import OneCycle
+from trdcli.core.lr_schedule import LRSchedule
 from trdcli.run.distributed import Ranks, any_rank, barrier, gathered
 from trdcli.run.faults import Preempted
 from trdcli.run.observer import TrainObserver, WarningLog
@@ -25,11 +25,15 @@ def _times(scale: float, frac_at, pos: float) -> float:
     return scale * frac_at(pos)
 
 
-def lr_scheduler(cycle: OneCycle, peak_lr: float):
-    """fastai's ``ParamScheduler`` following ``cycle``: what ``fit_one_cycle`` adds, for any OneCycle."""
+def lr_scheduler(curve: LRSchedule, peak_lr: float):
+    """fastai's ``ParamScheduler`` following ``curve`` (what ``fit_one_cycle`` adds, for any schedule);
+    momentum too where the schedule has a curve for it (one-cycle's)."""
     from fastai.callback.schedule import ParamScheduler
 
-    return ParamScheduler({"lr": partial(_times, peak_lr, cycle.lr_frac_at), "mom": cycle.mom_at})
+    scheds = {"lr": partial(_times, peak_lr, curve.lr_frac_at)}
+    if curve.schedules_momentum:
+        scheds["mom"] = curve.mom_at
+    return ParamScheduler(scheds)
 
 
 @dataclass

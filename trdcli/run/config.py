@@ -9,7 +9,8 @@ from typing import Any
 from trdcli.core.data_wait import DEFAULT_MAX_DATA_WAIT_FRAC
 from trdcli.core.defaults import BN_MODES, BN_RECAL_VIEWS, DEFAULT_BN_RECAL_VIEW
 from trdcli.core.errors import ConfigError, require_positive_int
-from trdcli.core.lr_schedule import OneCycle
+from trdcli.core.lr_schedule import LRSchedule
+from trdcli.core.recipes import Recipe
 from trdcli.core.schedules import ConstantSchedule, ResolutionSchedule
 from trdcli.run.trackers import check_trackers
 
@@ -34,6 +35,8 @@ class TrainConfig:
     # (trdcli.core.lr_schedule); None: one one-cycle over the whole run.
     tail_lr_frac: float | None = None
     schedule: ResolutionSchedule = field(default_factory=ConstantSchedule)
+    # The optimizer, weight decay, learning-rate schedule and regularisation (trdcli.core.recipes).
+    recipe: Recipe = field(default_factory=Recipe)
     seed: int = 0
     valid_pct: float | None = None
     workers: int | None = None  # None: all cores but one, at most 8
@@ -91,8 +94,13 @@ class TrainConfig:
                 f"`size_px` {self.size_px} is below the {self.schedule.min_px} px the network needs",
             )
         self.schedule.validate(self.size_px)
+        if self.schedule.has_regularisation and (self.recipe.mixup or self.recipe.cutmix):
+            raise ConfigError(
+                f"the {self.schedule.describe()['name']} schedule raises mixup itself, stage by stage: "
+                "leave `mixup` and `cutmix` out"
+            )
         check_trackers(self.log_to)
-        OneCycle(tail_start_frac=self.schedule.full_tail_start_frac, tail_lr_frac=self.tail_lr_frac)  # checks the tail
+        _ = self.lr_curve  # checks the schedule against the run (milestones, warm-up) and the tail
 
     @property
     def peak_lr(self) -> float:
@@ -100,16 +108,17 @@ class TrainConfig:
         return DEFAULT_LR if self.lr is None else self.lr
 
     @property
-    def lr_cycle(self) -> OneCycle:
-        """The learning-rate curve: fastai's one-cycle, with the tail's own annealing if asked."""
-        return OneCycle(tail_start_frac=self.schedule.full_tail_start_frac, tail_lr_frac=self.tail_lr_frac)
+    def lr_curve(self) -> LRSchedule:
+        """The learning rate (a fraction of the peak) over the run: the recipe's schedule, with the
+        full-resolution tail's own annealing if asked."""
+        return self.recipe.lr_schedule_for(self.epochs, self.schedule.full_tail_start_frac, self.tail_lr_frac)
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready: paths as strings, the schedule as its ``describe()``."""
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, ResolutionSchedule):
+            if isinstance(value, ResolutionSchedule | Recipe):
                 value = value.describe()
             elif isinstance(value, Path):
                 value = str(value)

@@ -134,7 +134,7 @@ def _warn_if_tail_stalls(config: TrainConfig, log: WarningLog) -> None:
     tail_start = config.schedule.full_tail_start_frac
     if tail_start >= 1 or config.tail_lr_frac is not None:
         return
-    lr_frac = config.lr_cycle.lr_frac_at(tail_start)
+    lr_frac = config.lr_curve.lr_frac_at(tail_start)
     if lr_frac < _STALLED_TAIL_LR_FRAC:
         log.warn(
             f"the full-resolution tail (from {tail_start:g} of the run) starts at {lr_frac:.1%} of the peak "
@@ -299,13 +299,13 @@ def _build_learner(config: TrainConfig, folder: ImageFolder, copies, model, devi
     import torch
     from fastai.callback.progress import ProgressCallback
     from fastai.learner import Learner
-    from fastai.losses import CrossEntropyLossFlat
     from fastai.metrics import accuracy
 
     from trdcli.callbacks.regularisation import StageRegularisation
     from trdcli.callbacks.trd import TRDCallback
     from trdcli.run.callbacks import DataWaitTimer, RanksAgreeOnPlan, SeededPasses
     from trdcli.run.flops_cache import arch_flops, default_cache
+    from trdcli.run.optim import loss_func, opt_func, recipe_callbacks
 
     dls = _build_dataloaders(config, folder, copies, device, ranks)
     if ranks.distributed:
@@ -326,8 +326,10 @@ def _build_learner(config: TrainConfig, folder: ImageFolder, copies, model, devi
     cbs = [trd, DataWaitTimer(), SeededPasses(config.seed, ranks.rank), RanksAgreeOnPlan(ranks)]
     if config.schedule.has_regularisation:
         cbs.append(StageRegularisation(config.schedule, config.seed))
+    cbs += recipe_callbacks(config.recipe)
     metrics = [accuracy] + ([top5] if folder.num_classes > 5 else [])
-    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), metrics=metrics, cbs=cbs)
+    learn = Learner(dls, model, loss_func=loss_func(config.recipe), opt_func=opt_func(config.recipe),
+                    wd=config.recipe.wd, wd_bn_bias=config.recipe.wd_norm_bias, metrics=metrics, cbs=cbs)  # fmt: skip
     learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, ProgressCallback)])  # the observer shows progress
     learn.logger = lambda *args: None
     if config.channels_last if config.channels_last is not None else device.type == "cuda":
@@ -445,10 +447,10 @@ def _fit(learn, config: TrainConfig, state) -> None:
     with sigterm_interrupts() as signals:
         try:
             cbs.append(StopOnSigterm(signals, state.ranks))
-            if config.tail_lr_frac is None:
+            if config.tail_lr_frac is None and config.recipe.lr_schedule == "one-cycle":
                 learn.fit_one_cycle(config.epochs, state.lr, start_epoch=state.start_epoch, cbs=cbs)
             else:
-                cbs.insert(0, lr_scheduler(config.lr_cycle, state.lr))
+                cbs.insert(0, lr_scheduler(config.lr_curve, state.lr))
                 learn.fit(config.epochs, state.lr, start_epoch=state.start_epoch, cbs=cbs)
         except KeyboardInterrupt:
             raise _interrupted(state, signals) from None
