@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from trdcli.cli import app as cli
 from trdcli.core.cost import ComputeSummary, ImageFlops, StepGroup
 from trdcli.core.errors import TrainingInterrupted
+from trdcli.core.recipes import Recipe
 from trdcli.core.schedules import ComposerSchedule, ConstantSchedule, FFCVSchedule, TRDSchedule
 from trdcli.run.config import TrainConfig
 from trdcli.run.results import RunResult
@@ -126,10 +127,13 @@ def test_train_passes_every_option(folder, captured, tmp_path):
     args += ["--lr", "0.01", "--valid-pct", "0.3", "--workers", "0", "--out", str(tmp_path / "r"), "--skip-bad-images"]
     args += ["--device", "cpu", "--resize-mode", "area", "--bn-recalibrate", "4", "--seed", "9", "--no-check-images"]
     args += ["--low-res", "64", "--until", "0.8", "--prob", "0.5", "--weights", str(tmp_path / "w.pth")]
-    args += ["--resume", str(tmp_path / "old"), "--bn-mode", "private", "--min-scale", "0.5", "--tail-lr", "0.2"]
+    args += ["--resume", str(tmp_path / "old"), "--bn-mode", "private", "--min-scale", "0.5", "--tail-lr", "0.6"]
     args += ["--bn-recal-view", "test"]
     args += ["--no-scheduled-loading", "--direct-crops", "--max-data-wait", "0.25", "--log-to", "tensorboard"]
     args += ["--prepared", str(tmp_path / "copy"), "--no-prepared"]
+    args += ["--recipe", "paper", "--opt", "sgd", "--momentum", "0.8", "--wd", "5e-5", "--wd-norm-bias"]
+    args += ["--lr-schedule", "step", "--warmup-epochs", "1", "--milestones", "2", "--lr-gamma", "0.5"]
+    args += ["--label-smoothing", "0.1", "--mixup", "0.2", "--cutmix", "1.0"]
     result = runner.invoke(cli.app, args)
     assert result.exit_code == 0, result.output
     # The whole config: an option that is never forwarded leaves its default here and fails.
@@ -156,7 +160,7 @@ def test_train_passes_every_option(folder, captured, tmp_path):
             bn_recalibrate=4,
             bn_recal_view="test",
             bn_mode="private",
-            tail_lr_frac=0.2,
+            tail_lr_frac=0.6,
             min_scale=0.5,
             scheduled_loading=False,
             direct_crops=True,
@@ -164,7 +168,21 @@ def test_train_passes_every_option(folder, captured, tmp_path):
             log_to=("tensorboard",),
             prepared=tmp_path / "copy",
             use_prepared=False,
-        )
+            recipe=Recipe(
+                name="paper",
+                opt="sgd",
+                momentum=0.8,
+                wd=5e-5,
+                wd_norm_bias=True,
+                lr_schedule="step",
+                warmup_epochs=1,
+                milestones=(2,),
+                gamma=0.5,
+                label_smoothing=0.1,
+                mixup=0.2,
+                cutmix=1.0,
+            ),
+        )  # fmt: skip
     ]
     # The summary names the key figures: 1 - (8 * 30 + 72 * 10) / (80 * 30) = 60% saved.
     assert "compute saved" in result.stdout and "60.0%" in result.stdout
@@ -181,7 +199,7 @@ def test_train_defaults_are_the_documented_ones(folder, captured):
         "resize_mode": "bilinear", "bn_recalibrate": None, "bn_recal_view": "train", "bn_mode": "shared",
         "tail_lr_frac": None,
         "min_scale": 0.35, "scheduled_loading": True, "direct_crops": False, "max_data_wait_frac": 0.1,
-        "log_to": (), "prepared": None, "use_prepared": True,
+        "log_to": (), "prepared": None, "use_prepared": True, "recipe": Recipe(),
     }  # fmt: skip
     assert {name: getattr(config, name) for name in documented} == documented
     assert config.peak_lr == 3e-3  # `--lr` 3e-3 by default

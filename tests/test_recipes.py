@@ -218,3 +218,105 @@ def test_named_recipes_state_their_sources_and_scale_the_rate_with_the_batch():
     with pytest.raises(ConfigError, match="unknown `recipe` 'papr': one of fastai, paper"):
         named_recipe("papr")
     assert math.isclose(named_recipe("paper").recipe.milestones[0], 75)
+
+
+# --- The command line: --recipe, the options, trd recipes, and a resumed run (parts 2 and 3) ---
+
+import json  # noqa: E402
+
+from helpers import InterruptAfter, make_image_folder  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from trdcli.cli import app as cli  # noqa: E402
+
+runner = CliRunner()
+
+
+def test_trd_recipes_lists_each_with_its_source_and_what_it_leaves_out():
+    result = runner.invoke(cli.app, ["recipes", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert set(rows) == set(RECIPES)
+    assert rows["torchvision-v1"]["options"]["milestones"] == [30, 60] and rows["torchvision-v1"]["epochs"] == 90
+    assert "libffcv/ffcv-imagenet" in rows["ffcv-rn50"]["source"]
+    assert any("RandAugment" in item for item in rows["rsb-a3"]["left_out"])
+    table = runner.invoke(cli.app, ["recipes"], env={"COLUMNS": "200"})
+    assert table.exit_code == 0 and "76.32%" in table.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--opt", "sgdd"], "unknown --opt 'sgdd': one of sgd, adam"),
+        (["--recipe", "papr"], "unknown --recipe 'papr': one of fastai, paper"),
+        (["--wd", "-0.1"], "--wd must be 0 or more"),
+        (["--label-smoothing", "1"], r"--label-smoothing must be in \[0, 1\)"),
+        (["--lr-schedule", "step", "--milestones", "1,9"], "--milestones 9 is past the run's end \\(2 epochs\\)"),
+        (["--momentum", "0.9"], "does not apply to one-cycle"),
+    ],
+)
+def test_bad_recipe_options_stop_trd_train_in_one_line_before_a_run_directory(tmp_path, args, message):
+    import re
+
+    data = make_image_folder(tmp_path / "data", n_train=4, n_valid=2, px=48)
+    out = tmp_path / "run"
+    result = runner.invoke(cli.app, ["train", str(data), "--size", "64", "--epochs", "2", *args, "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert re.search(message, result.output) and "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_a_recipe_scales_its_rate_and_shape_to_the_run_and_options_override_it():
+    from trdcli.core.recipes import resolve_recipe
+
+    paper = resolve_recipe("paper", epochs=30, batch_size=64, lr=None)
+    # 0.1 per 256 images -> 0.025 at 64; 300 epochs' milestones 75, 150, 225 -> 7.5, 15, 22.5 at 30.
+    assert paper.lr == pytest.approx(0.025) and paper.recipe.milestones == (7.5, 15, 22.5)
+    cosine = resolve_recipe("paper", epochs=30, batch_size=64, lr=0.05, lr_schedule="cosine", wd=5e-5)
+    assert (cosine.recipe.lr_schedule, cosine.recipe.milestones, cosine.recipe.wd, cosine.lr) == (
+        "cosine", (), 5e-5, 0.05,
+    )  # fmt: skip
+    default = resolve_recipe(None, epochs=None, batch_size=None, lr=None)
+    assert (default.recipe, default.epochs, default.batch_size, default.lr) == (Recipe(), 5, 64, None)
+
+
+def test_a_compare_setting_changes_the_recipe_for_its_runs_only(tmp_path):
+    from trdcli.cli.values import parse_setting
+    from trdcli.core.recipes import resolve_recipe
+
+    base = TrainConfig(
+        data=".", epochs=4, recipe=resolve_recipe("torchvision-v1", epochs=4, batch_size=64, lr=None).recipe
+    )
+    smoothed = parse_setting("ls:label_smoothing=0.1,low_res=112")
+    config = smoothed.config(base, 0, tmp_path / "ls")
+    assert config.recipe.label_smoothing == 0.1 and config.recipe.opt == "sgd"
+    assert parse_setting("baseline").config(base, 0, tmp_path / "b").recipe == base.recipe
+    with pytest.raises(ConfigError, match="`setting` bad: `mixup` must be 0 or more"):
+        parse_setting("bad:mixup=-1").recipe_for(base)
+
+
+@pytest.mark.slow
+def test_a_step_schedule_run_stopped_across_a_milestone_resumes_on_the_same_rates(tmp_path):
+    from dataclasses import replace
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from trdcli.core.errors import RunDirError, TrainingInterrupted
+    from trdcli.run.train import train
+
+    data = make_image_folder(tmp_path / "data", n_train=8, n_valid=2, px=48)  # 24 images: 3 steps an epoch
+    recipe = Recipe(opt="sgd", wd=1e-4, lr_schedule="step", milestones=(1,), name="test")
+    config = TrainConfig(data=data, epochs=2, size_px=64, batch_size=8, workers=0, lr=0.1, recipe=recipe,
+                         log_to=("tensorboard",), out_dir=tmp_path / "run")  # fmt: skip
+    with pytest.raises(TrainingInterrupted):
+        train(config, InterruptAfter(step=4))  # past the milestone at step 3; epoch 1 is saved
+    with pytest.raises(RunDirError, match="the run used recipe lr_schedule='step', milestones=\\[1\\]"):
+        train(replace(config, recipe=replace(recipe, lr_schedule="cosine", milestones=()), resume=tmp_path / "run"))
+    train(replace(config, resume=tmp_path / "run"))
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    last_by_step = {e.step: e.value for e in events.Scalars("trd/lr")}  # the resumed process's, where both ran
+    # By hand: 0.1 for epoch 1's three steps, 0.1 x 0.1 from the milestone on.
+    assert [last_by_step[s] for s in range(6)] == pytest.approx([0.1] * 3 + [0.01] * 3)
+    saved = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert saved["config"]["recipe"]["milestones"] == [1] and saved["config"]["recipe"]["opt"] == "sgd"

@@ -102,8 +102,20 @@ DEFAULT_RECAL_VIEW = BnRecalView(DEFAULT_BN_RECAL_VIEW)
 
 
 # The flag a user typed for each setting the core names in its messages.
-_FLAG_NAMES = {"size_px": "--size", "max_data_wait_frac": "--max-data-wait"}
+_FLAG_NAMES = {"size_px": "--size", "max_data_wait_frac": "--max-data-wait", "gamma": "--lr-gamma"}
 _SETTINGS_WITH_FLAGS = [
+    "recipe",
+    "opt",
+    "momentum",
+    "wd",
+    "wd_norm_bias",
+    "lr_schedule",
+    "warmup_epochs",
+    "milestones",
+    "gamma",
+    "label_smoothing",
+    "mixup",
+    "cutmix",
     "arch",
     "epochs",
     "size_px",
@@ -272,6 +284,57 @@ BnModeOpt = Annotated[
     BnMode, typer.Option(help="BatchNorm on reduced steps: shared with full ones, or a private copy (RS-Nets).")
 ]
 
+RecipeOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="A named recipe (see `trd recipes`: fastai, paper, torchvision-v1, ffcv-rn50, rsb-a3): its optimizer, "
+        "schedule, regularisation, epochs, batch and rate (scaled to --batch-size); explicit options override it."
+    ),
+]
+OptOpt = Annotated[
+    str | None, typer.Option("--opt", help="Optimizer: sgd, adam, adamw, radam, lamb, ranger (default: adamw).")
+]
+MomentumOpt = Annotated[
+    float | None, typer.Option(help="SGD's momentum or Adam's beta1 (default 0.9; one-cycle schedules its own).")
+]
+WdOpt = Annotated[float | None, typer.Option("--wd", help="Weight decay (default 0.01, decoupled for adamw).")]
+WdNormBiasOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--wd-norm-bias/--no-wd-norm-bias",
+        help="Decay normalisation layers' and bias parameters too (torchvision's default); off: timm's rule.",
+    ),
+]
+LrScheduleOpt = Annotated[
+    str | None,
+    typer.Option(help="one-cycle (default), cosine, step (with --milestones), linear, flat-cos or constant."),
+]
+WarmupOpt = Annotated[float | None, typer.Option(help="Epochs of linear warm-up (not with one-cycle).")]
+MilestonesOpt = Annotated[
+    str | None, typer.Option(help="With --lr-schedule step: the epochs at which the rate falls, e.g. 30,60.")
+]
+LrGammaOpt = Annotated[float | None, typer.Option("--lr-gamma", help="The step schedule's factor (default 0.1).")]
+LabelSmoothingOpt = Annotated[float | None, typer.Option(help="Label smoothing in [0, 1) (default 0).")]
+MixupOpt = Annotated[float | None, typer.Option(help="Mixup's alpha (default 0: off).")]
+CutmixOpt = Annotated[float | None, typer.Option(help="CutMix's alpha (default 0: off); with --mixup, one per batch.")]
+EpochsOrRecipeOpt = Annotated[int | None, typer.Option("--epochs", help="Training epochs (default: the recipe's, 5).")]
+BatchOrRecipeOpt = Annotated[
+    int | None, typer.Option("--batch-size", help="Images per optimizer step (default: the recipe's, 64).")
+]
+
+
+def _recipe(recipe, epochs, batch_size, lr, opt, momentum, wd, wd_norm_bias, lr_schedule, warmup_epochs, milestones,
+            lr_gamma, label_smoothing, mixup, cutmix):  # fmt: skip
+    from trdcli.cli.values import parse_milestones
+    from trdcli.core.recipes import resolve_recipe
+
+    return resolve_recipe(
+        recipe, epochs=epochs, batch_size=batch_size, lr=lr, opt=opt, momentum=momentum, wd=wd,
+        wd_norm_bias=wd_norm_bias, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
+        milestones=parse_milestones(milestones) if milestones is not None else None, gamma=lr_gamma,
+        label_smoothing=label_smoothing, mixup=mixup, cutmix=cutmix,
+    )  # fmt: skip
+
 
 def _schedule(preset, low_res, until, prob, seed, prob_end, initial_scale):
     from trdcli.core.presets import build_schedule
@@ -290,16 +353,28 @@ def train(
         ),
     ],
     arch: ArchOpt = TrainConfig.arch,
-    epochs: EpochsOpt = TrainConfig.epochs,
+    epochs: EpochsOrRecipeOpt = None,
     size: SizeOpt = TrainConfig.size_px,
-    batch_size: BatchOpt = TrainConfig.batch_size,
+    batch_size: BatchOrRecipeOpt = None,
     lr: Annotated[
         str | None,
         typer.Option(
-            help="Peak learning rate of the one-cycle schedule (default 3e-3; with --resume, the run's own), "
-            "or 'find' to run lr_find."
+            help="Peak learning rate (default 3e-3, or the recipe's scaled to --batch-size; with --resume, the "
+            "run's own), or 'find' to run lr_find."
         ),
     ] = None,
+    recipe: RecipeOpt = None,
+    opt: OptOpt = None,
+    momentum: MomentumOpt = None,
+    wd: WdOpt = None,
+    wd_norm_bias: WdNormBiasOpt = None,
+    lr_schedule: LrScheduleOpt = None,
+    warmup_epochs: WarmupOpt = None,
+    milestones: MilestonesOpt = None,
+    lr_gamma: LrGammaOpt = None,
+    label_smoothing: LabelSmoothingOpt = None,
+    mixup: MixupOpt = None,
+    cutmix: CutmixOpt = None,
     low_res: LowResOpt = None,
     until: UntilOpt = None,
     prob: ProbOpt = None,
@@ -371,14 +446,17 @@ def train(
     except TRDError as exc:  # a malformed value is a usage error (exit 2), like --epochs two
         raise typer.BadParameter(exc.rendered(FLAGS)) from None
     with user_errors():
+        chosen = _recipe(recipe, epochs, batch_size, peak_lr, opt, momentum, wd, wd_norm_bias, lr_schedule,
+                         warmup_epochs, milestones, lr_gamma, label_smoothing, mixup, cutmix)  # fmt: skip
         config = TrainConfig(
             data=data,
             arch=arch,
-            epochs=epochs,
+            epochs=chosen.epochs,
             size_px=size,
-            batch_size=batch_size,
-            lr=peak_lr,
+            batch_size=chosen.batch_size,
+            lr=chosen.lr if lr is None or peak_lr is not None else None,
             lr_find=lr is not None and peak_lr is None,
+            recipe=chosen.recipe,
             schedule=_schedule(preset, low_res, until, prob, seed, prob_end, initial_scale),
             seed=seed,
             valid_pct=valid_pct,
@@ -409,6 +487,11 @@ def train(
             code = EXIT_TERMINATED if exc.signal_name == "SIGTERM" else EXIT_INTERRUPTED
             raise fail(_interrupted_message(exc), code) from None
     _print_result(result, json_out)
+    _exit_for(result)
+
+
+def _exit_for(result) -> None:
+    """Exit 1 for a run that could not write its results or that diverged; figures are kept either way."""
     if result.write_error:
         raise fail(result.write_error)
     if result.diverged:  # one outcome for a diverged run, however it was caught: exit 1, its figures kept
@@ -604,9 +687,12 @@ def estimate_cost(
         float | None, typer.Option(help="As for `trd train`, for a DATA folder of class folders.")
     ] = None,
     arch: ArchOpt = TrainConfig.arch,
-    epochs: EpochsOpt = TrainConfig.epochs,
+    epochs: EpochsOrRecipeOpt = None,
     size: SizeOpt = TrainConfig.size_px,
-    batch_size: BatchOpt = TrainConfig.batch_size,
+    batch_size: BatchOrRecipeOpt = None,
+    recipe: Annotated[
+        str | None, typer.Option(help="Plan a named recipe's epochs and batch (see `trd recipes`); options override.")
+    ] = None,
     low_res: LowResOpt = None,
     until: UntilOpt = None,
     prob: ProbOpt = None,
@@ -666,11 +752,12 @@ def estimate_cost(
     from trdcli.run.throughput import Throughput
 
     with user_errors():
+        chosen = _recipe(recipe, epochs, batch_size, None, *[None] * 11)
         options = PlanOptions(
             arch=arch,
             size_px=size,
-            epochs=epochs,
-            batch_size=batch_size,
+            epochs=chosen.epochs,
+            batch_size=chosen.batch_size,
             schedule=_schedule(preset, low_res, until, prob, seed, prob_end, initial_scale),
             seed=seed,
             data=data,
@@ -742,18 +829,32 @@ def compare(
         list[str] | None,
         typer.Option(
             help="A setting to train (repeat): a preset (trd-window), baseline, or [label:]key=value,... with keys "
-            "preset, low_res, until, prob, prob_end, initial_scale, bn_mode, bn_recalibrate, bn_recal_view, tail_lr. "
+            "preset, low_res, until, prob, prob_end, initial_scale, bn_mode, bn_recalibrate, bn_recal_view, tail_lr, "
+            "and the recipe's opt, momentum, wd, lr_schedule, warmup_epochs, label_smoothing, mixup, cutmix. "
             "Default: baseline and trd's default recipe."
         ),
     ] = None,
     seeds: Annotated[str, typer.Option(help="Seeds: a count (3 = 0,1,2) or a list (0,1,2; one seed: 7,).")] = "3",
     arch: ArchOpt = TrainConfig.arch,
-    epochs: EpochsOpt = TrainConfig.epochs,
+    epochs: EpochsOrRecipeOpt = None,
     size: SizeOpt = TrainConfig.size_px,
-    batch_size: BatchOpt = TrainConfig.batch_size,
-    lr: Annotated[float, typer.Option(help="Peak learning rate of the one-cycle schedule, for every run.")] = (
-        DEFAULT_LR
-    ),
+    batch_size: BatchOrRecipeOpt = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(help=f"Peak learning rate, for every run (default {DEFAULT_LR:g}, or the recipe's scaled)."),
+    ] = None,
+    recipe: RecipeOpt = None,
+    opt: OptOpt = None,
+    momentum: MomentumOpt = None,
+    wd: WdOpt = None,
+    wd_norm_bias: WdNormBiasOpt = None,
+    lr_schedule: LrScheduleOpt = None,
+    warmup_epochs: WarmupOpt = None,
+    milestones: MilestonesOpt = None,
+    lr_gamma: LrGammaOpt = None,
+    label_smoothing: LabelSmoothingOpt = None,
+    mixup: MixupOpt = None,
+    cutmix: CutmixOpt = None,
     valid_pct: Annotated[float | None, typer.Option(help="As for `trd train`.")] = None,
     workers: WorkersOpt = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, mps (default: the best available).")] = None,
@@ -802,14 +903,18 @@ def compare(
 
     _use_wandb_project(wandb_project)
     with user_errors():
-        recipe = TrainConfig(
-            data=data, arch=arch, epochs=epochs, size_px=size, batch_size=batch_size, lr=lr, valid_pct=valid_pct,
+        chosen = _recipe(recipe, epochs, batch_size, lr, opt, momentum, wd, wd_norm_bias, lr_schedule, warmup_epochs,
+                         milestones, lr_gamma, label_smoothing, mixup, cutmix)  # fmt: skip
+        epochs = chosen.epochs
+        base = TrainConfig(
+            data=data, arch=arch, epochs=epochs, size_px=size, batch_size=chosen.batch_size,
+            lr=DEFAULT_LR if chosen.lr is None else chosen.lr, recipe=chosen.recipe, valid_pct=valid_pct,
             workers=workers, device=device, min_scale=min_scale, log_to=tuple(log_to or ()),
         )  # fmt: skip
         out = out or Path("runs") / f"compare-{data.resolve().name}-{arch}-{size}px-{epochs}ep"
         settings = tuple(parse_setting(s) for s in setting) if setting else default_settings(size, bool(budget))
         config = CompareConfig(
-            recipe, settings, parse_seeds(seeds), out, equal_compute, tuple(budget or ()),
+            base, settings, parse_seeds(seeds), out, equal_compute, tuple(budget or ()),
             tuple(family) if family else None,
         )  # fmt: skip
         try:
@@ -922,6 +1027,19 @@ def presets(
         _print_json(rows)
         return
     stdout.print(report.presets_table(rows, arch, size, epochs))
+
+
+@app.command()
+def recipes(json_out: JsonOpt = False):
+    """List the named recipes (--recipe NAME) with their values, their sources and what trd leaves out of them."""
+    from trdcli.cli import report
+    from trdcli.core.recipes import RECIPES
+
+    rows = [named.describe() for named in RECIPES.values()]
+    if json_out:
+        _print_json(rows)
+        return
+    stdout.print(report.recipes_table(rows))
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from trdcli.core.cost import ComputeSummary
+from trdcli.core.recipes import Recipe
 from trdcli.core.schedules import ResolutionSchedule
 from trdcli.run.results import RunResult
 
@@ -67,6 +68,7 @@ def train_summary_table(result: RunResult) -> Table:
     table.add_column(style="bold")
     table.add_column(overflow="fold")  # paths are copied from here: wrap, never truncate
     table.add_row("schedule", _schedule_text(config.schedule, config.size_px))
+    table.add_row("recipe", recipe_text(config.recipe))
     table.add_row("top-1 accuracy", fmt_pct(result.metrics["top1"]))
     if result.compute.recalibration_flops:
         # The last epoch's line came before recalibration; the two differ by what it changed.
@@ -120,6 +122,20 @@ def _fmt_param(value: Any) -> str:
 
 def _params_text(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={_fmt_param(v)}" for k, v in params.items())
+
+
+def recipe_text(recipe: Recipe) -> str:
+    """``paper: sgd (momentum 0.9), weight decay 0.0001 on every parameter, step (x0.1 at epochs 75, 150, 225)``."""
+    momentum = f" (momentum {recipe.momentum:g})" if recipe.momentum is not None else ""
+    decay = f"weight decay {recipe.wd:g}" + (" on every parameter" if recipe.wd_norm_bias else " off norm and bias")
+    schedule = recipe.lr_schedule
+    if recipe.milestones:
+        schedule += f" (x{recipe.gamma:g} at epochs {', '.join(f'{m:g}' for m in recipe.milestones)})"
+    if recipe.warmup_epochs:
+        schedule += f", {recipe.warmup_epochs:g} warm-up epochs"
+    regularisation = (("label smoothing", recipe.label_smoothing), ("mixup", recipe.mixup), ("cutmix", recipe.cutmix))
+    extras = [f"{name} {value:g}" for name, value in regularisation if value]
+    return ", ".join([f"{recipe.name}: {recipe.opt}{momentum}", decay, schedule, *extras])
 
 
 def _schedule_text(schedule: ResolutionSchedule, full_px: int) -> str:
@@ -428,8 +444,15 @@ def compare_table(rows: list[dict[str, Any]], title: str) -> Table:
     for column in ("epochs", "seeds", "top-1", "top-5", "compute", "Δ top-1 vs baseline", "wall time"):
         table.add_column(column, justify="right", no_wrap=column != "Δ top-1 vs baseline")
     baseline = next((r for r in rows if r["setting"] == "baseline"), None)
+    recipes = [r.get("recipe") for r in rows]
+    if recipes[0] is not None:
+        # Every row's recipe in the title when they share it; each row names what its own changes.
+        table.title = f"{title}, recipe {recipe_text(_recipe_of(recipes[0]))}"
     for row in rows:
         name = row["setting"] + (f" (equal compute to {row['matches']})" if row["matches"] else "")
+        if row.get("recipe") not in (None, recipes[0]):
+            changed = {k: v for k, v in row["recipe"].items() if recipes[0].get(k) != v}
+            name += " (" + ", ".join(f"{k}={v}" for k, v in changed.items()) + ")"
         delta = "-"
         if baseline is not None and row is not baseline:
             delta = f"{100 * (row['top1_mean'] - baseline['top1_mean']):+.1f} pts"
@@ -540,4 +563,25 @@ def _probes_table(probes: dict[str, Any]) -> Table:
         f"low-frequency bias {fmt_pct(hybrid['low_frequency_bias'])}",
         f"{hybrid['pairs']:,} pairs",
     )
+    return table
+
+
+def _recipe_of(options: dict) -> Recipe:
+    return Recipe(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
+
+
+def recipes_table(rows: list[dict]) -> Table:
+    """``trd recipes``: each named recipe with its values, its source and what trd leaves out of it."""
+    table = Table(title="trd recipes (--recipe NAME; explicit options override its values)", title_justify="left")
+    for column in ("recipe", "epochs, batch, rate", "options", "source reports", "left out"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        recipe = _recipe_of(row["options"])
+        table.add_row(
+            row["name"],
+            f"{row['epochs']} epochs, batch {row['batch_size']}, lr {row['lr']:g}",
+            recipe_text(recipe).split(": ", 1)[1],
+            f"{row['reported']}\n[dim]{row['source']}[/]",
+            "\n".join(row["left_out"]) or "-",
+        )
     return table

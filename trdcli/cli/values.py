@@ -91,11 +91,23 @@ _SETTING_KEYS = {
     "bn_recal_view": str,
     "tail_lr": float,
 }
+# Recipe options a setting may change (trdcli.core.recipes.Recipe).
+_RECIPE_SETTING_KEYS = {
+    "opt": str,
+    "momentum": float,
+    "wd": float,
+    "lr_schedule": str,
+    "warmup_epochs": float,
+    "label_smoothing": float,
+    "mixup": float,
+    "cutmix": float,
+}
 
 
 def parse_setting(text: str):
     """``trd-window``, ``baseline``, or ``[label:]key=value,...`` (keys: preset, low_res, until, prob,
-    prob_end, initial_scale, bn_mode, bn_recalibrate, bn_recal_view, tail_lr) -> a
+    prob_end, initial_scale, bn_mode, bn_recalibrate, bn_recal_view, tail_lr, and the recipe's opt, momentum,
+    wd, lr_schedule, warmup_epochs, label_smoothing, mixup, cutmix) -> a
     :class:`~trdcli.plan.compare.Setting`, labelled by its label or its text."""
     from trdcli.core.presets import PRESETS
     from trdcli.plan.compare import Setting
@@ -110,16 +122,18 @@ def parse_setting(text: str):
         if spec not in PRESETS:
             raise ConfigError(f"`setting` {text!r} is neither a preset ({', '.join(PRESETS)}) nor key=value pairs")
         return Setting(label, preset=spec)
-    values = {}
+    values, recipe_options = {}, {}
+    keys = _SETTING_KEYS | _RECIPE_SETTING_KEYS
     for part in spec.split(","):
         key, _, raw = (piece.strip() for piece in part.partition("="))
-        if key not in _SETTING_KEYS:
-            raise ConfigError(f"`setting` {text!r}: unknown key {key!r}; use {', '.join(_SETTING_KEYS)}")
+        if key not in keys:
+            raise ConfigError(f"`setting` {text!r}: unknown key {key!r}; use {', '.join(keys)}")
         try:
-            values[key] = _SETTING_KEYS[key](raw)
+            value = keys[key](raw)
         except ValueError:
             raise ConfigError(f"`setting` {text!r}: {key} must be a number, got {raw!r}") from None
-    return Setting(label, **values)
+        (recipe_options if key in _RECIPE_SETTING_KEYS else values)[key] = value
+    return Setting(label, **values, recipe_options=tuple(recipe_options.items()))
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -149,3 +163,11 @@ def parse_sizes(text: str) -> tuple[int, ...]:
     if values[0] < 1:
         raise ConfigError(f"`sizes` must be positive px, got {text!r}")
     return tuple(values)
+
+
+def parse_milestones(text: str) -> tuple[float, ...]:
+    """``30,60`` -> ``(30.0, 60.0)``: the epochs at which the step schedule's rate falls."""
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(f"`milestones` must be epochs separated by commas (30,60), got {text!r}") from None

@@ -50,6 +50,7 @@ class Recipe:
     mixup: float = 0.0  # the Beta distribution's alpha; 0: off
     cutmix: float = 0.0
     warmup_start_frac: float = WARMUP_START_FRAC  # not an option: FFCV's ramp starts at 1e-4 of the peak
+    name: str = "fastai"  # the named recipe these values started from (RECIPES), options given on top
 
     def __post_init__(self):
         if self.opt not in OPTIMIZERS:
@@ -136,7 +137,6 @@ class NamedRecipe:
     reported: str  # the accuracy the source reports, and where
     left_out: tuple[str, ...] = ()  # what the source does that trd does not, said rather than dropped
     note: str = ""
-    size_px: int | None = None  # the training size the source uses, where it differs from 224
 
     def lr_at(self, batch_size: int) -> float:
         """The peak rate for a run of ``batch_size`` images a step: linear scaling (Goyal et al. 2017)."""
@@ -144,7 +144,7 @@ class NamedRecipe:
 
     def describe(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in ("name", "epochs", "batch_size", "lr", "source", "reported", "note")}
-        return out | {"size_px": self.size_px, "left_out": list(self.left_out), "options": self.recipe.describe()}
+        return out | {"left_out": list(self.left_out), "options": self.recipe.describe()}
 
 
 RECIPES: dict[str, NamedRecipe] = {
@@ -163,7 +163,15 @@ RECIPES: dict[str, NamedRecipe] = {
         ),
         NamedRecipe(
             "paper",
-            Recipe(opt="sgd", momentum=0.9, wd=1e-4, wd_norm_bias=True, lr_schedule="step", milestones=(75, 150, 225)),
+            Recipe(
+                name="paper",
+                opt="sgd",
+                momentum=0.9,
+                wd=1e-4,
+                wd_norm_bias=True,
+                lr_schedule="step",
+                milestones=(75, 150, 225),
+            ),
             epochs=300,
             batch_size=256,
             lr=0.1,
@@ -175,7 +183,15 @@ RECIPES: dict[str, NamedRecipe] = {
         ),
         NamedRecipe(
             "torchvision-v1",
-            Recipe(opt="sgd", momentum=0.9, wd=1e-4, wd_norm_bias=True, lr_schedule="step", milestones=(30, 60)),
+            Recipe(
+                name="torchvision-v1",
+                opt="sgd",
+                momentum=0.9,
+                wd=1e-4,
+                wd_norm_bias=True,
+                lr_schedule="step",
+                milestones=(30, 60),
+            ),
             epochs=90,
             batch_size=256,
             lr=0.1,
@@ -186,6 +202,7 @@ RECIPES: dict[str, NamedRecipe] = {
         NamedRecipe(
             "ffcv-rn50",
             Recipe(
+                name="ffcv-rn50",
                 opt="sgd",
                 momentum=0.9,
                 wd=1e-4,
@@ -208,11 +225,10 @@ RECIPES: dict[str, NamedRecipe] = {
                 "FFCV excludes only BatchNorm from weight decay; trd excludes every bias too",
             ),
             note="the global batch 4096 assumes FFCV's batch_size is per process, as its distributed loader takes it",
-            size_px=192,
         ),
         NamedRecipe(
             "rsb-a3",
-            Recipe(opt="lamb", wd=0.02, lr_schedule="cosine", warmup_epochs=5, mixup=0.1, cutmix=1.0),
+            Recipe(name="rsb-a3", opt="lamb", wd=0.02, lr_schedule="cosine", warmup_epochs=5, mixup=0.1, cutmix=1.0),
             epochs=100,
             batch_size=2048,
             lr=8e-3,
@@ -222,10 +238,9 @@ RECIPES: dict[str, NamedRecipe] = {
             left_out=(
                 "binary cross-entropy loss (trd trains with cross-entropy)",
                 "RandAugment rand-m6-mstd0.5",
-                "testing at 224 px after training at 160 px (set --size 160 and evaluate with trd eval --sizes 224)",
+                "testing at 224 px after training at 160 px (train with size 160, then evaluate at 224 with trd eval)",
                 "timm's mixup/cutmix switch and label mixing details beyond an even choice per batch",
             ),
-            size_px=160,
         ),
     )
 }
@@ -239,5 +254,45 @@ def named_recipe(name: str) -> NamedRecipe:
 
 
 def with_overrides(recipe: Recipe, **given: Any) -> Recipe:
-    """``recipe`` with each option given (not None) in place of its value: explicit options win."""
-    return replace(recipe, **{k: v for k, v in given.items() if v is not None})
+    """``recipe`` with each option given (not None) in place of its value: explicit options win. Options that
+    belong to one schedule go with it: a new `lr_schedule` drops the old one's milestones and warm-up."""
+    given = {k: v for k, v in given.items() if v is not None}
+    if given.get("lr_schedule", recipe.lr_schedule) != recipe.lr_schedule:
+        given = {"milestones": (), "warmup_epochs": 0.0, "warmup_start_frac": WARMUP_START_FRAC} | given
+    return replace(recipe, **given)
+
+
+@dataclass(frozen=True)
+class ResolvedRecipe:
+    """What a command runs: the recipe's options, and the run's length, batch and peak rate."""
+
+    recipe: Recipe
+    epochs: int
+    batch_size: int
+    lr: float | None  # None: trd's default rate (or, resuming, the run's own)
+
+
+def resolve_recipe(
+    name: str | None, *, epochs: int | None, batch_size: int | None, lr: float | None, **options: Any
+) -> ResolvedRecipe:
+    """The named recipe (trd's default without one) with every option given in place of its value.
+
+    Its rate is scaled linearly to the batch where none is given (the default recipe's is trd's fixed
+    default). Run for other epochs than its source's, a recipe keeps its shape: its milestones and
+    warm-up scale with the epochs, as FFCV stretches its schedules to each length (Li et al. 2020,
+    "Budgeted training").
+    """
+    named = named_recipe(name or DEFAULT_RECIPE)
+    batch_size = named.batch_size if batch_size is None else batch_size
+    if lr is None and named.name != DEFAULT_RECIPE:
+        lr = named.lr_at(batch_size)
+    recipe = named.recipe
+    if epochs is not None and epochs > 0 and epochs != named.epochs:
+        stretch = epochs / named.epochs
+        recipe = replace(
+            recipe,
+            milestones=tuple(round(m * stretch, 6) for m in recipe.milestones),
+            warmup_epochs=round(recipe.warmup_epochs * stretch, 6),
+        )
+    epochs = named.epochs if epochs is None else epochs
+    return ResolvedRecipe(with_overrides(recipe, **options), epochs, batch_size, lr)

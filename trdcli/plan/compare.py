@@ -229,6 +229,7 @@ def summary_rows(compared: CompareResult) -> list[dict[str, Any]]:
             "matches": result.setting.matches,
             "epochs": result.runs[0]["epochs"],
             "seeds": [run["seed"] for run in result.runs],
+            "recipe": result.runs[0]["config"].get("recipe"),
             "compute_fraction": statistics.mean(
                 run_compute_fraction(r, compared.reference_train_flops) for r in result.runs
             ),

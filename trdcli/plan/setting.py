@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from trdcli.core.defaults import BN_MODES, BN_RECAL_VIEWS, DEFAULT_BN_RECAL_VIEW, check_bn_mode, recalibration_batches
 from trdcli.core.errors import ConfigError
 from trdcli.core.lr_schedule import OneCycle
 from trdcli.core.presets import build_schedule
+from trdcli.core.recipes import Recipe, with_overrides
 from trdcli.core.schedules import ResolutionSchedule
 from trdcli.run.config import TrainConfig
 from trdcli.run.rundir import PROGRESS_FILE
@@ -30,6 +32,8 @@ class Setting:
     bn_recal_view: str = DEFAULT_BN_RECAL_VIEW  # the training or the test-time view of the images
     tail_lr: float | None = None  # the full-resolution tail's own annealing (TrainConfig.tail_lr_frac)
     epochs: int | None = None  # None: the recipe's; an equal-compute baseline trains fewer
+    # Recipe options this setting changes (trdcli.core.recipes.Recipe's fields), as (name, value) pairs.
+    recipe_options: tuple[tuple[str, Any], ...] = ()
     matches: str | None = None  # for an equal-compute baseline: the setting whose compute it matches
 
     def __post_init__(self):
@@ -48,6 +52,15 @@ class Setting:
             prob_end=self.prob_end, initial_scale=self.initial_scale,
         )  # fmt: skip
 
+    def recipe_for(self, base: TrainConfig) -> Recipe:
+        """The compare's recipe with this setting's recipe options in place."""
+        try:
+            recipe = with_overrides(base.recipe, **dict(self.recipe_options))
+            recipe.check_run(self.epochs or base.epochs)
+        except ConfigError as exc:
+            raise ConfigError(f"`setting` {self.label}: {exc}") from None
+        return recipe
+
     def config(self, recipe: TrainConfig, seed: int, run_dir: Path) -> TrainConfig:
         return replace(
             recipe,
@@ -58,6 +71,7 @@ class Setting:
             bn_recalibrate=self.bn_recalibrate,
             bn_recal_view=self.bn_recal_view,
             tail_lr_frac=self.tail_lr,
+            recipe=self.recipe_for(recipe),
             out_dir=run_dir,
             resume=run_dir if (run_dir / PROGRESS_FILE).exists() else None,
         )
@@ -81,6 +95,7 @@ def planned_fraction(
     schedule = setting.schedule(0 if seed is None else seed)
     full = flops.at(recipe.size_px)
     check_bn_mode(setting.bn_mode, full.has_batchnorm, recipe.arch)
+    setting.recipe_for(recipe)  # a setting's recipe options that cannot run fail now, not hours in
     train_flops, any_reduced = schedule_cost(schedule, shape, lambda px: flops.at(px).train_flops, seed is None)
     batches = recalibration_batches(setting.bn_recalibrate, any_reduced, full.has_batchnorm)
     recal_flops = recalibration_images(batches, shape) * full.recalibration_flops

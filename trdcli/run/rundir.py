@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from trdcli.core.errors import RunDirError
+from trdcli.core.recipes import Recipe
 from trdcli.run.config import TrainConfig
 from trdcli.run.fileio import atomic_write, atomic_write_text
 from trdcli.run.results import RunResult, history_csv, run_json
@@ -60,12 +61,13 @@ def run_identity(config: TrainConfig, classes: list[str]) -> dict[str, Any]:
         "schedule": config.schedule.describe(),
         "bn_mode": config.bn_mode,
         "tail_lr_frac": config.tail_lr_frac,
+        "recipe": config.recipe.describe(),
         "classes": classes,
     }
 
 
 # What runs checkpointed before an identity key existed used: they resume as before.
-_IDENTITY_BEFORE_KEY_EXISTED = {"bn_mode": "shared", "tail_lr_frac": None}
+_IDENTITY_BEFORE_KEY_EXISTED = {"bn_mode": "shared", "tail_lr_frac": None, "recipe": Recipe().describe()}
 
 
 @dataclass
@@ -94,6 +96,11 @@ def load_progress(run_dir: Path, identity: dict[str, Any], epochs: int) -> Progr
     for key, value in identity.items():
         saved = progress.run.get(key, _IDENTITY_BEFORE_KEY_EXISTED.get(key))
         if saved != value:
+            if isinstance(saved, dict) and isinstance(value, dict):  # name what differs, not the whole recipe
+                differ = [k for k in value if saved.get(k) != value[k]]
+                saved = ", ".join(f"{k}={saved.get(k)!r}" for k in differ)
+                value = ", ".join(f"{k}={value[k]!r}" for k in differ)
+                raise RunDirError(f"`resume` {run_dir}: the run used {key} {saved}, this command has {value}")
             raise RunDirError(f"`resume` {run_dir}: the run used {key}={saved!r}, this command has {value!r}")
     # Every epoch trained but no run.json: stopped during recalibration, the final validation or the
     # save. Resuming finishes those from the checkpoint; a run with its run.json has nothing left.
