@@ -105,6 +105,7 @@ DEFAULT_RECAL_VIEW = BnRecalView(DEFAULT_BN_RECAL_VIEW)
 _FLAG_NAMES = {"size_px": "--size", "max_data_wait_frac": "--max-data-wait", "gamma": "--lr-gamma"}
 _SETTINGS_WITH_FLAGS = [
     "recipe",
+    "precision",
     "opt",
     "momentum",
     "wd",
@@ -317,6 +318,13 @@ LrGammaOpt = Annotated[float | None, typer.Option("--lr-gamma", help="The step s
 LabelSmoothingOpt = Annotated[float | None, typer.Option(help="Label smoothing in [0, 1) (default 0).")]
 MixupOpt = Annotated[float | None, typer.Option(help="Mixup's alpha (default 0: off).")]
 CutmixOpt = Annotated[float | None, typer.Option(help="CutMix's alpha (default 0: off); with --mixup, one per batch.")]
+PrecisionOpt = Annotated[
+    str,
+    typer.Option(
+        help="auto (bf16 on CUDA devices that have it, fp16 on older ones, fp32 on the CPU and MPS), bf16, fp16 "
+        "or fp32: autocast's precision; weights and optimizer state stay fp32."
+    ),
+]
 EpochsOrRecipeOpt = Annotated[int | None, typer.Option("--epochs", help="Training epochs (default: the recipe's, 5).")]
 BatchOrRecipeOpt = Annotated[
     int | None, typer.Option("--batch-size", help="Images per optimizer step (default: the recipe's, 64).")
@@ -398,6 +406,7 @@ def train(
         bool, typer.Option(help="Decode every image once before training (skip for huge folders you trust).")
     ] = True,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, mps (default: the best available).")] = None,
+    precision: PrecisionOpt = TrainConfig.precision,
     resize_mode: Annotated[
         ResizeMode, typer.Option(help="Antialiased filter for reduced steps.")
     ] = ResizeMode.bilinear,
@@ -467,6 +476,7 @@ def train(
             skip_bad_images=skip_bad_images,
             check_images=check_images,
             device=device,
+            precision=precision,
             resize_mode=resize_mode.value,
             bn_recalibrate=bn_recalibrate,
             bn_recal_view=bn_recal_view.value,
@@ -858,6 +868,7 @@ def compare(
     valid_pct: Annotated[float | None, typer.Option(help="As for `trd train`.")] = None,
     workers: WorkersOpt = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, mps (default: the best available).")] = None,
+    precision: PrecisionOpt = TrainConfig.precision,
     min_scale: MinScaleOpt = TrainConfig.min_scale,
     out: Annotated[
         Path | None,
@@ -909,7 +920,7 @@ def compare(
         base = TrainConfig(
             data=data, arch=arch, epochs=epochs, size_px=size, batch_size=chosen.batch_size,
             lr=DEFAULT_LR if chosen.lr is None else chosen.lr, recipe=chosen.recipe, valid_pct=valid_pct,
-            workers=workers, device=device, min_scale=min_scale, log_to=tuple(log_to or ()),
+            workers=workers, device=device, precision=precision, min_scale=min_scale, log_to=tuple(log_to or ()),
         )  # fmt: skip
         out = out or Path("runs") / f"compare-{data.resolve().name}-{arch}-{size}px-{epochs}ep"
         settings = tuple(parse_setting(s) for s in setting) if setting else default_settings(size, bool(budget))

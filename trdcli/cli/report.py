@@ -91,7 +91,7 @@ def train_summary_table(result: RunResult) -> Table:
         table.add_row(
             "images read", f"reduced steps: the prepared copy in {result.prepared_dir}; the rest: the originals"
         )
-    table.add_row("wall time", f"{fmt_duration(result.wall_time_s)} on {result.device}")
+    table.add_row("wall time", f"{fmt_duration(result.wall_time_s)} on {result.device}, in {result.precision}")
     if result.data_wait is not None:
         table.add_row("waiting for data", _data_wait_text(result.data_wait))
     ignored = f" ({result.ignored_files:,} non-image files ignored)" if result.ignored_files else ""

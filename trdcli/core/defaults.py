@@ -56,3 +56,7 @@ def recalibration_batches(bn_recalibrate: int | None, any_step_reduced: bool, ha
     if bn_recalibrate is not None:
         return bn_recalibrate
     return DEFAULT_BN_RECALIBRATE_BATCHES if any_step_reduced else 0
+
+
+# The numeric precisions a run can train in (trdcli.run.precision resolves "auto" for the device).
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")

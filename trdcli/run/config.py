@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from trdcli.core.data_wait import DEFAULT_MAX_DATA_WAIT_FRAC
-from trdcli.core.defaults import BN_MODES, BN_RECAL_VIEWS, DEFAULT_BN_RECAL_VIEW
+from trdcli.core.defaults import BN_MODES, BN_RECAL_VIEWS, DEFAULT_BN_RECAL_VIEW, PRECISIONS
 from trdcli.core.errors import ConfigError, require_positive_int
 from trdcli.core.lr_schedule import LRSchedule
 from trdcli.core.recipes import Recipe
@@ -46,7 +46,9 @@ class TrainConfig:
     skip_bad_images: bool = False
     check_images: bool = True
     device: str | None = None  # None: cuda, then mps, then cpu
-    mixed_precision: bool | None = None  # None: on for CUDA only
+    # "auto": bf16 autocast on CUDA devices that have it, fp16 on older ones, fp32 on the CPU and MPS;
+    # or bf16, fp16, fp32 as asked (trdcli.run.precision, which checks the device).
+    precision: str = "auto"
     channels_last: bool | None = None  # None: on for CUDA only
     min_scale: float = 0.35  # RandomResizedCrop's smallest area: fastai's Imagenette default for short runs
     resize_mode: str = "bilinear"  # checked by TRDCallback (trdcli.core.resize.RESIZE_MODES), which imports torch
@@ -87,6 +89,8 @@ class TrainConfig:
             raise ConfigError(f"`max_data_wait_frac` must be a fraction in [0, 1], got {self.max_data_wait_frac}")
         if self.bn_recal_view not in BN_RECAL_VIEWS:
             raise ConfigError(f"`bn_recal_view` must be one of {', '.join(BN_RECAL_VIEWS)}, got {self.bn_recal_view!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown `precision` {self.precision!r}: one of {', '.join(PRECISIONS)}")
         if self.bn_mode not in BN_MODES:
             raise ConfigError(f"`bn_mode` must be one of {', '.join(BN_MODES)}, got {self.bn_mode!r}")
         if self.size_px < self.schedule.min_px:

@@ -51,6 +51,7 @@ class RunResult:
     feed_check: dict[str, Any] | None = None  # the loader against the model before the fit (CUDA); FeedCheck.json()
     world_size: int = 1  # processes that trained the run together (torchrun ranks)
     devices: list[str] = field(default_factory=list)  # each rank's device, in rank order
+    precision: str = "fp32"  # what it trained in: bf16, fp16 (autocast) or fp32
     write_error: str | None = None  # set when the run directory could not be written
 
     @property
@@ -116,6 +117,7 @@ def run_json(result: RunResult) -> dict[str, Any]:
         wall_time_s=result.wall_time_s,
         versions=result.versions,
         device=result.device,
+        precision=result.precision,
         world_size=result.world_size,
         devices=result.devices or [result.device],
         classes=result.classes,

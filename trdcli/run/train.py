@@ -220,9 +220,11 @@ def top5(inp, targ):
     return top_k_accuracy(inp, targ, k=5)
 
 
-def _mixed_precision(config: TrainConfig, device) -> bool:
-    """Whether the run trains under float16 autocast: as asked, or on CUDA by default."""
-    return config.mixed_precision if config.mixed_precision is not None else device.type == "cuda"
+def _precision(config: TrainConfig, device) -> str:
+    """The precision the run trains in on ``device`` (bf16, fp16 or fp32)."""
+    from trdcli.run.precision import resolve_precision
+
+    return resolve_precision(config.precision, device)
 
 
 def _model_that_fits(config: TrainConfig, num_classes: int, device, ranks):
@@ -233,7 +235,7 @@ def _model_that_fits(config: TrainConfig, num_classes: int, device, ranks):
 
     model = build_model(config.arch, num_classes, full_px=config.size_px)
     batch = config.batch_size // ranks.world_size
-    memory = estimate_step_memory(model, config.size_px, batch, mixed_precision=_mixed_precision(config, device))
+    memory = estimate_step_memory(model, config.size_px, batch, mixed_precision=_precision(config, device) != "fp32")
     check_step_fits(memory, available_memory_bytes(device), device_name(device))
     return model
 
@@ -306,6 +308,7 @@ def _build_learner(config: TrainConfig, folder: ImageFolder, copies, model, devi
     from trdcli.run.callbacks import DataWaitTimer, RanksAgreeOnPlan, SeededPasses
     from trdcli.run.flops_cache import arch_flops, default_cache
     from trdcli.run.optim import loss_func, opt_func, recipe_callbacks
+    from trdcli.run.precision import add_precision
 
     dls = _build_dataloaders(config, folder, copies, device, ranks)
     if ranks.distributed:
@@ -334,8 +337,7 @@ def _build_learner(config: TrainConfig, folder: ImageFolder, copies, model, devi
     learn.logger = lambda *args: None
     if config.channels_last if config.channels_last is not None else device.type == "cuda":
         learn.to_channelslast(use_amp=False)
-    if _mixed_precision(config, device):
-        learn.to_fp16()
+    add_precision(learn, _precision(config, device))
     if ranks.distributed:
         from trdcli.run.sharded_trainer import ShardedTrainer
 
@@ -545,6 +547,7 @@ def _finish(learn, config, folder, state, metrics, flops, device, feed=None) -> 
         feed_check=feed,
         world_size=ranks.world_size,
         devices=gathered(device_name(device), ranks),
+        precision=_precision(config, device),
     )
     if ranks.is_main:
         save_run(result, learn.model)
