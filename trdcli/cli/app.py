@@ -106,6 +106,7 @@ _FLAG_NAMES = {"size_px": "--size", "max_data_wait_frac": "--max-data-wait", "ga
 _SETTINGS_WITH_FLAGS = [
     "recipe",
     "precision",
+    "ema",
     "opt",
     "momentum",
     "wd",
@@ -325,6 +326,14 @@ PrecisionOpt = Annotated[
         "or fp32: autocast's precision; weights and optimizer state stay fp32."
     ),
 ]
+EmaOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--ema",
+        help="Keep a moving average of the weights with this decay (0.999, ...): validated beside the model, "
+        "saved as model_ema.pth, recalibrated with it (trd eval --ema).",
+    ),
+]
 EpochsOrRecipeOpt = Annotated[int | None, typer.Option("--epochs", help="Training epochs (default: the recipe's, 5).")]
 BatchOrRecipeOpt = Annotated[
     int | None, typer.Option("--batch-size", help="Images per optimizer step (default: the recipe's, 64).")
@@ -407,6 +416,7 @@ def train(
     ] = True,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, mps (default: the best available).")] = None,
     precision: PrecisionOpt = TrainConfig.precision,
+    ema: EmaOpt = None,
     resize_mode: Annotated[
         ResizeMode, typer.Option(help="Antialiased filter for reduced steps.")
     ] = ResizeMode.bilinear,
@@ -477,6 +487,7 @@ def train(
             check_images=check_images,
             device=device,
             precision=precision,
+            ema_decay=ema,
             resize_mode=resize_mode.value,
             bn_recalibrate=bn_recalibrate,
             bn_recal_view=bn_recal_view.value,
@@ -869,6 +880,7 @@ def compare(
     workers: WorkersOpt = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, mps (default: the best available).")] = None,
     precision: PrecisionOpt = TrainConfig.precision,
+    ema: EmaOpt = None,
     min_scale: MinScaleOpt = TrainConfig.min_scale,
     out: Annotated[
         Path | None,
@@ -920,7 +932,8 @@ def compare(
         base = TrainConfig(
             data=data, arch=arch, epochs=epochs, size_px=size, batch_size=chosen.batch_size,
             lr=DEFAULT_LR if chosen.lr is None else chosen.lr, recipe=chosen.recipe, valid_pct=valid_pct,
-            workers=workers, device=device, precision=precision, min_scale=min_scale, log_to=tuple(log_to or ()),
+            workers=workers, device=device, precision=precision, ema_decay=ema, min_scale=min_scale,
+            log_to=tuple(log_to or ()),
         )  # fmt: skip
         out = out or Path("runs") / f"compare-{data.resolve().name}-{arch}-{size}px-{epochs}ep"
         settings = tuple(parse_setting(s) for s in setting) if setting else default_settings(size, bool(budget))
@@ -979,6 +992,10 @@ def eval_command(
         ),
     ] = 0,
     probes: Annotated[bool, typer.Option(help="Run the shape and texture probes at the training size.")] = True,
+    ema: Annotated[
+        bool,
+        typer.Option("--ema", help="Examine the run's moving average of the weights (model_ema.pth), into RUN/ema/."),
+    ] = False,
     cue_conflict: Annotated[
         Path | None,
         typer.Option(help="Folder of Geirhos et al.'s cue-conflict stimuli, for ImageNet-1k models (docs/eval.md)."),
@@ -1000,7 +1017,7 @@ def eval_command(
             run_dir=None if weights else target, data=target if weights else data, arch=arch, weights=weights,
             size_px=size, sizes_px=parse_sizes(sizes) if sizes else None, bn_recalibrate=bn_recalibrate,
             probes=probes, cue_conflict=cue_conflict, batch_size=batch_size, workers=workers, device=device,
-            seed=seed,
+            seed=seed, ema=ema,
         )  # fmt: skip
         with RichTrainObserver(stderr) as observer:
             result = evaluate(config, observer)

@@ -48,6 +48,7 @@ class EvalConfig:
     device: str | None = None
     seed: int = 0
     out_dir: Path | None = None  # where eval.json goes; default: the run directory, or beside the weights
+    ema: bool = False  # the run's moving average of the weights (model_ema.pth), written to RUN/ema/
 
 
 @dataclass
@@ -129,9 +130,13 @@ def _load_subject(config: EvalConfig) -> _Subject:
                 f"{config.run_dir} holds no readable {RUN_FILE}: is it a `trd train` run directory?"
             ) from exc
         data = config.data or Path(info["config"]["data"])
-        return _Subject(load_model(config.run_dir), info["arch"], info["classes"], info["full_px"], Path(data),
-                        info["config"].get("valid_pct"), info["config"].get("seed", 0), info["metrics"]["top1"],
-                        Path(config.run_dir))  # fmt: skip
+        top1 = info["metrics"].get("ema_top1") if config.ema else info["metrics"]["top1"]
+        out_dir = Path(config.run_dir) / "ema" if config.ema else Path(config.run_dir)
+        return _Subject(load_model(config.run_dir, ema=config.ema), info["arch"], info["classes"], info["full_px"],
+                        Path(data), info["config"].get("valid_pct"), info["config"].get("seed", 0), top1,
+                        out_dir)  # fmt: skip
+    if config.ema:
+        raise ConfigError("`ema` reads a run directory's model_ema.pth; with `weights`, give the EMA's file itself")
     if not (config.arch and config.weights and config.data and config.size_px):
         raise ConfigError("without a run directory, give `arch`, `weights`, the training size `size_px` and DATA")
     from trdcli.data.folders import scan_image_folder

@@ -49,6 +49,8 @@ class TrainConfig:
     # "auto": bf16 autocast on CUDA devices that have it, fp16 on older ones, fp32 on the CPU and MPS;
     # or bf16, fp16, fp32 as asked (trdcli.run.precision, which checks the device).
     precision: str = "auto"
+    # Keep an exponential moving average of the weights with this decay (trdcli.callbacks.ema); None: none.
+    ema_decay: float | None = None
     channels_last: bool | None = None  # None: on for CUDA only
     min_scale: float = 0.35  # RandomResizedCrop's smallest area: fastai's Imagenette default for short runs
     resize_mode: str = "bilinear"  # checked by TRDCallback (trdcli.core.resize.RESIZE_MODES), which imports torch
@@ -89,6 +91,8 @@ class TrainConfig:
             raise ConfigError(f"`max_data_wait_frac` must be a fraction in [0, 1], got {self.max_data_wait_frac}")
         if self.bn_recal_view not in BN_RECAL_VIEWS:
             raise ConfigError(f"`bn_recal_view` must be one of {', '.join(BN_RECAL_VIEWS)}, got {self.bn_recal_view!r}")
+        if self.ema_decay is not None and not (isinstance(self.ema_decay, float | int) and 0 < self.ema_decay < 1):
+            raise ConfigError(f"`ema` must be a decay in (0, 1), such as 0.999, got {self.ema_decay!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown `precision` {self.precision!r}: one of {', '.join(PRECISIONS)}")
         if self.bn_mode not in BN_MODES:

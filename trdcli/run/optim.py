@@ -50,22 +50,20 @@ def recipe_callbacks(recipe: Recipe) -> list[Callback]:
     return cbs
 
 
-def undecayed(model: torch.nn.Module) -> list[torch.nn.Parameter]:
-    """The parameters of one dimension: normalisation layers' weights and biases, and every bias (timm's rule)."""
-    return [p for p in model.parameters() if p.ndim <= 1]
-
-
 class NoDecayOnNormAndBias(Callback):
-    """Weight decay off every one-dimensional parameter, set on the optimizer each fit (after fastai
-    creates it, and after a resumed run loads its state)."""
+    """Weight decay off every one-dimensional parameter (normalisation layers' weights and biases, every
+    bias: timm's rule), set on the optimizer each fit (after fastai creates it, and after a resumed run
+    loads its state)."""
 
     order = -20
 
     def before_fit(self):
         if self.learn.opt is None:
             return
-        for p in undecayed(self.learn.model):
-            self.learn.opt.state[p]["do_wd"] = False
+        # The optimizer's own parameters: a validation of another model (the EMA's) leaves them as they are.
+        for p, _, state, _ in self.learn.opt.all_params():
+            if p.ndim <= 1:
+                state["do_wd"] = False
 
 
 class MixUpOrCutMix(MixHandler):

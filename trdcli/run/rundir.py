@@ -23,7 +23,9 @@ from trdcli.run.results import RunResult, history_csv, run_json
 RUN_FILE = "run.json"
 HISTORY_FILE = "history.csv"
 WEIGHTS_FILE = "model.pth"
+EMA_WEIGHTS_FILE = "model_ema.pth"  # with --ema: the averaged weights, in the architecture's layout too
 CHECKPOINT_FILE = "checkpoint.pth"
+EMA_CHECKPOINT_FILE = "checkpoint_ema.pth"
 PROGRESS_FILE = "checkpoint.json"
 PLOT_FILE = "schedule.png"
 
@@ -62,12 +64,15 @@ def run_identity(config: TrainConfig, classes: list[str]) -> dict[str, Any]:
         "bn_mode": config.bn_mode,
         "tail_lr_frac": config.tail_lr_frac,
         "recipe": config.recipe.describe(),
+        "ema_decay": config.ema_decay,
         "classes": classes,
     }
 
 
 # What runs checkpointed before an identity key existed used: they resume as before.
-_IDENTITY_BEFORE_KEY_EXISTED = {"bn_mode": "shared", "tail_lr_frac": None, "recipe": Recipe().describe()}
+_IDENTITY_BEFORE_KEY_EXISTED = {
+    "bn_mode": "shared", "tail_lr_frac": None, "recipe": Recipe().describe(), "ema_decay": None,
+}  # fmt: skip
 
 
 @dataclass
@@ -123,6 +128,10 @@ def save_checkpoint(run_dir: Path, learn, progress: Progress) -> None:
     from fastai.learner import save_model
 
     atomic_write(run_dir / CHECKPOINT_FILE, lambda tmp: save_model(tmp, learn.model, learn.opt))
+    if getattr(learn, "ema", None) is not None:
+        import torch
+
+        atomic_write(run_dir / EMA_CHECKPOINT_FILE, lambda tmp: torch.save(learn.ema.state_dict(), tmp))
     atomic_write_text(run_dir / PROGRESS_FILE, json.dumps(asdict(progress)))
 
 
@@ -132,9 +141,13 @@ def load_checkpoint(run_dir: Path, learn, device) -> None:
 
     learn.create_opt()
     load_fastai_checkpoint(run_dir / CHECKPOINT_FILE, learn.model, learn.opt, device=device)
+    if getattr(learn, "ema", None) is not None:
+        import torch
+
+        learn.ema.load_state_dict(torch.load(run_dir / EMA_CHECKPOINT_FILE, map_location=device, weights_only=True))
 
 
-def save_run(result: RunResult, model) -> None:
+def save_run(result: RunResult, model, ema_model=None) -> None:
     """Write run.json, history.csv, the weights and schedule.png; a failure becomes a warning, not lost results."""
     import torch
 
@@ -147,6 +160,9 @@ def save_run(result: RunResult, model) -> None:
     weights = full_resolution_model(model).state_dict()
     try:
         atomic_write(run_dir / WEIGHTS_FILE, lambda tmp: torch.save(weights, tmp))
+        if ema_model is not None:
+            ema_weights = full_resolution_model(ema_model).state_dict()
+            atomic_write(run_dir / EMA_WEIGHTS_FILE, lambda tmp: torch.save(ema_weights, tmp))
         atomic_write_text(run_dir / HISTORY_FILE, history_csv(result.history))
         atomic_write_text(run_dir / RUN_FILE, json.dumps(run_json(result), indent=2))
         save_schedule_plot(result, run_dir / PLOT_FILE)
@@ -154,8 +170,9 @@ def save_run(result: RunResult, model) -> None:
         result.write_error = f"could not write the run directory {run_dir}: {exc.strerror or exc}"
 
 
-def load_model(run_dir: str | Path):
-    """The trained model of a run directory: ``model = trdcli.run.rundir.load_model("runs/<run>")``."""
+def load_model(run_dir: str | Path, ema: bool = False):
+    """The trained model of a run directory: ``model = trdcli.run.rundir.load_model("runs/<run>")``;
+    ``ema=True``: its exponential moving average of the weights (a run trained with ``--ema``)."""
     import torch
 
     from trdcli.run.models import build_model
@@ -166,5 +183,8 @@ def load_model(run_dir: str | Path):
     except (OSError, ValueError) as exc:
         raise RunDirError(f"{run_dir} holds no readable {RUN_FILE} ({exc})") from exc
     model = build_model(info["arch"], info["num_classes"], full_px=info.get("full_px"))
-    model.load_state_dict(torch.load(run_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+    weights = run_dir / (EMA_WEIGHTS_FILE if ema else WEIGHTS_FILE)
+    if ema and not weights.is_file():
+        raise RunDirError(f"{run_dir} has no {EMA_WEIGHTS_FILE}: it was trained without --ema")
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     return model.eval()

@@ -330,6 +330,10 @@ def _build_learner(config: TrainConfig, folder: ImageFolder, copies, model, devi
     if config.schedule.has_regularisation:
         cbs.append(StageRegularisation(config.schedule, config.seed))
     cbs += recipe_callbacks(config.recipe)
+    if config.ema_decay is not None:
+        from trdcli.callbacks.ema import EMAWeights
+
+        cbs.append(EMAWeights(config.ema_decay))
     metrics = [accuracy] + ([top5] if folder.num_classes > 5 else [])
     learn = Learner(dls, model, loss_func=loss_func(config.recipe), opt_func=opt_func(config.recipe),
                     wd=config.recipe.wd, wd_bn_bias=config.recipe.wd_norm_bias, metrics=metrics, cbs=cbs)  # fmt: skip
@@ -501,7 +505,28 @@ def _final_metrics(learn, state) -> dict[str, float]:
         metrics["top5"] = float(last["top5"])
     metrics["train_loss"] = float(state.history[-1]["train_loss"])
     metrics["valid_loss"] = float(last["valid_loss"])
+    if getattr(learn, "ema", None) is not None:
+        metrics |= _ema_metrics(learn, state)
     return metrics
+
+
+def _ema_metrics(learn, state) -> dict[str, float]:
+    """The EMA of the weights validated as the model was: ``ema_top1`` (``ema_top5``), ``ema_valid_loss``."""
+    from trdcli.run.distributed import average_batchnorm_statistics
+
+    if learn.recalibrate_bn.images:
+        average_batchnorm_statistics(learn.ema.model, state.ranks)
+    state.observer.stage("validating the moving average of the weights (EMA)")
+    model, learn.model = learn.model, learn.ema.model
+    try:
+        valid_loss, *metric_values = learn.validate()
+    finally:
+        learn.model = model
+    named = dict(zip([m.name for m in learn.metrics], metric_values, strict=True))
+    out = {"ema_top1": float(named["accuracy"]), "ema_valid_loss": float(valid_loss)}
+    if "top5" in named:
+        out["ema_top5"] = float(named["top5"])
+    return out
 
 
 def _finish(learn, config, folder, state, metrics, flops, device, feed=None) -> RunResult:
@@ -550,7 +575,7 @@ def _finish(learn, config, folder, state, metrics, flops, device, feed=None) -> 
         precision=_precision(config, device),
     )
     if ranks.is_main:
-        save_run(result, learn.model)
+        save_run(result, learn.model, learn.ema.model if getattr(learn, "ema", None) is not None else None)
     barrier(ranks)  # every rank returns once the run directory is complete
     return result
 

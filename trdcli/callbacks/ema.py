@@ -1,0 +1,77 @@
+"""An exponential moving average of the weights (EMA), as timm's and Composer's users expect.
+
+torch's own ``AveragedModel`` with ``get_ema_multi_avg_fn`` keeps it, updated after every optimizer
+step; ``use_buffers=True`` averages BatchNorm's running statistics too, which TRD's reduced steps have
+moved, so when trd recalibrates the model's BatchNorm after a fit it recalibrates the EMA's on the same
+number of full-resolution batches. The EMA's own cost (an average per step, the recalibration's
+forward passes) is not part of the compute figures (docs/method.md).
+"""
+
+from __future__ import annotations
+
+import torch
+from fastai.callback.core import Callback
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from trdcli.callbacks.batchnorm import evaluation_view, finding_lr, recalibrate_batchnorm, resumed_past_last_epoch
+from trdcli.core.errors import ConfigError
+
+
+class EMAWeights(Callback):
+    """``learn.ema.model``: the average of the weights after each optimizer step, with weight ``1 - decay``
+    for the newest. Reachable as ``learn.ema``; ``lr_find`` runs are left alone."""
+
+    order = -3  # after_fit after RecalibrateBatchNorm (-4), whose batch count it reuses
+    run_valid = False
+
+    def __init__(self, decay: float):
+        super().__init__()
+        if not (isinstance(decay, float | int) and 0 < decay < 1):
+            raise ConfigError(f"`ema` must be a decay in (0, 1), such as 0.999, got {decay!r}")
+        self.decay = decay
+        self.averaged: AveragedModel | None = None
+        self._trained = False
+
+    @property
+    def name(self) -> str:
+        return "ema"
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The averaged network itself (the architecture's own module, not the wrapper)."""
+        return self._averaged().module
+
+    def _averaged(self) -> AveragedModel:
+        if self.averaged is None:
+            source = getattr(self.learn.model, "module", self.learn.model)  # unwrapped from DDP
+            self.averaged = AveragedModel(source, multi_avg_fn=get_ema_multi_avg_fn(self.decay), use_buffers=True)
+        return self.averaged
+
+    def before_fit(self):
+        self._trained = resumed_past_last_epoch(self.learn)
+
+    def before_train(self):
+        self._trained = True
+
+    def after_step(self):
+        if not finding_lr(self.learn):
+            self._averaged().update_parameters(getattr(self.learn.model, "module", self.learn.model))
+
+    def after_fit(self):
+        recalibrate = getattr(self.learn, "recalibrate_bn", None)
+        if not self._trained or finding_lr(self.learn) or recalibrate is None:
+            return
+        batches = recalibrate.batches_after_fit()
+        if batches:
+            loader = self.learn.dls.train
+            if recalibrate.view == "test":
+                with evaluation_view(loader):
+                    recalibrate_batchnorm(self.model, loader, batches)
+            else:
+                recalibrate_batchnorm(self.model, loader, batches)
+
+    def state_dict(self) -> dict:
+        return self._averaged().state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self._averaged().load_state_dict(state)
