@@ -112,6 +112,9 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable, max_batches: int)
         return 0
     momenta = [m.momentum for m in layers]
     was_training = model.training
+    # A model compiled in place (--compile) recalibrates eagerly: a few batches, and torch's graphs mishandle
+    # BatchNorm's cumulative average (momentum None) with only BatchNorm in train mode.
+    compiled, model._compiled_call_impl = model._compiled_call_impl, None
     images = 0
     try:
         for m in layers:
@@ -133,6 +136,7 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable, max_batches: int)
         for m, momentum in zip(layers, momenta, strict=True):
             m.momentum = momentum
         model.train(was_training)
+        model._compiled_call_impl = compiled
     return images
 
 

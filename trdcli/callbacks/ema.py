@@ -45,6 +45,8 @@ class EMAWeights(Callback):
         if self.averaged is None:
             source = getattr(self.learn.model, "module", self.learn.model)  # unwrapped from DDP
             self.averaged = AveragedModel(source, multi_avg_fn=get_ema_multi_avg_fn(self.decay), use_buffers=True)
+            # A model compiled in place (--compile) would have its copy call the original's compiled forward.
+            self.averaged.module._compiled_call_impl = None
         return self.averaged
 
     def before_fit(self):

@@ -107,6 +107,7 @@ _SETTINGS_WITH_FLAGS = [
     "recipe",
     "precision",
     "ema",
+    "compile",
     "opt",
     "momentum",
     "wd",
@@ -334,6 +335,14 @@ EmaOpt = Annotated[
         "saved as model_ema.pth, recalibrated with it (trd eval --ema).",
     ),
 ]
+CompileOpt = Annotated[
+    bool,
+    typer.Option(
+        "--compile",
+        help="torch.compile the model (inductor), one static graph per size and mode the run uses; run.json "
+        "counts the graphs and any recompile.",
+    ),
+]
 EpochsOrRecipeOpt = Annotated[int | None, typer.Option("--epochs", help="Training epochs (default: the recipe's, 5).")]
 BatchOrRecipeOpt = Annotated[
     int | None, typer.Option("--batch-size", help="Images per optimizer step (default: the recipe's, 64).")
@@ -417,6 +426,7 @@ def train(
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, mps (default: the best available).")] = None,
     precision: PrecisionOpt = TrainConfig.precision,
     ema: EmaOpt = None,
+    compile_model: CompileOpt = False,
     resize_mode: Annotated[
         ResizeMode, typer.Option(help="Antialiased filter for reduced steps.")
     ] = ResizeMode.bilinear,
@@ -488,6 +498,7 @@ def train(
             device=device,
             precision=precision,
             ema_decay=ema,
+            compile=compile_model,
             resize_mode=resize_mode.value,
             bn_recalibrate=bn_recalibrate,
             bn_recal_view=bn_recal_view.value,
@@ -881,6 +892,7 @@ def compare(
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, mps (default: the best available).")] = None,
     precision: PrecisionOpt = TrainConfig.precision,
     ema: EmaOpt = None,
+    compile_model: CompileOpt = False,
     min_scale: MinScaleOpt = TrainConfig.min_scale,
     out: Annotated[
         Path | None,
@@ -932,8 +944,8 @@ def compare(
         base = TrainConfig(
             data=data, arch=arch, epochs=epochs, size_px=size, batch_size=chosen.batch_size,
             lr=DEFAULT_LR if chosen.lr is None else chosen.lr, recipe=chosen.recipe, valid_pct=valid_pct,
-            workers=workers, device=device, precision=precision, ema_decay=ema, min_scale=min_scale,
-            log_to=tuple(log_to or ()),
+            workers=workers, device=device, precision=precision, ema_decay=ema, compile=compile_model,
+            min_scale=min_scale, log_to=tuple(log_to or ()),
         )  # fmt: skip
         out = out or Path("runs") / f"compare-{data.resolve().name}-{arch}-{size}px-{epochs}ep"
         settings = tuple(parse_setting(s) for s in setting) if setting else default_settings(size, bool(budget))

@@ -52,6 +52,7 @@ class FitState:
     fit_started_at: float = 0.0  # time.perf_counter() when this process's fit began
     fit_wall_time_s: float | None = None  # the whole run's training time, once the fit has ended
     ranks: Ranks = field(default_factory=Ranks)
+    compile_record: Any = None  # trdcli.run.compile.CompileRecord of a --compile run
 
     def start_clock(self) -> None:
         self.fit_started_at = time.perf_counter()

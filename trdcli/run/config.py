@@ -51,6 +51,10 @@ class TrainConfig:
     precision: str = "auto"
     # Keep an exponential moving average of the weights with this decay (trdcli.callbacks.ema); None: none.
     ema_decay: float | None = None
+    # torch.compile the model in place, one static graph per (size, mode) (trdcli.run.compile), with this
+    # backend: inductor, or a cheaper one (aot_eager, eager) where compile time matters more than speed.
+    compile: bool = False
+    compile_backend: str = "inductor"
     channels_last: bool | None = None  # None: on for CUDA only
     min_scale: float = 0.35  # RandomResizedCrop's smallest area: fastai's Imagenette default for short runs
     resize_mode: str = "bilinear"  # checked by TRDCallback (trdcli.core.resize.RESIZE_MODES), which imports torch

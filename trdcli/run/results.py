@@ -52,6 +52,7 @@ class RunResult:
     world_size: int = 1  # processes that trained the run together (torchrun ranks)
     devices: list[str] = field(default_factory=list)  # each rank's device, in rank order
     precision: str = "fp32"  # what it trained in: bf16, fp16 (autocast) or fp32
+    compile: dict[str, Any] | None = None  # --compile: graphs planned and compiled, recompiles (CompileRecord)
     write_error: str | None = None  # set when the run directory could not be written
 
     @property
@@ -118,6 +119,7 @@ def run_json(result: RunResult) -> dict[str, Any]:
         versions=result.versions,
         device=result.device,
         precision=result.precision,
+        compile=result.compile,
         world_size=result.world_size,
         devices=result.devices or [result.device],
         classes=result.classes,

@@ -64,6 +64,7 @@ def _train(config: TrainConfig, observer: TrainObserver, ranks, device, group) -
     model = _model_that_fits(config, folder.num_classes, device, ranks)
     # Weights of another size or variant stop here too, before a run directory exists.
     _load_weights(config, model, folder.num_classes, log)
+    compiled = _compile(config, model, folder, device, log) if config.compile else None
     # Which prepared copy reduced steps read: a bad `prepared` stops here, before a run directory exists.
     copies = _prepared_copies(config, folder, log, ranks)
     # 3. The run directory (rank 0 makes it); a resumed run must be the same run.
@@ -75,7 +76,7 @@ def _train(config: TrainConfig, observer: TrainObserver, ranks, device, group) -
     )
     learn, flops = _build_learner(config, folder, copies, model, device, log, ranks)
     feed = _check_feed(config, folder, copies, device, learn, log, ranks)
-    state = FitState(run_dir, observer, identity, progress.lr, log, ranks=ranks)
+    state = FitState(run_dir, observer, identity, progress.lr, log, ranks=ranks, compile_record=compiled)
     tracker = _add_tracker(learn, config, state, group)
     ended: BaseException | None = None
     try:
@@ -238,6 +239,19 @@ def _model_that_fits(config: TrainConfig, num_classes: int, device, ranks):
     memory = estimate_step_memory(model, config.size_px, batch, mixed_precision=_precision(config, device) != "fp32")
     check_step_fits(memory, available_memory_bytes(device), device_name(device))
     return model
+
+
+def _compile(config: TrainConfig, model, folder: ImageFolder, device, log: WarningLog):
+    """``model`` compiled in place for the graphs the plan needs (a missing compiler stops here, in one line)."""
+    from trdcli.run.compile import check_can_compile, compile_model, planned_graphs
+
+    check_can_compile(config.compile_backend, device.type)
+    pxs = _planned_pxs(config, max(len(folder.train), config.batch_size))
+    record = compile_model(model, config.compile_backend, planned_graphs(pxs, config.size_px))
+    if record.cache_size_limit > 8:
+        log.note(f"compile: the plan needs {len(record.planned)} graphs ({', '.join(record.planned)}): "
+                 f"torch's graph cache raised to {record.cache_size_limit} so none falls back to eager")  # fmt: skip
+    return record
 
 
 def _load_weights(config: TrainConfig, model, num_classes: int, log: WarningLog) -> None:
@@ -531,6 +545,7 @@ def _ema_metrics(learn, state) -> dict[str, float]:
 
 def _finish(learn, config, folder, state, metrics, flops, device, feed=None) -> RunResult:
     from trdcli.core.data_wait import summarize
+    from trdcli.run.compile import finish_record
     from trdcli.run.device import device_name, versions
     from trdcli.run.distributed import barrier, gathered
     from trdcli.run.rundir import save_run
@@ -573,6 +588,7 @@ def _finish(learn, config, folder, state, metrics, flops, device, feed=None) -> 
         world_size=ranks.world_size,
         devices=gathered(device_name(device), ranks),
         precision=_precision(config, device),
+        compile=finish_record(state.compile_record).json() if state.compile_record is not None else None,
     )
     if ranks.is_main:
         save_run(result, learn.model, learn.ema.model if getattr(learn, "ema", None) is not None else None)
