@@ -103,4 +103,4 @@ def test_trd_train_validates_saves_resumes_and_evaluates_the_ema(tmp_path):
     plain = tmp_path / "plain"
     train(replace(config, ema_decay=None, out_dir=plain, epochs=1))
     missing = runner.invoke(cli.app, ["eval", str(plain), "--ema", "--no-probes"])
-    assert missing.exit_code == 1 and "trained without --ema" in missing.output
+    assert missing.exit_code == 1 and "trained without an --ema" in missing.output

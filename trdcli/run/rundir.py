@@ -185,6 +185,6 @@ def load_model(run_dir: str | Path, ema: bool = False):
     model = build_model(info["arch"], info["num_classes"], full_px=info.get("full_px"))
     weights = run_dir / (EMA_WEIGHTS_FILE if ema else WEIGHTS_FILE)
     if ema and not weights.is_file():
-        raise RunDirError(f"{run_dir} has no {EMA_WEIGHTS_FILE}: it was trained without --ema")
+        raise RunDirError(f"{run_dir} has no {EMA_WEIGHTS_FILE}: it was trained without an `ema`")
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     return model.eval()
