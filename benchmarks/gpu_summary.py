@@ -3,7 +3,8 @@
     python benchmarks/gpu_summary.py OUT_DIR
 
 Reads OUT_DIR's estimate_originals.json and estimate_copy.json (`trd estimate-cost --json`: the model's
-rates and the feed check), prepare_time.txt and end_to_end.json (benchmarks/loader_end_to_end.py);
+rates and the feed check), prepare_time.txt, end_to_end.json (benchmarks/loader_end_to_end.py) and
+precision_compile.json (benchmarks/precision_compile_speed.py);
 writes OUT_DIR/gpu_end_to_end.json and prints its headline figures.
 """
 
@@ -31,6 +32,7 @@ def main() -> None:
     copy = json.loads((out / "estimate_copy.json").read_text())
     end_to_end = json.loads((out / "end_to_end.json").read_text())
     prepare_s = float((out / "prepare_time.txt").read_text().split()[1])
+    precision_compile = json.loads((out / "precision_compile.json").read_text())
     summary = {
         "device": _device_name(),
         "arch": originals["arch"],
@@ -42,6 +44,7 @@ def main() -> None:
         "prepare_s": prepare_s,
         "end_to_end": end_to_end["summary"],
         "end_to_end_args": end_to_end["args"],
+        "precision_compile": precision_compile,
     }
     (out / "gpu_end_to_end.json").write_text(json.dumps(summary, indent=1))
     print(f"{summary['device']}: {summary['arch']} at {summary['full_px']} px")
@@ -50,6 +53,11 @@ def main() -> None:
             f"  {setting:<11} wall {row['wall_speedup']:.2f}x  FLOPs {row['flops_speedup']:.2f}x  "
             f"wall/FLOPs {row['wall_over_flops']:.2f}  data wait {100 * row['data_wait_frac_median']:.1f}%"
         )
+    fastest = precision_compile["fastest"]
+    print(
+        f"  fastest step: {fastest['precision']}{' compiled' if fastest['compiled'] else ''}, reduced step "
+        f"{fastest['low_speedup']:.2f}x faster ({fastest['low_speedup_over_flops']:.2f} of its FLOPs speed-up)"
+    )
     print(f"  everything: {out / 'gpu_end_to_end.json'}")
 
 

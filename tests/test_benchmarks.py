@@ -20,6 +20,7 @@ def test_the_gpu_script_writes_every_figure_in_one_json(tmp_path):
     env = {
         **os.environ, "ARCH": "resnet18", "FULL": "64", "LOW": "32", "IMAGES": "32", "BATCH": "8", "DEVICE": "cpu",
         "REPEATS": "1", "FEED_SAMPLE": "16", "MEASURE_BATCH": "4", "TRD": f"{sys.executable} -m trdcli",
+        "PRECISIONS": "fp32", "COMPILE_BACKEND": "aot_eager", "STEPS": "1",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
     }  # fmt: skip
     out = tmp_path / "out"
@@ -41,3 +42,9 @@ def test_the_gpu_script_writes_every_figure_in_one_json(tmp_path):
     for row in rows.values():
         assert sum(row["steps_by_px"].values()) == 4
         assert row["wall_over_flops"] == pytest.approx(row["wall_speedup"] / row["flops_speedup"])
+    # Step 4: each precision eager and compiled, a rate at each size, compile time only where compiled.
+    timed = summary["precision_compile"]["rows"]
+    assert [(r["precision"], r["compiled"]) for r in timed] == [("fp32", False), ("fp32", True)]
+    assert all(set(r["images_per_s"]) == {"64", "32"} for r in timed)
+    assert timed[0]["compile_s"] is None and set(timed[1]["compile_s"]) == {"64", "32"}
+    assert summary["precision_compile"]["fastest"]["precision"] == "fp32"
