@@ -183,6 +183,11 @@ def test_mixup_and_cutmix_mix_the_batch_at_the_size_it_trains_at():
     assert [px for px, _ in seen.batches] == [32] * 6 + [64] * 6
     assert all(isinstance(handler, MixUpOrCutMix) for _, handler in seen.batches)
     assert learn.loss_func.__class__.__name__ == "CrossEntropyLossFlat"  # restored after training
+    # Mixing costs no forward or backward pass: the compute is six steps of 8 images at each size.
+    from trdcli.core.cost import count_image_flops
+
+    per_image = {px: count_image_flops(tiny_cnn(), px).train_flops for px in (32, 64)}
+    assert trd.summary().train_flops == 6 * 8 * (per_image[32] + per_image[64])
 
 
 @pytest.mark.parametrize(
