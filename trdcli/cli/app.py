@@ -31,7 +31,9 @@ from trdcli.core.defaults import (
 )
 from trdcli.core.errors import TRDError, one_line
 from trdcli.core.presets import PRESETS
+from trdcli.data.prepare import DEFAULT_QUALITY
 from trdcli.run.config import DEFAULT_LR, TrainConfig
+from trdcli.run.feed import DEFAULT_FEED_SAMPLE
 
 EXIT_USER_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -654,7 +656,7 @@ def prepare(
     out: Annotated[
         Path | None, typer.Option(help="Where to write the copy (default: beside the data, <data>-trd-<px>px).")
     ] = None,
-    quality: Annotated[int, typer.Option(help="JPEG quality of the resized copies.")] = 90,
+    quality: Annotated[int, typer.Option(help="JPEG quality of the resized copies.")] = DEFAULT_QUALITY,
     workers: WorkersOpt = None,
     json_out: JsonOpt = False,
 ):
@@ -770,7 +772,7 @@ def estimate_cost(
             help="With DATA: time trd's training loader on this many of its images at each resolution the "
             "schedule uses, and with a throughput say how many workers keep a device fed (0: skip)."
         ),
-    ] = 256,
+    ] = DEFAULT_FEED_SAMPLE,
     min_scale: MinScaleOpt = TrainConfig.min_scale,
     prepared: PreparedOpt = None,
     use_prepared: UsePreparedOpt = TrainConfig.use_prepared,

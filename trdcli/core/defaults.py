@@ -58,5 +58,9 @@ def recalibration_batches(bn_recalibrate: int | None, any_step_reduced: bool, ha
     return DEFAULT_BN_RECALIBRATE_BATCHES if any_step_reduced else 0
 
 
+# RandomResizedCrop's smallest area, as a share of the image: fastai's Imagenette default for short runs.
+# Read by trd train's loader, trd prepare's copy (which must cover every crop) and trd estimate-cost.
+DEFAULT_MIN_SCALE = 0.35
+
 # The numeric precisions a run can train in (trdcli.run.precision resolves "auto" for the device).
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")

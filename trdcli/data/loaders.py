@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from trdcli.core.defaults import DEFAULT_MIN_SCALE
 from trdcli.core.errors import ConfigError, DataError
 from trdcli.data.decode import load_random_crop, load_rgb
 from trdcli.data.folders import ImageFolder
@@ -30,7 +31,7 @@ class CropOptions:
     resampled straight to its size, not downsampled from the full-size crop.
     """
 
-    min_scale: float = 0.35
+    min_scale: float = DEFAULT_MIN_SCALE
     draft: bool = True
     direct_crops: bool = False
 

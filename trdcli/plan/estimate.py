@@ -26,11 +26,11 @@ from trdcli.core.cost import (
     plan_profile,
     recalibration_images,
 )
-from trdcli.core.defaults import recalibration_batches
+from trdcli.core.defaults import DEFAULT_MIN_SCALE, recalibration_batches
 from trdcli.core.errors import ConfigError, named
 from trdcli.core.schedules import ResolutionSchedule, TRDSchedule
 from trdcli.plan.solve import grid, most_within, schedule_cost
-from trdcli.run.feed import FeedCheck, feed_check, measure_loader
+from trdcli.run.feed import DEFAULT_FEED_SAMPLE, FeedCheck, feed_check, measure_loader
 from trdcli.run.throughput import Throughput, measure_throughput
 
 
@@ -379,12 +379,12 @@ class PlanOptions:
     bn_recalibrate: int | None = None  # trd train's: batches after the run; None: its default
     # With a DATA folder: time the training loader on this many of its images at each resolution
     # the schedule uses (trdcli.run.feed); 0 skips it.
-    feed_sample: int = 256
+    feed_sample: int = DEFAULT_FEED_SAMPLE
     # The copy the feed check times reduced sizes on, as trd train reads it: this one (an error if it is
     # not fresh), or by default a fresh one beside the data; use_prepared False: the originals.
     prepared: Path | None = None
     use_prepared: bool = True
-    min_scale: float = 0.35  # the training crops', as trd train takes it
+    min_scale: float = DEFAULT_MIN_SCALE  # the training crops', as trd train takes it
 
     def __post_init__(self):
         if self.feed_sample < 0:

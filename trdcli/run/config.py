@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from trdcli.core.data_wait import DEFAULT_MAX_DATA_WAIT_FRAC
-from trdcli.core.defaults import BN_MODES, BN_RECAL_VIEWS, DEFAULT_BN_RECAL_VIEW, PRECISIONS
+from trdcli.core.defaults import BN_MODES, BN_RECAL_VIEWS, DEFAULT_BN_RECAL_VIEW, DEFAULT_MIN_SCALE, PRECISIONS
 from trdcli.core.errors import ConfigError, require_positive_int
 from trdcli.core.lr_schedule import LRSchedule
 from trdcli.core.recipes import Recipe
@@ -56,7 +56,7 @@ class TrainConfig:
     compile: bool = False
     compile_backend: str = "inductor"
     channels_last: bool | None = None  # None: on for CUDA only
-    min_scale: float = 0.35  # RandomResizedCrop's smallest area: fastai's Imagenette default for short runs
+    min_scale: float = DEFAULT_MIN_SCALE  # RandomResizedCrop's smallest area (trdcli.core.defaults)
     resize_mode: str = "bilinear"  # checked by TRDCallback (trdcli.core.resize.RESIZE_MODES), which imports torch
     # Batches at full resolution to re-estimate BatchNorm statistics after training; None: the
     # default number when any step was reduced, none for a run at full resolution throughout.
