@@ -172,6 +172,6 @@ def test_a_one_epoch_comparison_says_why_it_has_no_equal_compute_baseline(tmp_pa
     result = runner.invoke(cli.app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     said = " ".join(result.stdout.split())
-    assert f"on {data}, 1 epoch " in said and "1 epochs" not in said
+    assert f"on {data}, 1 epoch, recipe fastai: adamw" in said and "1 epochs" not in said
     assert "no equal-compute baseline: at 1 epoch the baseline cannot train fewer whole epochs" in said
     assert sorted(p.name for p in (tmp_path / "cmp").iterdir() if p.is_dir()) == ["baseline", "spread"]
