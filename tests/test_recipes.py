@@ -325,3 +325,19 @@ def test_a_step_schedule_run_stopped_across_a_milestone_resumes_on_the_same_rate
     assert [last_by_step[s] for s in range(6)] == pytest.approx([0.1] * 3 + [0.01] * 3)
     saved = json.loads((tmp_path / "run" / "run.json").read_text())
     assert saved["config"]["recipe"]["milestones"] == [1] and saved["config"]["recipe"]["opt"] == "sgd"
+
+
+def test_a_compare_rerun_with_another_recipe_does_not_reuse_the_finished_runs(tmp_path):
+    from trdcli.plan.compare import _finished_run
+    from trdcli.plan.setting import Setting
+
+    setting = Setting("baseline")
+    run = {"schedule": json.loads(json.dumps(setting.schedule(0).describe())), "epochs": 2,
+           "config": {"recipe": Recipe().describe()}}  # fmt: skip
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    assert _finished_run(tmp_path, setting, 0, 2, Recipe()) == run  # the same recipe: reused
+    with pytest.raises(ConfigError, match="a finished run of another recipe \\(fastai: adamw, one-cycle\\)"):
+        _finished_run(tmp_path, setting, 0, 2, named_recipe("paper").recipe)
+    del run["config"]  # a run from before recipes: the default one
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    assert _finished_run(tmp_path, setting, 0, 2, Recipe())["epochs"] == 2

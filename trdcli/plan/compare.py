@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from trdcli.core.errors import ConfigError
+from trdcli.core.recipes import Recipe
 from trdcli.core.schedules import ConstantSchedule
 from trdcli.plan.budget import check_budgets, check_families, solve_budgets
 from trdcli.plan.setting import Setting, planned_fraction
@@ -195,12 +196,13 @@ def _train_every_run(config: CompareConfig, results: list[SettingResult], group,
                 train(result.setting.config(replace(recipe, check_images=recipe.check_images and first), seed, run_dir),
                       observer, group)  # fmt: skip
                 first = False
-            run = _finished_run(run_dir, result.setting, seed, result.setting.epochs or recipe.epochs)
+            run = _finished_run(run_dir, result.setting, seed, result.setting.epochs or recipe.epochs,
+                                result.setting.recipe_for(recipe))  # fmt: skip
             result.runs.append({**run, "run_dir": str(run_dir)})
     observer.run_label("")
 
 
-def _finished_run(run_dir: Path, setting: Setting, seed: int, epochs: int) -> dict[str, Any]:
+def _finished_run(run_dir: Path, setting: Setting, seed: int, epochs: int, recipe: Recipe) -> dict[str, Any]:
     """The run.json in ``run_dir``, if it is this setting's run: a directory left by another comparison
     (other options under the same --out) would otherwise be summarised as this one."""
     run = json.loads((run_dir / RUN_FILE).read_text())
@@ -209,6 +211,13 @@ def _finished_run(run_dir: Path, setting: Setting, seed: int, epochs: int) -> di
         raise ConfigError(
             f"{run_dir} holds a finished run of another setting (schedule {run.get('schedule', {}).get('name')}, "
             f"{run.get('epochs')} epochs) than `setting` {setting.label}: give another `out` for this comparison"
+        )
+    # Runs finished before recipes existed trained with the default one.
+    ran = run.get("config", {}).get("recipe", Recipe().describe())
+    if ran != json.loads(json.dumps(recipe.describe())):
+        raise ConfigError(
+            f"{run_dir} holds a finished run of another recipe ({ran.get('name')}: {ran.get('opt')}, "
+            f"{ran.get('lr_schedule')}) than this comparison's: give another `out` for this comparison"
         )
     return run
 
