@@ -26,7 +26,7 @@ run = json.load(open(sys.argv[1]))
 record = run.get("compile") or {}
 print(f"{sys.argv[2]:<8} top-1 {run['metrics']['top1']:.1%}  wall {run['wall_time_s']:.0f} s  steps {run['steps_by_px']}  "
       f"graphs {record.get('graphs', '-')} of {len(record.get('planned_graphs', [])) or '-'} planned  "
-      f"recompiles {len(record.get('recompile_reasons', []))}")
+      f"recompiles {record.get('recompiles', '-')}")
 PY
 done
 python "$here/precision_compile_speed.py" --arch resnet18 --full 128 --low 64 --batch 32 --device cpu \

@@ -40,7 +40,7 @@ def check_can_compile(backend: str, device_type: str) -> None:
 
 @dataclass
 class CompileRecord:
-    """What compiling cost the run: graphs compiled against the plan, and every recompile's reason."""
+    """What compiling cost the run: graphs compiled against the plan, and why each cached graph was passed over."""
 
     backend: str
     planned: list[str]
@@ -55,7 +55,10 @@ class CompileRecord:
             "backend": self.backend,
             "planned_graphs": self.planned,
             "graphs": self.graphs,
-            "recompile_reasons": self.recompiles,
+            # Each compile after the first is a recompile; each lists why every graph already cached did not
+            # fit (torch's guard_failures): a new size, grad mode off for validation, a last partial batch.
+            "recompiles": max(0, self.graphs - 1),
+            "guard_failures": self.recompiles,
             "cache_size_limit": self.cache_size_limit,
         }
 
