@@ -68,3 +68,32 @@ def test_a_real_inductor_run_on_the_cpu(tmp_path):
     result, run = _train(tmp_path, "inductor", n_valid=8, schedule=ConstantSchedule(), epochs=1)
     assert run["compile"]["backend"] == "inductor" and run["compile"]["graphs"] >= 1
     assert 0 <= result.metrics["top1"] <= 1
+
+
+@pytest.mark.slow
+def test_a_compiled_run_resumes_from_its_checkpoint_and_trd_eval_reads_it(tmp_path):
+    from dataclasses import replace
+
+    from helpers import InterruptAfter
+    from typer.testing import CliRunner
+
+    from trdcli.cli import app as cli
+    from trdcli.core.errors import TrainingInterrupted
+    from trdcli.run.train import train
+
+    torch._dynamo.reset()
+    data = make_image_folder(tmp_path / "data", n_train=8, n_valid=3, px=48)
+    config = TrainConfig(data=data, epochs=2, size_px=64, batch_size=8, workers=0, schedule=TRDSchedule(32),
+                         compile=True, compile_backend="aot_eager", out_dir=tmp_path / "run")  # fmt: skip
+    with pytest.raises(TrainingInterrupted):
+        train(config, InterruptAfter(step=4))  # epoch 1 saved
+    # The checkpoint has the module's own names too, so the resumed (compiled) run loads it.
+    assert not any(
+        k.startswith("_orig_mod.") for k in torch.load(tmp_path / "run" / "checkpoint.pth", weights_only=False)["model"]
+    )
+    result = train(replace(config, resume=tmp_path / "run"))
+    record = json.loads((tmp_path / "run" / "run.json").read_text())["compile"]
+    # In this process torch reuses the graphs the first call compiled; a new process compiles its own.
+    assert result.config.compile and record["graphs"] <= len(record["planned_graphs"])
+    evaluated = CliRunner().invoke(cli.app, ["eval", str(tmp_path / "run"), "--sizes", "64", "--no-probes"])
+    assert evaluated.exit_code == 0, evaluated.output
