@@ -39,6 +39,9 @@ _EXPORTS = {
     "RecalibrateBatchNorm": "trdcli.callbacks.batchnorm",
     "PrivateBatchNormCallback": "trdcli.callbacks.batchnorm",
     "OneCycle": "trdcli.core.lr_schedule",
+    "Recipe": "trdcli.core.recipes",
+    "RECIPES": "trdcli.core.recipes",
+    "EMAWeights": "trdcli.callbacks.ema",
     "lr_scheduler": "trdcli.run.callbacks",
     "load_model": "trdcli.run.rundir",
     "TRDError": "trdcli.core.errors",
@@ -54,6 +57,7 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 
 if TYPE_CHECKING:
     from trdcli.callbacks.batchnorm import PrivateBatchNormCallback, RecalibrateBatchNorm, recalibrate_batchnorm
+    from trdcli.callbacks.ema import EMAWeights
     from trdcli.callbacks.regularisation import StageRegularisation
     from trdcli.callbacks.trd import TRDCallback
     from trdcli.core.cost import (
@@ -69,6 +73,7 @@ if TYPE_CHECKING:
     from trdcli.core.errors import TRDError
     from trdcli.core.lr_schedule import OneCycle
     from trdcli.core.presets import PRESETS, get_preset
+    from trdcli.core.recipes import RECIPES, Recipe
     from trdcli.core.resize import resize_batch
     from trdcli.core.schedules import (
         ComposerSchedule,
