@@ -6,6 +6,7 @@ Always built from scratch: nothing is downloaded. Local weights load with :func:
 from __future__ import annotations
 
 import difflib
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,25 +23,29 @@ _FIXED_SIZE_PREFIXES = ("vit_", "maxvit_")
 _NO_AUX = ("inception_v3", "googlenet")
 
 
-def torchvision_archs() -> list[str]:
+@lru_cache(maxsize=1)
+def torchvision_archs() -> tuple[str, ...]:
+    # Cached: torchvision lists its models by importing and scanning them, about 0.4 s a call here, and a
+    # run checks its arch several times.
     import torchvision
 
-    return [
+    return tuple(
         name
         for name in torchvision.models.list_models(module=torchvision.models)
         if not name.startswith(_FIXED_SIZE_PREFIXES)
-    ]
+    )
 
 
-def fastai_archs() -> list[str]:
+@lru_cache(maxsize=1)
+def fastai_archs() -> tuple[str, ...]:
     from fastai.vision.models import xresnet
 
-    return sorted(name for name in xresnet.__all__ if name.startswith(("xresnet", "xresnext", "xse_", "xsenet")))
+    return tuple(sorted(n for n in xresnet.__all__ if n.startswith(("xresnet", "xresnext", "xse_", "xsenet"))))
 
 
 def list_archs() -> list[str]:
     """Every architecture name :func:`build_model` accepts (timm's appear as ``timm/<name>``)."""
-    return torchvision_archs() + fastai_archs()
+    return [*torchvision_archs(), *fastai_archs()]
 
 
 def _timm_available() -> bool:
@@ -80,7 +85,7 @@ def check_arch(arch: str) -> None:
         known = torchvision_archs()
     if arch not in known:
         close = difflib.get_close_matches(
-            arch, torchvision_archs() + (fastai_archs() if arch.startswith("x") else []), 3
+            arch, [*torchvision_archs(), *(fastai_archs() if arch.startswith("x") else ())], 3
         )
         hint = f"; did you mean {', '.join(close)}?" if close else " (torchvision, fastai xresnet or timm/<name>)"
         raise UnknownArchError(f"unknown `arch` {arch!r}{hint}")
