@@ -224,14 +224,18 @@ class RecalibrateBatchNorm(Callback):
         batches = self.batches_after_fit() if self._trained else 0
         if batches and not finding_lr(self.learn):
             trd = getattr(self.learn, "trd", None)
-            # Outside the fit the training loader delivers full-resolution batches.
-            loader = self.learn.dls.train
-            if self.view == "test":
-                with evaluation_view(loader):
-                    images = recalibrate_batchnorm(self.learn.model, loader, batches)
-            else:
-                images = recalibrate_batchnorm(self.learn.model, loader, batches)
+            images = self.recalibrate(self.learn.model, batches)
             self.images_by_fit[trd.current_fit if trd is not None else 0] = images
+
+    def recalibrate(self, model: nn.Module, batches: int) -> int:
+        """Recalibrate ``model`` (the Learner's, or another such as its EMA) on ``batches`` of the training
+        loader in this callback's view; returns the images run forward."""
+        # Outside the fit the training loader delivers full-resolution batches.
+        loader = self.learn.dls.train
+        if self.view == "test":
+            with evaluation_view(loader):
+                return recalibrate_batchnorm(model, loader, batches)
+        return recalibrate_batchnorm(model, loader, batches)
 
 
 class PrivateBatchNormCallback(Callback):

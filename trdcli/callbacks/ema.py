@@ -13,8 +13,8 @@ import torch
 from fastai.callback.core import Callback
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from trdcli.callbacks.batchnorm import evaluation_view, finding_lr, recalibrate_batchnorm, resumed_past_last_epoch
-from trdcli.core.errors import ConfigError
+from trdcli.callbacks.batchnorm import finding_lr, resumed_past_last_epoch
+from trdcli.core.defaults import check_ema_decay
 
 
 class EMAWeights(Callback):
@@ -26,8 +26,7 @@ class EMAWeights(Callback):
 
     def __init__(self, decay: float):
         super().__init__()
-        if not (isinstance(decay, float | int) and 0 < decay < 1):
-            raise ConfigError(f"`ema` must be a decay in (0, 1), such as 0.999, got {decay!r}")
+        check_ema_decay(decay)
         self.decay = decay
         self.averaged: AveragedModel | None = None
         self._trained = False
@@ -65,12 +64,7 @@ class EMAWeights(Callback):
             return
         batches = recalibrate.batches_after_fit()
         if batches:
-            loader = self.learn.dls.train
-            if recalibrate.view == "test":
-                with evaluation_view(loader):
-                    recalibrate_batchnorm(self.model, loader, batches)
-            else:
-                recalibrate_batchnorm(self.model, loader, batches)
+            recalibrate.recalibrate(self.model, batches)
 
     def state_dict(self) -> dict:
         return self._averaged().state_dict()

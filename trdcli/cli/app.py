@@ -351,8 +351,9 @@ BatchOrRecipeOpt = Annotated[
 ]
 
 
-def _recipe(recipe, epochs, batch_size, lr, opt, momentum, wd, wd_norm_bias, lr_schedule, warmup_epochs, milestones,
-            lr_gamma, label_smoothing, mixup, cutmix):  # fmt: skip
+def _recipe(recipe, epochs, batch_size, lr, opt=None, momentum=None, wd=None, wd_norm_bias=None, lr_schedule=None,
+            warmup_epochs=None, milestones=None, lr_gamma=None, label_smoothing=None, mixup=None,
+            cutmix=None):  # fmt: skip
     from trdcli.cli.values import parse_milestones
     from trdcli.core.recipes import resolve_recipe
 
@@ -786,7 +787,7 @@ def estimate_cost(
     from trdcli.run.throughput import Throughput
 
     with user_errors():
-        chosen = _recipe(recipe, epochs, batch_size, None, *[None] * 11)
+        chosen = _recipe(recipe, epochs, batch_size, None)  # the recipe's epochs and batch, nothing else
         options = PlanOptions(
             arch=arch,
             size_px=size,

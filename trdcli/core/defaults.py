@@ -62,5 +62,14 @@ def recalibration_batches(bn_recalibrate: int | None, any_step_reduced: bool, ha
 # Read by trd train's loader, trd prepare's copy (which must cover every crop) and trd estimate-cost.
 DEFAULT_MIN_SCALE = 0.35
 
+
+def check_ema_decay(decay: float | None) -> None:
+    """An EMA's decay is in (0, 1); None keeps no EMA."""
+    from trdcli.core.errors import ConfigError
+
+    if decay is not None and not (isinstance(decay, float | int) and 0 < decay < 1):
+        raise ConfigError(f"`ema` must be a decay in (0, 1), such as 0.999, got {decay!r}")
+
+
 # The numeric precisions a run can train in (trdcli.run.precision resolves "auto" for the device).
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")

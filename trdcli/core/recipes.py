@@ -128,7 +128,6 @@ class Recipe:
 class NamedRecipe:
     """A recipe as its source states it: the run's length, batch and rate with the options."""
 
-    name: str
     recipe: Recipe
     epochs: int
     batch_size: int  # the global batch the source trains with
@@ -137,6 +136,10 @@ class NamedRecipe:
     reported: str  # the accuracy the source reports, and where
     left_out: tuple[str, ...] = ()  # what the source does that trd does not, said rather than dropped
     note: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.recipe.name
 
     def lr_at(self, batch_size: int) -> float:
         """The peak rate for a run of ``batch_size`` images a step: linear scaling (Goyal et al. 2017)."""
@@ -151,7 +154,6 @@ RECIPES: dict[str, NamedRecipe] = {
     r.name: r
     for r in (
         NamedRecipe(
-            "fastai",
             Recipe(),
             epochs=5,
             batch_size=64,
@@ -162,7 +164,6 @@ RECIPES: dict[str, NamedRecipe] = {
             note="the rate is not scaled with the batch: trd's default rate at every batch, as before",
         ),
         NamedRecipe(
-            "paper",
             Recipe(
                 name="paper",
                 opt="sgd",
@@ -182,7 +183,6 @@ RECIPES: dict[str, NamedRecipe] = {
             "matching baseline",
         ),
         NamedRecipe(
-            "torchvision-v1",
             Recipe(
                 name="torchvision-v1",
                 opt="sgd",
@@ -200,7 +200,6 @@ RECIPES: dict[str, NamedRecipe] = {
             reported="ResNet-50 ImageNet top-1 76.13% (torchvision's ResNet50_Weights.IMAGENET1K_V1)",
         ),
         NamedRecipe(
-            "ffcv-rn50",
             Recipe(
                 name="ffcv-rn50",
                 opt="sgd",
@@ -227,7 +226,6 @@ RECIPES: dict[str, NamedRecipe] = {
             note="the global batch 4096 assumes FFCV's batch_size is per process, as its distributed loader takes it",
         ),
         NamedRecipe(
-            "rsb-a3",
             Recipe(name="rsb-a3", opt="lamb", wd=0.02, lr_schedule="cosine", warmup_epochs=5, mixup=0.1, cutmix=1.0),
             epochs=100,
             batch_size=2048,

@@ -46,7 +46,7 @@ class CompileRecord:
     planned: list[str]
     cache_size_limit: int
     graphs: int = 0
-    recompiles: list[str] = field(default_factory=list)
+    guard_failures: list[str] = field(default_factory=list)
     _graphs_before: int = 0
     _reasons_before: int = 0
 
@@ -58,7 +58,7 @@ class CompileRecord:
             # Each compile after the first is a recompile; each lists why every graph already cached did not
             # fit (torch's guard_failures): a new size, grad mode off for validation, a last partial batch.
             "recompiles": max(0, self.graphs - 1),
-            "guard_failures": self.recompiles,
+            "guard_failures": self.guard_failures,
             "cache_size_limit": self.cache_size_limit,
         }
 
@@ -74,9 +74,9 @@ def compile_model(model, backend: str, planned: list[str]) -> CompileRecord:
     """Compile ``model`` in place (static shapes), with the graph cache raised to hold the plan's graphs."""
     import torch._dynamo
 
-    limit = max(torch._dynamo.config.cache_size_limit, len(planned) + _SPARE_GRAPHS)
-    torch._dynamo.config.cache_size_limit = limit
     config = torch._dynamo.config
+    limit = max(config.cache_size_limit, len(planned) + _SPARE_GRAPHS)
+    config.cache_size_limit = limit
     if hasattr(config, "accumulated_cache_size_limit"):
         config.accumulated_cache_size_limit = max(config.accumulated_cache_size_limit, limit)
     graphs, reasons = _counts()
@@ -85,8 +85,8 @@ def compile_model(model, backend: str, planned: list[str]) -> CompileRecord:
 
 
 def finish_record(record: CompileRecord) -> CompileRecord:
-    """The graphs and recompile reasons since :func:`compile_model` (torch's own process-wide counters)."""
+    """The graphs and guard failures since :func:`compile_model` (torch's own process-wide counters)."""
     graphs, reasons = _counts()
     record.graphs = graphs - record._graphs_before
-    record.recompiles = reasons[record._reasons_before :]
+    record.guard_failures = reasons[record._reasons_before :]
     return record

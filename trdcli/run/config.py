@@ -7,7 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from trdcli.core.data_wait import DEFAULT_MAX_DATA_WAIT_FRAC
-from trdcli.core.defaults import BN_MODES, BN_RECAL_VIEWS, DEFAULT_BN_RECAL_VIEW, DEFAULT_MIN_SCALE, PRECISIONS
+from trdcli.core.defaults import (
+    BN_MODES,
+    BN_RECAL_VIEWS,
+    DEFAULT_BN_RECAL_VIEW,
+    DEFAULT_MIN_SCALE,
+    PRECISIONS,
+    check_ema_decay,
+)
 from trdcli.core.errors import ConfigError, require_positive_int
 from trdcli.core.lr_schedule import LRSchedule
 from trdcli.core.recipes import Recipe
@@ -95,8 +102,7 @@ class TrainConfig:
             raise ConfigError(f"`max_data_wait_frac` must be a fraction in [0, 1], got {self.max_data_wait_frac}")
         if self.bn_recal_view not in BN_RECAL_VIEWS:
             raise ConfigError(f"`bn_recal_view` must be one of {', '.join(BN_RECAL_VIEWS)}, got {self.bn_recal_view!r}")
-        if self.ema_decay is not None and not (isinstance(self.ema_decay, float | int) and 0 < self.ema_decay < 1):
-            raise ConfigError(f"`ema` must be a decay in (0, 1), such as 0.999, got {self.ema_decay!r}")
+        check_ema_decay(self.ema_decay)
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown `precision` {self.precision!r}: one of {', '.join(PRECISIONS)}")
         if self.bn_mode not in BN_MODES:

@@ -20,11 +20,11 @@ def opt_func(recipe: Recipe):
     """fastai's optimizer for ``recipe.opt``; the Learner's ``wd`` sets the decay itself."""
     from fastai.optimizer import SGD, Adam, Lamb, RAdam, ranger
 
-    mom = {} if recipe.momentum is None else {"mom": recipe.momentum}
     if recipe.opt == "sgd":
         # Coupled (L2) decay, added to the gradient before momentum: torch.optim.SGD's.
-        return partial(SGD, mom=recipe.momentum if recipe.momentum is not None else DEFAULT_SGD_MOMENTUM,
-                       decouple_wd=False)  # fmt: skip
+        momentum = DEFAULT_SGD_MOMENTUM if recipe.momentum is None else recipe.momentum
+        return partial(SGD, mom=momentum, decouple_wd=False)
+    mom = {} if recipe.momentum is None else {"mom": recipe.momentum}  # None: the optimizer's own default
     build = {"adam": Adam, "adamw": Adam, "radam": RAdam, "lamb": Lamb, "ranger": ranger}[recipe.opt]
     return partial(build, decouple_wd=recipe.opt != "adam", **mom)
 
