@@ -92,9 +92,17 @@ def test_trd_train_validates_saves_resumes_and_evaluates_the_ema(tmp_path):
         train(config, InterruptAfter(step=4))
     saved_ema = torch.load(run / "checkpoint_ema.pth", weights_only=True)
     assert int(saved_ema["n_averaged"]) == 3  # epoch 1's three steps
-    train(replace(config, resume=run))
+    result = train(replace(config, resume=run))
     metrics = json.loads((run / "run.json").read_text())["metrics"]
     assert {"ema_top1", "ema_valid_loss", "top1"} <= set(metrics)
+    # The summary names the EMA's top-1 beside the model's.
+    from rich.console import Console
+
+    from trdcli.cli.report import fmt_pct, train_summary_table
+
+    console = Console(record=True, width=200)
+    console.print(train_summary_table(result))
+    assert f"top-1 {fmt_pct(metrics['ema_top1'])} (model_ema.pth" in console.export_text()
     ema, model = load_model(run, ema=True), load_model(run)
     assert not torch.equal(ema.fc.weight, model.fc.weight)
     evaluated = runner.invoke(cli.app, ["eval", str(run), "--ema", "--sizes", "64", "--no-probes", "--json"])

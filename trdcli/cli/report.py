@@ -84,6 +84,11 @@ def train_summary_table(result: RunResult) -> Table:
         )
     if "top5" in result.metrics:
         table.add_row("top-5 accuracy", fmt_pct(result.metrics["top5"]))
+    if "ema_top1" in result.metrics:
+        table.add_row(
+            "EMA of the weights",
+            f"top-1 {fmt_pct(result.metrics['ema_top1'])} (model_ema.pth; trd eval --ema examines it)",
+        )
     table.add_row("final losses", f"train {result.metrics['train_loss']:.4f}, valid {result.metrics['valid_loss']:.4f}")
     _compute_rows(table, result.compute)
     table.add_row("validation compute", f"{fmt_flops(result.compute.valid_flops)} (not part of compute saved)")
