@@ -1,4 +1,4 @@
-"""Write your own resolution schedule: one method answers "which px does step t of T use".
+"""Write your own resolution schedule: one method answers "which px do these steps of T use".
 
 A cosine ramp from half to full resolution, planned with the cost model, then run in a real
 fastai fit on random tensors, where the callback records exactly the planned resolutions.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner
@@ -24,10 +25,12 @@ class CosineRamp(ResolutionSchedule):
 
     name = "cosine-ramp"
 
-    def resolution_px(self, step, total_steps, full_px, steps_per_epoch=None):
-        progress = step / total_steps
-        scale = 0.5 + 0.5 * (1 - math.cos(math.pi * progress)) / 2
-        return min(full_px, max(self.min_px, round(full_px * scale / 8) * 8))
+    def sizes_px(self, steps, total_steps, full_px, steps_per_epoch=None):
+        # steps: an int64 array of step indices; the per-step answer (resolution_px) and the
+        # cost model's plan both come from here.
+        progress = steps / total_steps
+        scale = 0.5 + 0.5 * (1 - np.cos(math.pi * progress)) / 2
+        return np.clip(np.round(full_px * scale / 8).astype(np.int64) * 8, self.min_px, full_px)
 
     def params(self):
         return {"start_scale": 0.5, "multiple": 8}

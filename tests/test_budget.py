@@ -109,7 +109,6 @@ def test_a_falling_chance_by_hand():
     assert abs((plan == 32).mean() - 0.6) < 0.01
     early, late = (plan[:50_000] == 32).mean(), (plan[50_000:] == 32).mean()
     assert early == pytest.approx(0.8, abs=0.01) and late == pytest.approx(0.4, abs=0.01)
-    assert [schedule.resolution_px(t, 100_000, 64) for t in range(0, 100_000, 997)] == list(plan[::997])
     assert "prob_end" not in TRDSchedule(32, prob=0.5).params()  # a constant chance is recorded as always
 
 

@@ -13,7 +13,7 @@ from fastai.metrics import accuracy
 from helpers import tensor_dls, tiny_cnn
 
 from trdcli.callbacks.trd import TRDCallback
-from trdcli.core.cost import FlopsTable, RunShape, plan_compute, plan_px
+from trdcli.core.cost import FlopsTable, RunShape, plan_compute
 from trdcli.core.schedules import ComposerSchedule, TRDSchedule
 
 
@@ -61,7 +61,7 @@ def test_fit_sees_exactly_the_planned_resolutions_and_records_the_planned_comput
     with learn.no_bar(), learn.no_logging():
         learn.fit_one_cycle(4, 1e-2)
     shape = RunShape(train_images=48, batch_size=8, epochs=4, full_px=64)
-    planned = plan_px(schedule, shape).tolist()
+    planned = schedule.plan_px(shape.total_steps, shape.full_px, shape.steps_per_epoch).tolist()
     # After the fit, BatchNorm recalibration runs the model forward on up to 8 full-resolution
     # batches (the 6 of an epoch here, whenever a step was reduced), with the model in evaluation
     # mode but for its BatchNorm layers: the hook on the whole model sees them as not training.

@@ -19,10 +19,10 @@ from trdcli.callbacks.batchnorm import recalibrate_batchnorm
 from trdcli.callbacks.regularisation import StageRegularisation
 from trdcli.callbacks.trd import TRDCallback
 from trdcli.cli import app as cli
-from trdcli.core.cost import RunShape, plan_compute, plan_px
+from trdcli.core.cost import RunShape, plan_compute
 from trdcli.core.errors import ConfigError
 from trdcli.core.presets import PRESETS, build_schedule, get_preset
-from trdcli.core.schedules import MIN_PX, StagedSchedule
+from trdcli.core.schedules import MIN_PX, ResolutionSchedule, StagedSchedule
 from trdcli.run.flops_cache import arch_flops, default_cache
 
 # ResNet-50 on ImageNet, 90 epochs at batch 256: the reference run of `trd presets`.
@@ -61,9 +61,6 @@ def test_preset_properties(name, full_px):
         assert (plan < full_px).any()
     again = get_preset(name, seed=1).plan_px(SMALL.total_steps, full_px, SMALL.steps_per_epoch)
     assert (plan == again).all()
-    # The scalar question asked step by step (as the callback does) gives the same answer.
-    for step in (0, 1, 499, 500, 799, 800, 999):
-        assert schedule.resolution_px(step, SMALL.total_steps, full_px, SMALL.steps_per_epoch) == plan[step]
 
 
 def test_ramps_are_monotone_and_non_trd_presets_ignore_the_seed():
@@ -157,7 +154,7 @@ def test_compute_fraction_matches_the_source_definition(name, flops):
     assert summary.train_compute_fraction == pytest.approx(expected, rel=1e-12)
     recalibrated = 8 * 1024 * flops.at(224).forward_flops if name != "baseline" else 0
     assert summary.recalibration_flops == recalibrated
-    assert plan_px(get_preset(name), shape).tolist() == px
+    assert get_preset(name).plan_px(shape.total_steps, shape.full_px, shape.steps_per_epoch).tolist() == px
 
 
 @pytest.mark.parametrize(("name", "share"), [("trd-spread", 0.9), ("trd-alternate", 0.9 * 0.5)])
@@ -343,14 +340,31 @@ def test_tail_lr_is_accepted_for_a_ramp_with_a_full_tail():
     assert config.lr_curve.tail_start_frac == pytest.approx(0.8)
 
 
-@pytest.mark.parametrize("name", list(PRESETS))
-def test_a_plan_in_slices_is_the_schedule_asked_step_by_step(name):
-    # The vectorised slices (what plan_groups reads) against the scalar question the callback asks.
-    schedule, total, per_epoch = get_preset(name, seed=3), 1000, 100
-    by_step = [schedule.resolution_px(t, total, 160, per_epoch) for t in range(total)]
+@pytest.mark.parametrize("name", sorted(INDEPENDENT))
+def test_a_plan_in_slices_and_each_step_asked_alone_are_the_sources_sizes(name):
+    # The slices plan_groups reads and the single steps the callback asks, against each source's own rule.
+    schedule, shape = get_preset(name), RunShape(800, 8, 10, 160)  # 100 steps per epoch
+    total, per_epoch = shape.total_steps, shape.steps_per_epoch
+    source = [INDEPENDENT[name](t, shape) for t in range(total)]
     cuts = [0, 1, 99, 100, 333, 334, 750, 999, 1000]
     slices = [schedule.plan_range(a, b, total, 160, per_epoch) for a, b in zip(cuts, cuts[1:], strict=False)]
-    assert np.concatenate(slices).tolist() == by_step
+    assert np.concatenate(slices).tolist() == source
+    assert [schedule.resolution_px(t, total, 160, per_epoch) for t in cuts[:-1]] == [source[t] for t in cuts[:-1]]
     assert schedule.plan_range(500, 500, total, 160, per_epoch).size == 0
     with pytest.raises(ConfigError, match="need 0 <= start <= stop <= total_steps=1000"):
         schedule.plan_range(10, 1001, total, 160, per_epoch)
+
+
+def test_a_schedule_written_step_by_step_still_plans_and_trains():
+    # Schedules written for trd before sizes_px defined resolution_px alone: their plan asks it step by step.
+    class EveryThird(ResolutionSchedule):
+        name = "every-third"
+
+        def resolution_px(self, step, total_steps, full_px, steps_per_epoch=None):
+            return full_px // 2 if step % 3 == 0 else full_px
+
+        def params(self):
+            return {}
+
+    assert EveryThird().plan_px(7, 64).tolist() == [32, 64, 64, 32, 64, 64, 32]
+    assert EveryThird().plan_range(3, 5, 7, 64).tolist() == [32, 64]

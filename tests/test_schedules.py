@@ -171,16 +171,40 @@ def test_the_command_line_reads_trd_options_as_the_api_does():
     assert (schedule_of("--until", "0.9")["until_frac"], schedule_of("--until", "0.9")["prob"]) == (0.9, 1.0)
 
 
+def composer_source_px(step, total, full, initial_scale, delay_frac, finetune_frac, size_increment):
+    """Composer's ProgressiveResizing.apply, written out from its source for any parameters."""
+    elapsed = step / total
+    ramp = 1 - finetune_frac - delay_frac
+    frac = 0.0 if elapsed < delay_frac else (1.0 if ramp <= 0 else min((elapsed - delay_frac) / ramp, 1))
+    scale = initial_scale + (1 - initial_scale) * frac
+    pinned = round(full * scale / size_increment) * size_increment
+    return full if pinned >= full else pinned
+
+
+def ffcv_source_px(epoch, epochs, low, full, multiple=32):
+    """ffcv-imagenet's get_resolution (np.interp, rounded to the multiple) with trd's whole-epoch ramp."""
+    start, end = min(int(65 / 88 * epochs), epochs - 2), min(int(76 / 88 * epochs), epochs - 1)
+    if epoch <= start:
+        return low
+    if epoch >= end:
+        return full
+    return int(np.round(np.interp([epoch], [start, end], [low, full])[0] / multiple)) * multiple
+
+
 @pytest.mark.parametrize(
-    "schedule",
-    [ComposerSchedule(), ComposerSchedule(0.6, 0.3, 0.3, 8), ComposerSchedule(0.5, 0.6, 0.4), FFCVSchedule(128)],
+    ("schedule", "source"),
+    [
+        (ComposerSchedule(), lambda t, T, E, full: composer_source_px(t, T, full, 0.5, 0.5, 0.2, 4)),
+        (ComposerSchedule(0.6, 0.3, 0.3, 8), lambda t, T, E, full: composer_source_px(t, T, full, 0.6, 0.3, 0.3, 8)),
+        (ComposerSchedule(0.5, 0.6, 0.4), lambda t, T, E, full: composer_source_px(t, T, full, 0.5, 0.6, 0.4, 4)),
+        (FFCVSchedule(128), lambda t, T, E, full: ffcv_source_px(t // (T // E), E, 128, full)),
+    ],
     ids=["composer", "composer-0.6", "composer-no-ramp", "ffcv"],
 )
 @pytest.mark.parametrize(("total", "per_epoch", "full"), [(450_360, 5004, 224), (777, 7, 176), (90, 9, 224)])
-def test_a_whole_plan_at_once_is_every_step_asked_one_by_one(schedule, total, per_epoch, full):
-    # The plans are computed over all steps at once (numpy; per epoch for FFCV): the same sizes as
-    # the per-step rule the training loop asks, at ImageNet's length and at odd short ones.
+def test_a_whole_plan_is_the_sources_rule_at_every_length(schedule, source, total, per_epoch, full):
+    # ImageNet's length and odd short ones, against the rule written out from each source.
     steps = range(0, total, max(1, total // 2000))  # every step of the short runs, 2,000 of ImageNet's
     plan = schedule.plan_px(total, full, per_epoch)
     assert len(plan) == total
-    assert [int(plan[t]) for t in steps] == [schedule.resolution_px(t, total, full, per_epoch) for t in steps]
+    assert [int(plan[t]) for t in steps] == [source(t, total, total // per_epoch, full) for t in steps]

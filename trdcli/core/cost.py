@@ -604,12 +604,6 @@ def summarize_groups(
     return summarize_counts(steps, images, full.pop(), flops_at, recalibration_images=recalibration_images)
 
 
-def plan_px(schedule: ResolutionSchedule, shape: RunShape) -> np.ndarray:
-    """The resolution of every step of a run of ``shape`` under ``schedule``: one entry per step, for
-    small runs; a run's account is :func:`plan_groups`."""
-    return schedule.plan_px(shape.total_steps, shape.full_px, shape.steps_per_epoch)
-
-
 def _plan_slices(schedule: ResolutionSchedule, shape: RunShape) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(steps, their resolutions) slice by slice."""
     for start, stop in shape.slices():

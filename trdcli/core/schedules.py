@@ -134,9 +134,25 @@ class ResolutionSchedule(ABC):
     #: Smallest resolution this schedule may return.
     min_px: int = MIN_PX
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A schedule written before trd read every schedule one way defines resolution_px alone:
+        # its plan is that method asked step by step.
+        if "resolution_px" in cls.__dict__ and "sizes_px" not in cls.__dict__:
+            per_step = cls.__dict__["resolution_px"]
+
+            def sizes_px(self, steps, total_steps, full_px, steps_per_epoch=None):
+                sizes = (per_step(self, int(t), total_steps, full_px, steps_per_epoch) for t in steps)
+                return np.fromiter(sizes, dtype=np.int64, count=len(steps))
+
+            cls.sizes_px = sizes_px
+
     @abstractmethod
-    def resolution_px(self, step: int, total_steps: int, full_px: int, steps_per_epoch: int | None = None) -> int:
-        """Resolution of ``step`` (0-based) in a run of ``total_steps`` optimizer steps."""
+    def sizes_px(
+        self, steps: np.ndarray, total_steps: int, full_px: int, steps_per_epoch: int | None = None
+    ) -> np.ndarray:
+        """The schedule's one reading: the resolution of each of ``steps`` (int64 step indices in
+        ``[0, total_steps)``), as an int64 array. Called after :meth:`validate` and the range check."""
 
     @abstractmethod
     def params(self) -> dict[str, Any]:
@@ -146,6 +162,11 @@ class ResolutionSchedule(ABC):
         """Raise :class:`~trdcli.core.errors.ConfigError` (a ``ValueError``) if this schedule cannot run at
         ``full_px``."""
         _check_full_px(full_px, self.min_px)
+
+    def resolution_px(self, step: int, total_steps: int, full_px: int, steps_per_epoch: int | None = None) -> int:
+        """Resolution of ``step`` (0-based) in a run of ``total_steps`` optimizer steps."""
+        _check_step(step, total_steps)
+        return int(self.plan_range(step, step + 1, total_steps, full_px, steps_per_epoch)[0])
 
     def plan_px(self, total_steps: int, full_px: int, steps_per_epoch: int | None = None) -> np.ndarray:
         """Resolution of every step of a run, as an int64 array of length ``total_steps``.
@@ -158,17 +179,11 @@ class ResolutionSchedule(ABC):
     def plan_range(
         self, start: int, stop: int, total_steps: int, full_px: int, steps_per_epoch: int | None = None
     ) -> np.ndarray:
-        """Resolution of steps ``start`` to ``stop - 1`` of a run of ``total_steps``, as an int64 array.
-
-        A step by step default for schedules written elsewhere; trd's own compute it over the slice at once.
-        """
+        """Resolution of steps ``start`` to ``stop - 1`` of a run of ``total_steps``, as an int64 array."""
         self.validate(full_px)
         _check_range(start, stop, total_steps)
-        return np.fromiter(
-            (self.resolution_px(t, total_steps, full_px, steps_per_epoch) for t in range(start, stop)),
-            dtype=np.int64,
-            count=stop - start,
-        )
+        steps = np.arange(start, stop, dtype=np.int64)
+        return np.asarray(self.sizes_px(steps, total_steps, full_px, steps_per_epoch), dtype=np.int64)
 
     def regularisation(self, step: int, total_steps: int, steps_per_epoch: int | None = None) -> dict[str, float]:
         """Regularisation strengths for ``step`` (e.g. ``dropout``, ``mixup_alpha``); most schedules have none.
@@ -230,15 +245,8 @@ class ConstantSchedule(ResolutionSchedule):
     def __init__(self, name: str = "baseline"):
         self.name = name
 
-    def resolution_px(self, step, total_steps, full_px, steps_per_epoch=None):
-        _check_step(step, total_steps)
-        _check_full_px(full_px, self.min_px)
-        return full_px
-
-    def plan_range(self, start, stop, total_steps, full_px, steps_per_epoch=None):
-        self.validate(full_px)
-        _check_range(start, stop, total_steps)
-        return np.full(stop - start, full_px, dtype=np.int64)
+    def sizes_px(self, steps, total_steps, full_px, steps_per_epoch=None):
+        return np.full(len(steps), full_px, dtype=np.int64)
 
     def params(self):
         return {}
@@ -318,8 +326,8 @@ class TRDSchedule(_ReducedSizeSchedule):
             chance = np.full(progress.shape, self.prob)
         else:
             chance = self.prob + (self.prob_end - self.prob) * (progress / self.until)
-        # The same float64 comparison as progress_frac(step) < until, so the plan and
-        # resolution_px agree on the boundary step exactly.
+        # The same float64 comparison as progress_frac(step) < until: the boundary step is the one
+        # docs/method.md names.
         return np.where(progress < self.until, chance, 0.0)
 
     def _reduced(self, steps: np.ndarray, total_steps: int) -> np.ndarray:
@@ -333,15 +341,8 @@ class TRDSchedule(_ReducedSizeSchedule):
         _check_step(step, total_steps)
         return bool(self._reduced(np.array([step]), total_steps)[0])
 
-    def resolution_px(self, step, total_steps, full_px, steps_per_epoch=None):
-        low = self.low_px(full_px)
-        return low if self.is_reduced(step, total_steps) else full_px
-
-    def plan_range(self, start, stop, total_steps, full_px, steps_per_epoch=None):
-        low = self.low_px(full_px)
-        _check_range(start, stop, total_steps)
-        reduced = self._reduced(np.arange(start, stop, dtype=np.int64), total_steps)
-        return np.where(reduced, low, full_px).astype(np.int64)
+    def sizes_px(self, steps, total_steps, full_px, steps_per_epoch=None):
+        return np.where(self._reduced(steps, total_steps), self.low_px(full_px), full_px)
 
     def params(self):
         out = {**self._low_params(), "until_frac": self.until, "prob": self.prob}
@@ -390,50 +391,33 @@ class ComposerSchedule(ResolutionSchedule):
     def full_tail_start_frac(self) -> float:
         return 1.0 - self.finetune_frac
 
-    def scale_at(self, progress: float) -> float:
-        """Composer's scale factor at a progress fraction, before rounding."""
+    def scale_at(self, progress: np.ndarray) -> np.ndarray:
+        """Composer's scale factor at each progress fraction, before rounding."""
+        progress = np.asarray(progress, dtype=np.float64)
         ramp_frac = 1.0 - self.finetune_frac - self.delay_frac
-        if progress < self.delay_frac:
-            elapsed = 0.0
-        elif ramp_frac <= 0:
-            elapsed = 1.0
+        if ramp_frac <= 0:
+            elapsed = np.where(progress < self.delay_frac, 0.0, 1.0)
         else:
-            elapsed = min((progress - self.delay_frac) / ramp_frac, 1.0)
+            elapsed = np.clip((progress - self.delay_frac) / ramp_frac, 0.0, 1.0)
         return self.initial_scale + (1.0 - self.initial_scale) * elapsed
 
-    def _px(self, full_px: int, scale: float) -> int:
+    def _px(self, full_px: int, scale: np.ndarray) -> np.ndarray:
+        # Composer's round(width * scale / inc) * inc, never above full size (numpy rounds half
+        # to even, as Python's round does).
         inc = self.size_increment
-        return min(int(round(full_px * scale / inc)) * inc, full_px)
+        return np.minimum(np.round(full_px * np.asarray(scale) / inc).astype(np.int64) * inc, full_px)
 
     def validate(self, full_px):
         _check_full_px(full_px, self.min_px)
-        smallest = self._px(full_px, self.initial_scale)
+        smallest = int(self._px(full_px, self.initial_scale))
         if smallest < self.min_px:
             raise ConfigError(
                 f"initial_scale={self.initial_scale} gives {smallest} px at a full resolution of {full_px} px: "
                 f"the network needs at least {self.min_px} px"
             )
 
-    def resolution_px(self, step, total_steps, full_px, steps_per_epoch=None):
-        self.validate(full_px)
-        return self._px(full_px, self.scale_at(progress_frac(step, total_steps)))
-
-    def plan_range(self, start, stop, total_steps, full_px, steps_per_epoch=None):
-        # The same arithmetic as scale_at and _px over the slice at once (numpy rounds half to
-        # even like round()): a 450,000-step plan in milliseconds, not seconds of Python calls.
-        self.validate(full_px)
-        _check_range(start, stop, total_steps)
-        progress = np.arange(start, stop) / total_steps
-        ramp_frac = 1.0 - self.finetune_frac - self.delay_frac
-        if ramp_frac <= 0:
-            elapsed = np.where(progress < self.delay_frac, 0.0, 1.0)
-        else:
-            elapsed = np.where(
-                progress < self.delay_frac, 0.0, np.minimum((progress - self.delay_frac) / ramp_frac, 1.0)
-            )
-        scale = self.initial_scale + (1.0 - self.initial_scale) * elapsed
-        inc = self.size_increment
-        return np.minimum(np.round(full_px * scale / inc).astype(np.int64) * inc, full_px)
+    def sizes_px(self, steps, total_steps, full_px, steps_per_epoch=None):
+        return self._px(full_px, self.scale_at(steps / total_steps))
 
     def params(self):
         return {
@@ -495,16 +479,8 @@ class FFCVSchedule(_ReducedSizeSchedule):
         start = min(math.floor(self.start_ramp_frac * epochs), epochs - 2)
         return start, end
 
-    def resolution_px(self, step, total_steps, full_px, steps_per_epoch=None):
-        _check_step(step, total_steps)
-        if not is_int(steps_per_epoch) or steps_per_epoch < 1 or total_steps % steps_per_epoch:
-            raise ConfigError(
-                f"the ffcv schedule changes per epoch: steps_per_epoch must divide total_steps={total_steps}, "
-                f"got {steps_per_epoch!r}"
-            )
-        low = self.low_px(full_px)
-        epochs = total_steps // steps_per_epoch
-        epoch = step // steps_per_epoch
+    def epoch_px(self, epoch: int, epochs: int, low: int, full_px: int) -> int:
+        """ffcv-imagenet's ``get_resolution``: the size of ``epoch`` of ``epochs`` ramping from ``low``."""
         start, end = self.ramp_epochs(epochs)
         if epoch <= start:
             return low
@@ -513,21 +489,17 @@ class FFCVSchedule(_ReducedSizeSchedule):
         interp = low + (full_px - low) * (epoch - start) / (end - start)
         return min(max(int(round(interp / self.multiple)) * self.multiple, low), full_px)
 
-    def plan_range(self, start, stop, total_steps, full_px, steps_per_epoch=None):
-        # One size per epoch: worked out once for each epoch the slice touches and looked up per step.
-        self.validate(full_px)
-        _check_range(start, stop, total_steps)
-        self.resolution_px(0, total_steps, full_px, steps_per_epoch)  # checks steps_per_epoch
-        epochs = np.arange(start, stop, dtype=np.int64) // steps_per_epoch
-        first = int(epochs[0]) if epochs.size else 0
-        per_epoch = np.asarray(
-            [
-                self.resolution_px(e * steps_per_epoch, total_steps, full_px, steps_per_epoch)
-                for e in range(first, int(epochs[-1]) + 1 if epochs.size else first)
-            ],
-            dtype=np.int64,
-        )
-        return per_epoch[epochs - first]
+    def sizes_px(self, steps, total_steps, full_px, steps_per_epoch=None):
+        if not is_int(steps_per_epoch) or steps_per_epoch < 1 or total_steps % steps_per_epoch:
+            raise ConfigError(
+                f"the ffcv schedule changes per epoch: steps_per_epoch must divide total_steps={total_steps}, "
+                f"got {steps_per_epoch!r}"
+            )
+        # One size per epoch: worked out once for each epoch the steps touch and looked up per step.
+        epochs, low = total_steps // steps_per_epoch, self.low_px(full_px)
+        touched, index = np.unique(steps // steps_per_epoch, return_inverse=True)
+        per_epoch = np.asarray([self.epoch_px(int(e), epochs, low, full_px) for e in touched], dtype=np.int64)
+        return per_epoch[index].reshape(-1)
 
     def params(self):
         out = self._low_params()
@@ -572,13 +544,16 @@ class StagedSchedule(ResolutionSchedule):
         # The last stage, at full size, starts at step int((stages - 1) / stages * total_steps).
         return (self.stages - 1) / self.stages
 
+    def stages_of(self, steps: np.ndarray, total_steps: int) -> np.ndarray:
+        """0-based stage of each of ``steps``: how many of google/automl's ``int(i / M * T)`` boundaries
+        it has reached."""
+        boundaries = np.asarray([int((i + 1) / self.stages * total_steps) for i in range(self.stages - 1)])
+        return np.searchsorted(boundaries.astype(np.int64), steps, side="right")
+
     def stage(self, step: int, total_steps: int) -> int:
-        """0-based stage of ``step``, with google/automl's ``int(i / M * T)`` boundaries."""
+        """0-based stage of ``step``."""
         _check_step(step, total_steps)
-        i = 0
-        while i + 1 < self.stages and step >= int((i + 1) / self.stages * total_steps):
-            i += 1
-        return i
+        return int(self.stages_of(np.array([step], dtype=np.int64), total_steps)[0])
 
     def _px(self, full_px: int, stage: int) -> int:
         base = full_px * self.base_scale
@@ -593,17 +568,9 @@ class StagedSchedule(ResolutionSchedule):
                 f"{full_px} px: the network needs at least {self.min_px} px"
             )
 
-    def resolution_px(self, step, total_steps, full_px, steps_per_epoch=None):
-        self.validate(full_px)
-        return self._px(full_px, self.stage(step, total_steps))
-
-    def plan_range(self, start, stop, total_steps, full_px, steps_per_epoch=None):
-        # stage(): the number of boundaries int((i + 1) / M * T) a step has reached.
-        self.validate(full_px)
-        _check_range(start, stop, total_steps)
-        boundaries = [int((i + 1) / self.stages * total_steps) for i in range(self.stages - 1)]
-        stages = np.searchsorted(np.asarray(boundaries, dtype=np.int64), np.arange(start, stop), side="right")
-        return np.asarray([self._px(full_px, i) for i in range(self.stages)], dtype=np.int64)[stages]
+    def sizes_px(self, steps, total_steps, full_px, steps_per_epoch=None):
+        per_stage = np.asarray([self._px(full_px, i) for i in range(self.stages)], dtype=np.int64)
+        return per_stage[self.stages_of(steps, total_steps)]
 
     def regularisation(self, step, total_steps, steps_per_epoch=None):
         stage = self.stage(step, total_steps)
