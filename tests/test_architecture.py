@@ -183,6 +183,14 @@ def test_functions_fit_on_a_screen():
     assert not long, long
 
 
+def test_trd_callback_has_one_job_on_a_few_screens():
+    # Its one job is the size of each step; counting is ComputeMeter's and BatchNorm its callbacks'.
+    (node,) = [n for n in ast.walk(MODULES["callbacks.trd"]) if isinstance(n, ast.ClassDef) and n.name == "TRDCallback"]
+    assert node.end_lineno - node.lineno + 1 <= 80
+    methods = {n.name for n in node.body if isinstance(n, ast.FunctionDef)}
+    assert not methods & {"summary", "groups", "resume_from", "after_fit"}, methods
+
+
 def test_every_document_the_code_and_tests_cite_is_in_the_repository():
     # The code cited "design.md §2" and "§4", a file outside the repository: a reader of the code
     # could not follow the reference. Every *.md named in a source or test file must be here.

@@ -248,3 +248,32 @@ def test_validate_and_get_preds_between_fits_do_not_count_as_fits():
     steps_per_fit = 48 // 8
     assert trd.summary(fit=1).steps == steps_per_fit
     assert trd.summary(fit=0).steps == steps_per_fit
+
+
+@pytest.mark.parametrize("form", ["trd_callbacks", "TRDCallback alone", "added after creation"])
+def test_every_form_of_giving_trd_trains_counts_and_recalibrates_the_same(form):
+    from trdcli.callbacks.batchnorm import RecalibrateBatchNorm
+    from trdcli.callbacks.meter import ComputeMeter
+    from trdcli.callbacks.trd import trd_callbacks
+
+    torch.manual_seed(0)
+    schedule = TRDSchedule(32, until=0.5)  # 6 steps a fit: the first 3 at 32 px, the rest at 64
+    if form == "trd_callbacks":
+        learn = make_learner(trd_callbacks(schedule=schedule))
+    elif form == "TRDCallback alone":
+        learn = make_learner(TRDCallback(schedule=schedule))
+    else:
+        learn = make_learner([])
+        learn.add_cb(TRDCallback(schedule=schedule))
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(1)
+    kinds = Counter(type(cb).__name__ for cb in learn.cbs)
+    assert kinds["ComputeMeter"] == kinds["RecalibrateBatchNorm"] == kinds["TRDCallback"] == 1
+    assert isinstance(learn.compute_meter, ComputeMeter) and isinstance(learn.recalibrate_bn, RecalibrateBatchNorm)
+    assert [r.px for r in learn.compute_meter.records] == [32, 32, 32, 64, 64, 64]
+    # Recalibration after the fit that reduced steps: 8 batches of 8 at most, of the 48 training images.
+    assert learn.recalibrate_bn.images == 48
+    summary = learn.compute_meter.summary()
+    assert summary.recalibration_flops == 48 * FlopsTable.for_model(learn.model, 3).at(64).forward_flops
+    # The callback's old names read the meter.
+    assert learn.trd.summary() == summary and learn.trd.records == learn.compute_meter.records

@@ -2,7 +2,7 @@
 
 Public API (imported lazily, so ``trd --help`` does not pay for importing torch and fastai)::
 
-    from trdcli import TRDCallback, TRDSchedule, resize_batch, get_preset
+    from trdcli import trd_callbacks, TRDSchedule, resize_batch, get_preset
 
 The package's folders are its layers (docs/architecture.md): ``core`` (the method, pure),
 ``callbacks`` (fastai), ``data``, ``run``, ``plan``, ``evaluate`` and ``cli``.
@@ -17,6 +17,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "TRDCallback": "trdcli.callbacks.trd",
+    "trd_callbacks": "trdcli.callbacks.trd",
+    "ComputeMeter": "trdcli.callbacks.meter",
     "StepRecord": "trdcli.core.cost",
     "ResolutionSchedule": "trdcli.core.schedules",
     "TRDSchedule": "trdcli.core.schedules",
@@ -58,8 +60,9 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 if TYPE_CHECKING:
     from trdcli.callbacks.batchnorm import PrivateBatchNormCallback, RecalibrateBatchNorm, recalibrate_batchnorm
     from trdcli.callbacks.ema import EMAWeights
+    from trdcli.callbacks.meter import ComputeMeter
     from trdcli.callbacks.regularisation import StageRegularisation
-    from trdcli.callbacks.trd import TRDCallback
+    from trdcli.callbacks.trd import TRDCallback, trd_callbacks
     from trdcli.core.cost import (
         ComputeSummary,
         FlopsTable,

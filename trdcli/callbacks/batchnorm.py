@@ -182,7 +182,7 @@ class RecalibrateBatchNorm(Callback):
     run's compute; ``images`` is their total. ``lr_find`` runs are left alone.
     """
 
-    order = -4  # after TRDCallback (-5), whose records say whether the fit reduced a step
+    order = -4  # after ComputeMeter (-4.5), whose counts say whether the fit reduced a step
 
     def __init__(self, batches: int | None = None, view: str = DEFAULT_BN_RECAL_VIEW):
         super().__init__()
@@ -208,8 +208,8 @@ class RecalibrateBatchNorm(Callback):
 
     def batches_after_fit(self) -> int:
         """Batches it recalibrates on after the current (or last) fit."""
-        trd = getattr(self.learn, "trd", None)
-        reduced = trd is not None and trd.reduced_in_fit(trd.current_fit)
+        meter = getattr(self.learn, "compute_meter", None)
+        reduced = meter is not None and meter.reduced_in_fit(meter.current_fit)
         return recalibration_batches(self.batches, reduced, bool(batchnorm_layers(self.learn.model)))
 
     def before_fit(self):
@@ -223,9 +223,9 @@ class RecalibrateBatchNorm(Callback):
         # between them: nothing was trained, so there is nothing to recalibrate.
         batches = self.batches_after_fit() if self._trained else 0
         if batches and not finding_lr(self.learn):
-            trd = getattr(self.learn, "trd", None)
+            meter = getattr(self.learn, "compute_meter", None)
             images = self.recalibrate(self.learn.model, batches)
-            self.images_by_fit[trd.current_fit if trd is not None else 0] = images
+            self.images_by_fit[meter.current_fit if meter is not None else 0] = images
 
     def recalibrate(self, model: nn.Module, batches: int) -> int:
         """Recalibrate ``model`` (the Learner's, or another such as its EMA) on ``batches`` of the training
@@ -268,8 +268,8 @@ class PrivateBatchNormCallback(Callback):
             raise ConfigError("PrivateBatchNormCallback needs a TRDCallback on the same Learner")
 
     def before_batch(self):
-        step = self.learn.trd.running_step
-        use_reduced_batchnorm(self._layers, step is not None and step.px != step.full_px)
+        trd = self.learn.trd
+        use_reduced_batchnorm(self._layers, trd.step_px is not None and trd.step_px != trd.full_px)
 
     def after_batch(self):
         use_reduced_batchnorm(self._layers, False)

@@ -15,7 +15,7 @@ import torch.nn as nn
 from fastai.callback.mixup import MixHandler
 
 from trdcli.callbacks.batchnorm import finding_lr
-from trdcli.callbacks.trd import fit_step
+from trdcli.callbacks.meter import fit_step
 from trdcli.core.schedules import ResolutionSchedule, step_uniforms
 
 

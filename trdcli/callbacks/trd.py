@@ -1,17 +1,12 @@
-"""``TRDCallback``: schedule -> (tell the loader the sizes, or resize the batch) -> record.
+"""``TRDCallback``: the schedule's size for each step, handed to the loader or applied to the batch.
 
-Every decision is the schedule's (:mod:`trdcli.core.schedules`); the summary of the records
-goes through :func:`trdcli.core.cost.summarize_counts`, the function the plan of a run
-(:func:`trdcli.core.cost.plan_compute`) goes through too, so plan and record agree exactly.
-A training loader with ``plan_next_pass``
-(:class:`~trdcli.data.sized_loader.SizedBatchesDL`) is told each epoch's sizes and delivers each
-batch at its size, which is checked; any other loader (or ``resize_in_loader=False``) delivers
-full size and the batch is resized with an antialiased ``mode``. Validation runs at full size.
-BatchNorm handling is its own callbacks (:mod:`trdcli.callbacks.batchnorm`), which this one adds
-for its ``bn`` arguments: ``bn_recalibrate`` (default: 8 batches after a fit that reduced a step)
-and ``bn_recal_view`` (the training or the test-time view of the images)
-:class:`~trdcli.callbacks.batchnorm.RecalibrateBatchNorm`, ``bn="private"``
-:class:`~trdcli.callbacks.batchnorm.PrivateBatchNormCallback` (give it when the Learner is created).
+Every decision is the schedule's (:mod:`trdcli.core.schedules`). A training loader with
+``plan_next_pass`` (:class:`~trdcli.data.sized_loader.SizedBatchesDL`) is told each epoch's sizes
+and delivers each batch at its size, which is checked; any other loader (or
+``resize_in_loader=False``) delivers full size and the batch is resized with an antialiased
+``mode``. Validation runs at full size. What the steps cost is counted beside it by
+:class:`~trdcli.callbacks.meter.ComputeMeter`, and BatchNorm is handled by
+:mod:`trdcli.callbacks.batchnorm`'s callbacks: :func:`trd_callbacks` gives a Learner all of them.
 """
 
 from __future__ import annotations
@@ -21,25 +16,15 @@ import warnings
 import torch
 from fastai.callback.core import Callback
 
-from trdcli.callbacks.batchnorm import (
-    PrivateBatchNormCallback,
-    RecalibrateBatchNorm,
-    finding_lr,
-    resumed_past_last_epoch,
-)
-from trdcli.core.cost import (
-    ComputeSummary,
-    FlopsTable,
-    ImageFlops,
-    StepCounter,
-    StepGroup,
-    StepRecord,
-    summarize_groups,
-)
+from trdcli.callbacks.batchnorm import PrivateBatchNormCallback, RecalibrateBatchNorm, finding_lr
+from trdcli.callbacks.meter import ComputeMeter, fit_step
+from trdcli.core.cost import FlopsTable
 from trdcli.core.defaults import BN_MODES, DEFAULT_BN_RECAL_VIEW
 from trdcli.core.errors import ConfigError, DataError
 from trdcli.core.resize import check_resize_mode, resize_batch
 from trdcli.core.schedules import ResolutionSchedule, TRDSchedule
+
+__all__ = ["TRDCallback", "trd_callbacks", "fit_step"]
 
 
 def callback_schedule(low_res, until, prob, seed, schedule) -> ResolutionSchedule:
@@ -52,12 +37,31 @@ def callback_schedule(low_res, until, prob, seed, schedule) -> ResolutionSchedul
     return schedule
 
 
-def batchnorm_companions(bn: str, bn_recalibrate: int | None, bn_recal_view: str) -> list[Callback]:
-    """The BatchNorm callbacks ``TRDCallback`` adds for its ``bn`` arguments."""
+def companions(
+    bn: str = "shared",
+    bn_recalibrate: int | None = None,
+    bn_recal_view: str = DEFAULT_BN_RECAL_VIEW,
+    flops: FlopsTable | None = None,
+    world_size: int = 1,
+    keep_records: bool = True,
+) -> list[Callback]:
+    """The callbacks a TRD fit needs beside ``TRDCallback``: the meter and BatchNorm's, for the ``bn`` arguments."""
     if bn not in BN_MODES:
         raise ConfigError(f"`bn` must be one of {', '.join(BN_MODES)}, got {bn!r}")
+    meter = ComputeMeter(flops, world_size, keep_records)
     recalibrate = RecalibrateBatchNorm(bn_recalibrate, bn_recal_view)
-    return [recalibrate] + ([PrivateBatchNormCallback()] if bn == "private" else [])
+    return [meter, recalibrate] + ([PrivateBatchNormCallback()] if bn == "private" else [])
+
+
+def trd_callbacks(low_res=None, until=None, prob=None, seed=0, **options) -> list[Callback]:
+    """Every callback a fastai Learner needs to train with TRD: ``Learner(..., cbs=trd_callbacks(low_res=112))``.
+
+    ``TRDCallback`` (the size of each step), ``ComputeMeter`` (what the steps cost:
+    ``learn.compute_meter.summary()``), ``RecalibrateBatchNorm`` and, with ``bn="private"``,
+    ``PrivateBatchNormCallback``. Takes :class:`TRDCallback`'s arguments.
+    """
+    trd = TRDCallback(low_res, until, prob, seed, **options)
+    return [trd, *trd.companions]
 
 
 def square_batch_px(images) -> int:
@@ -82,33 +86,38 @@ def warn_if_regularisation_unapplied(schedule: ResolutionSchedule, cbs) -> None:
         )
 
 
-def _measured_flops(learn, in_channels: int) -> FlopsTable:
-    model = getattr(learn.model, "module", learn.model)  # under DDP, the model it wraps
-    return FlopsTable.for_model(model, num_classes=getattr(learn.dls, "c", 0) or 0, in_channels=in_channels)
-
-
 def epoch_plan(schedule: ResolutionSchedule, epoch: int, epochs: int, steps_per_epoch: int, full_px: int) -> list[int]:
     """The size of each step of ``epoch`` of a fit of ``epochs``, handed to the loader before it starts."""
     first, total = epoch * steps_per_epoch, epochs * steps_per_epoch
     return schedule.plan_range(first, first + steps_per_epoch, total, full_px, steps_per_epoch).tolist()
 
 
-def fit_step(learn) -> tuple[int, int]:
-    """(step, total_steps) of the running fit: ``epoch * n_iter + iter`` of ``n_epoch * n_iter``."""
-    return learn.epoch * learn.n_iter + learn.iter, learn.n_epoch * learn.n_iter
+def add_missing_companions(trd: TRDCallback, event: str) -> None:
+    """``TRDCallback`` given alone (``cbs=TRDCallback(low_res=112)``, the form before :func:`trd_callbacks`)
+    still counts and recalibrates: the companions the Learner lacks are added and sent the ``event``
+    they were added in (fastai sends an event to the callbacks it had when the event began)."""
+    learn = trd.learn
+    new = [cb for cb in trd.companions if not any(type(have) is type(cb) for have in learn.cbs)]
+    learn.add_cbs(new)
+    for cb in new:
+        cb(event)
+
+
+# The names TRDCallback's counts had before ComputeMeter held them: read from the meter.
+METER_READINGS = frozenset(
+    {"records", "resumed", "last_step", "running_step", "current_fit", "resume_from", "groups", "groups_here",
+     "images_recorded_here", "reduced_in_fit", "flops", "flops_at", "summary", "keep_records", "world_size"}
+)  # fmt: skip
 
 
 class TRDCallback(Callback):
-    """Temporally Resolution Decrement for a fastai ``Learner``: ``TRDCallback(low_res=112)`` is trd's
-    default reading (``TRDSchedule(112)``: 90% of the steps reduced, drawn over the whole run),
-    ``TRDCallback(schedule=...)`` any :class:`~trdcli.core.schedules.ResolutionSchedule`.
+    """Temporally Resolution Decrement for a fastai ``Learner``: the size of each training step.
 
-    Each fit (``fit``, ``fit_one_cycle``, each of ``fine_tune``'s) is scheduled on its own from the
-    Learner's counters; ``lr_find`` is left alone. :meth:`summary` is the compute of the steps that
-    finished and of BatchNorm recalibration; ``records`` are this process's steps, ``resumed`` a
-    resumed run's earlier ones (:class:`~trdcli.core.cost.StepGroup`), ``last_step`` the step that
-    finished last. ``keep_records=False`` (what ``trd train`` does) keeps the counts alone, so a
-    450,000-step ImageNet run holds a few hundred groups rather than a record per step.
+    ``TRDCallback(low_res=112)`` is trd's default reading (``TRDSchedule(112)``), ``schedule=`` any
+    :class:`~trdcli.core.schedules.ResolutionSchedule`; each fit is scheduled on its own, ``lr_find``
+    left alone. ``step_px``/``full_px``: the running step's sizes. Give a Learner :func:`trd_callbacks`;
+    given alone, it adds the meter and BatchNorm's callbacks itself (from ``companion_options``), and
+    its old count names (``records``, ``summary()``, ...) read ``learn.compute_meter``.
     """
 
     # After TrainEvalCallback (-10) has set the counters; before MixUp/CutMix (0), so they mix the
@@ -116,110 +125,50 @@ class TRDCallback(Callback):
     order = -5
     run_valid = False
 
-    def __init__(
-        self,
-        low_res: int | None = None,
-        until: float | None = None,
-        prob: float | None = None,
-        seed: int = 0,
-        *,
-        schedule: ResolutionSchedule | None = None,
-        mode: str = "bilinear",
-        flops: FlopsTable | None = None,
-        bn: str = "shared",
-        bn_recalibrate: int | None = None,
-        bn_recal_view: str = DEFAULT_BN_RECAL_VIEW,
-        resize_in_loader: bool = True,
-        world_size: int = 1,
-        keep_records: bool = True,
-    ):
+    def __init__(self, low_res=None, until=None, prob=None, seed=0, *, schedule: ResolutionSchedule | None = None,
+                 mode: str = "bilinear", resize_in_loader: bool = True, **companion_options):  # fmt: skip
         super().__init__()
         self.schedule = callback_schedule(low_res, until, prob, seed, schedule)
-        self.mode, self.flops = check_resize_mode(mode), flops
-        self.companions = batchnorm_companions(bn, bn_recalibrate, bn_recal_view)
-        self.resize_in_loader = resize_in_loader
-        # Each rank sees its share of a step's global batch, the same on every rank: a record counts all.
-        self.world_size = world_size
-        self.records: list[StepRecord] = []  # the steps this process ran (with keep_records)
-        self.keep_records = keep_records
-        self.last_step: StepRecord | None = None
-        self.resumed: list[StepGroup] = []  # the steps of earlier processes (a resumed run), counted
-        self._counter = StepCounter()  # this process's steps, counted as they finish
-        self.running_step: StepRecord | None = None  # the step in progress, recorded when it finishes
-        self._fit, self._fit_full_px, self._active, self._fit_started = -1, None, True, False
-        self._planned_px: list[int] | None = None  # this epoch's sizes, handed to the loader
+        self.mode, self.resize_in_loader = check_resize_mode(mode), resize_in_loader
+        self.companions = companions(**companion_options)
+        self.step_px: int | None = None
+        self.full_px: int | None = None  # the fit's full resolution, fixed by its first batch
+        self._active, self._planned_px = True, None  # this epoch's sizes, handed to the loader
 
     @property
     def name(self) -> str:
         return "trd"  # reachable as learn.trd
 
-    @property
-    def current_fit(self) -> int:
-        """Index of the fit running now (or last run); -1 before the first."""
-        return self._fit
-
-    def resume_from(self, groups: list[StepGroup]) -> None:
-        """Continue a run whose steps so far are counted in ``groups``: the next fit extends the last one."""
-        self.records, self.resumed, self._counter, self.last_step = [], list(groups), StepCounter(), None
-        self._fit = max(g.fit for g in groups) - 1 if groups else -1
-
-    def groups(self) -> list[StepGroup]:
-        """Every step of the run so far (earlier processes' too), counted by fit, epoch and resolution."""
-        return self.resumed + self._counter.groups()
-
-    def reduced_in_fit(self, fit: int) -> bool:
-        """Whether a step of ``fit`` ran below its full resolution."""
-        return any(g.px != g.full_px for g in self.groups() if g.fit == fit)
+    def __getattr__(self, name):
+        if name in METER_READINGS:
+            meter = getattr(self.__dict__.get("learn"), "compute_meter", None) or self.__dict__["companions"][0]
+            return getattr(meter, name)
+        return super().__getattr__(name)
 
     def after_create(self):
-        # Companions added here get the events from the next one on; the private BatchNorm copies
-        # must exist before the optimizer does, so that one runs its after_create now.
-        for cb in self._add_companions():
-            if isinstance(cb, PrivateBatchNormCallback):
-                cb.after_create()
-
-    def _add_companions(self) -> list[Callback]:
-        new = [cb for cb in self.companions if not any(type(have) is type(cb) for have in self.learn.cbs)]
-        self.learn.add_cbs(new)
-        return new
+        add_missing_companions(self, "after_create")  # private BatchNorm copies before the optimizer
 
     def before_fit(self):
-        for cb in self._add_companions():  # the Learner was created without this callback
-            if isinstance(cb, PrivateBatchNormCallback):
-                cb.before_fit()  # it missed this event, in which it checks the private copies exist
-        self._active = not finding_lr(self.learn)
-        # learn.validate() and get_preds() send before_fit too, with no training pass: a fit is
-        # numbered at its first training pass, so they do not count as one.
-        self._fit_started = False
+        add_missing_companions(self, "before_fit")  # the Learner was created without this callback
+        self._active, self.full_px, self._planned_px = not finding_lr(self.learn), None, None
         if self._active:
             warn_if_regularisation_unapplied(self.schedule, self.learn.cbs)
-            if resumed_past_last_epoch(self.learn):  # trains nothing now, but is the run's fit
-                self._number_fit()
-
-    def _number_fit(self) -> None:
-        if not self._fit_started:
-            self._fit += 1
-            self._fit_full_px, self.running_step, self._fit_started = None, None, True
 
     def before_train(self):
-        self._planned_px = None
-        if self._active:
-            self._number_fit()
-        loader = self.learn.dl
+        loader, self._planned_px = self.learn.dl, None
         if self._active and self.resize_in_loader and hasattr(loader, "plan_next_pass"):
             self._start_fit_at(loader.full_px)
-            self._planned_px = epoch_plan(
-                self.schedule, self.learn.epoch, self.learn.n_epoch, len(loader), loader.full_px
-            )
+            self._planned_px = epoch_plan(self.schedule, self.learn.epoch, self.learn.n_epoch, len(loader),
+                                          loader.full_px)  # fmt: skip
             loader.plan_next_pass(self._planned_px)
 
     def _start_fit_at(self, full_px: int) -> None:
-        if self._fit_full_px is None:
+        if self.full_px is None:
             self.schedule.validate(full_px)
-            self._fit_full_px = full_px
-        elif full_px != self._fit_full_px:
+            self.full_px = full_px
+        elif full_px != self.full_px:
             raise DataError(
-                f"training batches changed from {self._fit_full_px} to {full_px} px within one fit; "
+                f"training batches changed from {self.full_px} to {full_px} px within one fit; "
                 "the data loader must deliver one full resolution"
             )
 
@@ -232,46 +181,10 @@ class TRDCallback(Callback):
         if self._planned_px is None:
             self._start_fit_at(height)
             px = self.schedule.resolution_px(step, total_steps, height, steps_per_epoch=self.learn.n_iter)
-            images = resize_batch(images, px, self.mode)
-            self.learn.xb = (images, *self.learn.xb[1:])
+            self.learn.xb = (resize_batch(images, px, self.mode), *self.learn.xb[1:])
         elif height != (px := self._planned_px[self.learn.iter]):
             raise DataError(f"the data loader delivered step {step} at {height} px; the schedule planned {px} px")
-        if self.flops is None:  # measured once, on the model as it first trains
-            self.flops = _measured_flops(self.learn, images.shape[1])
-        n_images = images.shape[0] * self.world_size
-        self.running_step = StepRecord(
-            self._fit, self.learn.epoch, step, total_steps, px, self._fit_full_px, n_images,
-            n_images * self.flops.at(px).train_flops,
-        )  # fmt: skip
+        self.step_px = px
 
     def after_batch(self):
-        # after_batch runs only once the step has finished, so an interrupted step is not counted.
-        if self.running_step is not None:
-            if self.keep_records:
-                self.records.append(self.running_step)
-            self._counter.add(self.running_step)
-            self.last_step = self.running_step
-            self.running_step = None
-
-    def after_train(self):
-        self._planned_px = None
-
-    def images_recorded_here(self) -> int:
-        """Images of the steps this process ran, as recorded (all ranks' share of each step)."""
-        return sum(g.images for g in self.groups_here())
-
-    def groups_here(self) -> list[StepGroup]:
-        """The steps this process ran, counted by fit, epoch and resolution."""
-        return self._counter.groups()
-
-    def flops_at(self, px: int) -> ImageFlops:
-        if self.flops is None:
-            raise ConfigError("no step has run yet, so the model's FLOPs are not known")
-        return self.flops.at(px)
-
-    def summary(self, fit: int | None = None) -> ComputeSummary:
-        """Compute of the recorded steps and BatchNorm recalibration (of one ``fit`` if given) against full
-        resolution; ``train_flops`` and ``train_compute_fraction`` are the steps alone."""
-        recalibration = getattr(getattr(self, "learn", None), "recalibrate_bn", None)
-        images = recalibration.images_after(fit) * self.world_size if recalibration is not None else 0
-        return summarize_groups(self.groups(), self.flops_at, fit, recalibration_images=images)
+        self.step_px = None

@@ -11,7 +11,7 @@ from typing import Any
 
 from fastai.callback.core import Callback
 
-from trdcli.callbacks.trd import fit_step
+from trdcli.callbacks.meter import fit_step
 from trdcli.core.data_wait import DataWait, epoch_columns, measure_epoch
 from trdcli.core.divergence import DivergenceWatch
 from trdcli.core.lr_schedule import LRSchedule
@@ -113,8 +113,8 @@ class ReportProgress(Callback):
         row: dict[str, Any] = {"epoch": self.learn.epoch}
         row.update({n: float(v) for n, v in zip(names, values, strict=False)})
         row["wall_s"] = time.perf_counter() - self._t_epoch
-        trd = self.learn.trd
-        ran = [g for g in trd.groups() if g.epoch == self.learn.epoch and g.fit == trd.current_fit]
+        meter = self.learn.compute_meter
+        ran = [g for g in meter.groups() if g.epoch == self.learn.epoch and g.fit == meter.current_fit]
         row["steps_by_px"] = {str(g.px): g.steps for g in sorted(ran, key=lambda g: -g.px)}
         timer = getattr(self.learn, "data_wait_timer", None)
         if timer is not None and timer.last_phase is not None:
@@ -143,7 +143,7 @@ class SaveCheckpoint(Callback):
         state = self.state
         progress = Progress(
             epochs_done=self.learn.epoch + 1,
-            step_groups=[asdict(g) for g in self.learn.trd.groups()],
+            step_groups=[asdict(g) for g in self.learn.compute_meter.groups()],
             history=state.history,
             wall_time_s=state.wall_time_s(),
             lr=state.lr,

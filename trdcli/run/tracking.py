@@ -27,15 +27,16 @@ def _warn(message: str) -> None:
 
 class TRDTracker(Callback):
     """Sends each step's resolution, FLOPs, compute saved, learning rate, loss and data wait, and
-    each epoch's validation, to ``trackers``; needs the Learner's ``TRDCallback``.
+    each epoch's validation, to ``trackers``; needs the Learner's ``ComputeMeter``
+    (:func:`~trdcli.callbacks.trd.trd_callbacks`).
 
-    In a notebook, ``Learner(..., cbs=[TRDCallback(low_res=112), TRDTracker(TensorBoardTracker(dir))])``
+    In a notebook, ``Learner(..., cbs=[*trd_callbacks(low_res=112), TRDTracker(TensorBoardTracker(dir))])``
     logs the compute summary when each fit ends (recalibration included) and writes it out;
     ``learn.trd_tracker.close()`` ends the trackers. ``trd train`` calls :meth:`finish` itself with
     the run's result (``finish_after_fit=False``).
     """
 
-    order = 60  # after TRDCallback (-5) has recorded the step and the Recorder (50) its values
+    order = 60  # after ComputeMeter (-4.5) has recorded the step and the Recorder (50) its values
 
     def __init__(
         self,
@@ -59,7 +60,7 @@ class TRDTracker(Callback):
         self._flops = [0, 0]  # training FLOPs so far, and the baseline's
         self._pending: list[tuple[StepLog, torch.Tensor]] = []
         self._started = self._active = self._trained = False
-        self._logged = None  # the last step logged (TRDCallback.last_step)
+        self._logged = None  # the last step logged (ComputeMeter.last_step)
 
     def before_fit(self):
         # learn.validate() and get_preds() send before_fit, after_epoch and after_fit too, with no
@@ -68,23 +69,23 @@ class TRDTracker(Callback):
         self._active = not finding_lr(self.learn)
         if self._active and not self._started:
             self._started = True
-            trd = self.learn.trd
-            if trd.resumed:  # a resumed run continues its step count and its compute so far
-                self.step = sum(g.steps for g in trd.resumed)
-                summary = trd.summary()
+            meter = self.learn.compute_meter
+            if meter.resumed:  # a resumed run continues its step count and its compute so far
+                self.step = sum(g.steps for g in meter.resumed)
+                summary = meter.summary()
                 self._flops = [summary.train_flops, summary.baseline_train_flops]
             self.trackers.call("start", self.config or {})
 
     def after_batch(self):
         if not (self._active and self.training):
             return
-        trd = self.learn.trd
-        record = trd.last_step
+        meter = self.learn.compute_meter
+        record = meter.last_step
         if record is None or record is self._logged:
             return  # a batch that finished no step (skipped) logs nothing
         self._logged = record
         self._flops[0] += record.train_flops
-        self._flops[1] += record.images * trd.flops_at(record.full_px).train_flops
+        self._flops[1] += record.images * meter.flops_at(record.full_px).train_flops
         waits = getattr(self.learn.dl, "batch_wait_s", None)
         log = StepLog(
             step=self.step,
@@ -134,7 +135,7 @@ class TRDTracker(Callback):
             return
         self.flush()
         if self.finish_after_fit:
-            summary = self.learn.trd.summary()  # RecalibrateBatchNorm (-4) has run: counted
+            summary = self.learn.compute_meter.summary()  # RecalibrateBatchNorm (-4) has run: counted
             scalars = {
                 PREFIX + "compute_fraction": summary.compute_fraction,
                 PREFIX + "compute_saved_frac": summary.compute_saved_frac,

@@ -311,14 +311,14 @@ def _build_dataloaders(config: TrainConfig, folder: ImageFolder, copies, device,
 
 
 def _build_learner(config: TrainConfig, folder: ImageFolder, copies, model, device, log: WarningLog, ranks):
-    """(Learner with TRDCallback and the fit's other callbacks, the FLOPs table)."""
+    """(Learner with trd_callbacks and the fit's other callbacks, the FLOPs table)."""
     import torch
     from fastai.callback.progress import ProgressCallback
     from fastai.learner import Learner
     from fastai.metrics import accuracy
 
     from trdcli.callbacks.regularisation import StageRegularisation
-    from trdcli.callbacks.trd import TRDCallback
+    from trdcli.callbacks.trd import trd_callbacks
     from trdcli.run.callbacks import DataWaitTimer, RanksAgreeOnPlan, SeededPasses
     from trdcli.run.flops_cache import arch_flops, default_cache
     from trdcli.run.optim import loss_func, opt_func, recipe_callbacks
@@ -329,7 +329,7 @@ def _build_learner(config: TrainConfig, folder: ImageFolder, copies, model, devi
         # The loaders' shuffles are drawn alike on every rank (above); augmentation differs.
         torch.manual_seed(config.seed + ranks.rank)
     flops = arch_flops(config.arch, folder.num_classes, full_px=config.size_px, cache=default_cache())
-    trd = TRDCallback(
+    cbs = trd_callbacks(
         schedule=config.schedule,
         mode=config.resize_mode,
         flops=flops,
@@ -340,7 +340,7 @@ def _build_learner(config: TrainConfig, folder: ImageFolder, copies, model, devi
         world_size=ranks.world_size,
         keep_records=False,  # counts only: memory that does not grow with the steps
     )
-    cbs = [trd, DataWaitTimer(), SeededPasses(config.seed, ranks.rank), RanksAgreeOnPlan(ranks)]
+    cbs += [DataWaitTimer(), SeededPasses(config.seed, ranks.rank), RanksAgreeOnPlan(ranks)]
     if config.schedule.has_regularisation:
         cbs.append(StageRegularisation(config.schedule, config.seed))
     cbs += recipe_callbacks(config.recipe)
@@ -437,7 +437,7 @@ def _start_point(learn, config: TrainConfig, progress, state, device) -> None:
 
     if config.resume:
         load_checkpoint(state.run_dir, learn, device)
-        learn.trd.resume_from([StepGroup(**g) for g in progress.step_groups])
+        learn.compute_meter.resume_from([StepGroup(**g) for g in progress.step_groups])
         state.start_epoch = state.epochs_saved = progress.epochs_done
         state.history = progress.history
         state.wall_before_s = progress.wall_time_s
@@ -551,7 +551,7 @@ def _finish(learn, config, folder, state, metrics, flops, device, feed=None) -> 
     from trdcli.run.rundir import save_run
 
     ranks = state.ranks
-    _check_ranks_agree(learn.trd, ranks)
+    _check_ranks_agree(learn.compute_meter, ranks)
     data_wait = summarize(state.history)
     _warn_if_loader_bound(data_wait, config, learn.dls.train.fake_l.num_workers, state.log)
     diverged = _ended_diverged(metrics["train_loss"], folder.num_classes, state.lr, state.log)
@@ -566,7 +566,7 @@ def _finish(learn, config, folder, state, metrics, flops, device, feed=None) -> 
     result = RunResult(
         config=config,
         classes=folder.classes,
-        compute=replace(learn.trd.summary(), valid_flops=valid_flops),
+        compute=replace(learn.compute_meter.summary(), valid_flops=valid_flops),
         metrics=metrics,
         history=state.history,
         **_checked_plan(learn, config),
@@ -601,17 +601,17 @@ def _checked_plan(learn, config: TrainConfig) -> dict:
     plan, which the loader was held to step by step; and the plan's profile over the run for the plot."""
     from trdcli.core.cost import RunShape, plan_groups, plan_profile
 
-    trd, steps_per_epoch = learn.trd, len(learn.dls.train)
+    schedule, steps_per_epoch = learn.trd.schedule, len(learn.dls.train)
     # The plan's shape in steps: a global batch of config.batch_size, steps_per_epoch of them an epoch.
     shape = RunShape(steps_per_epoch * config.batch_size, config.batch_size, config.epochs, config.size_px)
-    planned = plan_groups(trd.schedule, shape)
-    ran = trd.groups()
+    planned = plan_groups(schedule, shape)
+    ran = learn.compute_meter.groups()
     if sorted((g.epoch, g.px, g.steps) for g in ran) != [(g.epoch, g.px, g.steps) for g in planned]:
         raise RuntimeError("the steps the run counted are not the schedule's plan")
-    return {"step_groups": ran, "profile_px": plan_profile(trd.schedule, shape).tolist()}
+    return {"step_groups": ran, "profile_px": plan_profile(schedule, shape).tolist()}
 
 
-def _check_ranks_agree(trd, ranks) -> None:
+def _check_ranks_agree(meter, ranks) -> None:
     """Every rank ran the same steps at the same resolutions, and together the images recorded.
 
     A disagreement is a bug in trd (the schedule and the sharding are meant to make it
@@ -625,14 +625,14 @@ def _check_ranks_agree(trd, ranks) -> None:
         return
     # A digest of the steps this process ran, by fit, epoch and resolution: a few bytes to gather,
     # however long the run (the order within an epoch is the plan's, which the loader is held to).
-    counted = [(g.fit, g.epoch, g.full_px, g.px, g.steps, g.images) for g in trd.groups_here()]
+    counted = [(g.fit, g.epoch, g.full_px, g.px, g.steps, g.images) for g in meter.groups_here()]
     steps = hashlib.sha256(np.asarray(counted, dtype=np.int64).tobytes()).hexdigest()
     if any(other != steps for other in gathered(steps, ranks)):
         raise RuntimeError("the ranks ran different steps or resolutions")
     # Each rank's own images: its batches, which it recorded times the world size.
-    (seen,) = summed([trd.images_recorded_here() // trd.world_size], ranks)
-    if seen != trd.images_recorded_here():
-        raise RuntimeError(f"the ranks trained {seen} images, the record says {trd.images_recorded_here()}")
+    (seen,) = summed([meter.images_recorded_here() // meter.world_size], ranks)
+    if seen != meter.images_recorded_here():
+        raise RuntimeError(f"the ranks trained {seen} images, the record says {meter.images_recorded_here()}")
 
 
 def _ended_diverged(train_loss: float, classes: int, peak_lr: float, log: WarningLog) -> str | None:
