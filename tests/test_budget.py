@@ -154,11 +154,11 @@ def test_compare_budget_end_to_end_and_a_rerun_trains_nothing(folder, tmp_path, 
     for row in payload["budgets"]:
         run = json.loads((out / row["result"]["setting"].replace("@", "_") / "seed0" / "run.json").read_text())
         spent = (run["train_flops"] + run["bn_recalibration_flops"]) / payload["reference_train_flops"]
-        assert row["result"]["compute_fraction"] == pytest.approx(spent)
+        assert row["result"]["recipe_compute_fraction"] == pytest.approx(spent)
         assert {k: v for k, v in run["schedule"].items() if k != "seed"} == row["schedule"]
     fixed = payload["budgets"][1]
     # 24 images, 3 steps an epoch, every one at the solved size: the run spent exactly what was planned.
-    assert fixed["result"]["compute_fraction"] == pytest.approx(fixed["planned_compute_fraction"])
+    assert fixed["result"]["recipe_compute_fraction"] == pytest.approx(fixed["planned_compute_fraction"])
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("run.json")}
     table = runner.invoke(cli.app, budget_args(folder, out, "--setting", "trd-window"))

@@ -109,15 +109,19 @@ def test_the_table_is_what_the_runs_recorded_and_a_rerun_trains_nothing(folder, 
         # Compute against the recipe's 2-epoch baseline: 24 images / batch 8 = 3 steps an epoch.
         reference = 2 * 3 * 8 * runs[0]["train_flops_per_image"]["64"]
         assert payload["reference_train_flops"] == reference
-        assert row["train_compute_fraction"] == statistics.mean(r["train_flops"] / reference for r in runs)
+        assert row["recipe_train_compute_fraction"] == statistics.mean(r["train_flops"] / reference for r in runs)
         # The spread recalibrates on its 3 batches (of the default 8) of 8 images, forward only, at 64 px.
         recal_flops = 3 * 8 * runs[0]["forward_flops_per_image"]["64"] if row["setting"] == "spread" else 0
         assert [r["bn_recalibration_flops"] for r in runs] == [recal_flops] * 2
-        assert row["compute_fraction"] == pytest.approx(
+        assert row["recipe_compute_fraction"] == pytest.approx(
             statistics.mean((r["train_flops"] + recal_flops) / reference for r in runs)
         )
+        # The same key means what it means in run.json: a share of the run's own baseline.
+        assert row["compute_fraction"] == pytest.approx(statistics.mean(r["compute_fraction"] for r in runs))
         assert [r["seed"] for r in runs] == [0, 1] and {r["epochs"] for r in runs} == {row["epochs"]}
-    assert payload["settings"][2]["compute_fraction"] == 0.5  # 1 of 2 epochs at full resolution
+    assert payload["settings"][2]["recipe_compute_fraction"] == 0.5  # 1 of 2 epochs at full resolution
+    assert payload["settings"][2]["compute_fraction"] == 1.0  # every step at full resolution
+    assert set(payload["baselines"]) >= {"compute_fraction", "recipe_compute_fraction"}
     assert (out / "compare.json").is_file() and (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("run.json")}
     table = runner.invoke(cli.app, compare_args(folder, out))

@@ -19,6 +19,7 @@ from trdcli.core.cost import (
     plan_compute,
     recalibration_images,
     summarize_compute,
+    summarize_counts,
 )
 from trdcli.core.schedules import ConstantSchedule, TRDSchedule
 from trdcli.run.flops_cache import FlopsCache, arch_flops
@@ -252,3 +253,13 @@ def test_a_plans_memory_does_not_grow_with_its_steps():
     assert shape.total_steps == 20_000_000 and len(groups) == 400
     assert sum(g.steps for g in groups) == 20_000_000
     assert peak < 40e6  # a few slices' arrays of 262,144 steps
+
+
+def test_the_ledger_is_one_share_of_a_named_baseline():
+    from trdcli.core.ledger import baseline_cost, share_of_baseline
+
+    # 10 images at 4 FLOPs is the baseline of 10 images at 1 FLOP (reduced) plus 0 recalibration: a quarter.
+    assert share_of_baseline(10 * 1, baseline_cost(10, 4)) == 0.25
+    assert share_of_baseline(0, baseline_cost(0, 4)) == 1.0  # nothing trained: no saving claimed
+    summary = summarize_counts({64: 1, 32: 3}, {64: 8, 32: 24}, 64, lambda px: ImageFlops(px, px * px, 3 * px * px))
+    assert summary.train_compute_fraction == share_of_baseline(8 * 3 * 64**2 + 24 * 3 * 32**2, 32 * 3 * 64**2)

@@ -467,7 +467,7 @@ def compare_table(rows: list[dict[str, Any]], title: str) -> Table:
             str(len(row["seeds"])),
             _mean_std(row, "top1", fmt_pct),
             _mean_std(row, "top5", fmt_pct),
-            fmt_pct(row["compute_fraction"]),
+            fmt_pct(row["recipe_compute_fraction"]),
             delta,
             _mean_std(row, "wall_time_s", fmt_duration),
         )
@@ -500,7 +500,7 @@ def _result_cells(result: dict[str, Any]) -> list[str]:
     """Seeds, top-1, top-5 and compute of a summary row."""
     return [
         str(len(result["seeds"])), _mean_std(result, "top1", fmt_pct), _mean_std(result, "top5", fmt_pct),
-        fmt_pct(result["compute_fraction"]),
+        fmt_pct(result["recipe_compute_fraction"]),
     ]  # fmt: skip
 
 

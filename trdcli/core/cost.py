@@ -28,6 +28,7 @@ import numpy as np
 
 from trdcli.core.defaults import recalibration_batches
 from trdcli.core.errors import ConfigError, require_positive_int
+from trdcli.core.ledger import baseline_cost, share_of_baseline
 from trdcli.core.schedules import ResolutionSchedule
 
 if TYPE_CHECKING:
@@ -437,7 +438,7 @@ class ComputeSummary:
     @property
     def compute_fraction(self) -> float:
         """The run's compute (steps and recalibration) over the baseline's."""
-        return self.run_flops / self.baseline_train_flops if self.baseline_train_flops else 1.0
+        return share_of_baseline(self.run_flops, self.baseline_train_flops)
 
     @property
     def compute_saved_frac(self) -> float:
@@ -446,7 +447,7 @@ class ComputeSummary:
     @property
     def train_compute_fraction(self) -> float:
         """The training steps alone over the baseline's."""
-        return self.train_flops / self.baseline_train_flops if self.baseline_train_flops else 1.0
+        return share_of_baseline(self.train_flops, self.baseline_train_flops)
 
     @property
     def train_compute_saved_frac(self) -> float:
@@ -500,7 +501,7 @@ def summarize_counts(
         images_by_px=images,
         flops_by_px=flops_by_px,
         train_flops=sum(images[px] * flops_by_px[px].train_flops for px in pxs),
-        baseline_train_flops=sum(images.values()) * full.train_flops,
+        baseline_train_flops=baseline_cost(sum(images.values()), full.train_flops),
         valid_flops=validation_flops(valid_images, valid_passes, full.forward_flops, valid_devices),
         recalibration_flops=recalibration_images * full.forward_flops,
     )

@@ -20,7 +20,7 @@ import numpy as np
 from trdcli.core.errors import ConfigError
 from trdcli.core.schedules import MIN_PX
 from trdcli.plan.setting import Setting, planned_fraction
-from trdcli.plan.solve import grid, most_within, nearest_below_note
+from trdcli.plan.solve import grid, nearest_below_note, solve_within
 from trdcli.run.config import TrainConfig
 
 # The families, each with the one parameter solved for it (docs/cli.md has the table): trd's default
@@ -130,25 +130,19 @@ def solve_family(
     family: str, budget_frac: float, recipe: TrainConfig, train_images: int, num_classes: int
 ) -> BudgetRow:
     """The family's setting with the most compute that does not exceed ``budget_frac``
-    (:func:`~trdcli.plan.solve.most_within` on its parameter's grid, where compute rises with the index)."""
+    (:func:`~trdcli.plan.solve.solve_within` on its parameter's grid, in order of rising compute)."""
     candidates = _candidates(family, recipe, budget_label(family, budget_frac))
-    cache: dict[int, float] = {}
+    def planned(value) -> float:
+        return planned_fraction(candidates.make(value), recipe, train_images, num_classes, seed=None)
 
-    def fraction(index: int) -> float:
-        if index not in cache:
-            setting = candidates.make(candidates.values[index])
-            cache[index] = planned_fraction(setting, recipe, train_images, num_classes, seed=None)
-        return cache[index]
-
-    lo = most_within(len(candidates.values), fraction, budget_frac)
-    if lo is None:
-        cheapest = fraction(0) if candidates.values else 1.0
+    solved = solve_within(candidates.values, planned, budget_frac)
+    if solved.value is None:
         shown = candidates.show(candidates.values[0]) if candidates.values else "-"
-        note = f"cannot reach {budget_frac:.0%}: its cheapest setting ({shown}) spends {cheapest:.1%}"
-        return BudgetRow(budget_frac, family, None, shown, cheapest, note)
-    value, spent = candidates.values[lo], fraction(lo)
-    note = nearest_below_note(spent, budget_frac)
-    return BudgetRow(budget_frac, family, candidates.make(value), candidates.show(value), spent, note)
+        note = f"cannot reach {budget_frac:.0%}: its cheapest setting ({shown}) spends {solved.spent_frac:.1%}"
+        return BudgetRow(budget_frac, family, None, shown, solved.spent_frac, note)
+    note = nearest_below_note(solved.spent_frac, budget_frac)
+    setting, shown = candidates.make(solved.value), candidates.show(solved.value)
+    return BudgetRow(budget_frac, family, setting, shown, solved.spent_frac, note)
 
 
 def solve_budgets(

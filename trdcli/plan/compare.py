@@ -6,9 +6,12 @@ the runs that finished and resumes the one that was interrupted. The summary is 
 from each run's ``run.json``: what the table shows is what the runs recorded.
 
 A setting's compute is what its runs spent: training steps, and the forward passes of BatchNorm
-recalibration when it recalibrates, against the recipe's baseline: ``run.json``'s
-``compute_fraction`` for a run of the recipe's epochs, the same definition (``train_compute_fraction``
-is the training steps alone). A fewer-epochs baseline is measured against the recipe's.
+recalibration when it recalibrates, as a share of two baselines (:mod:`trdcli.core.ledger`), each
+named in ``compare.json``'s ``baselines``: ``compute_fraction`` of the run's own (its steps at full
+resolution, as in ``run.json``) and ``recipe_compute_fraction`` of the recipe's (its epochs at full
+resolution), which the tables, the plot and the budgets show; for a run of the recipe's epochs the
+two are one number, and a fewer-epochs baseline spends a share of the recipe's below 1
+(``train_``: the training steps alone).
 
 The **equal-compute baseline** of a setting is the full-resolution baseline trained for the
 number of epochs whose compute is closest to the setting's (``fraction * epochs`` rounded, ties
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from trdcli.core.errors import ConfigError
+from trdcli.core.ledger import share_of_baseline
 from trdcli.core.recipes import Recipe
 from trdcli.core.schedules import ConstantSchedule
 from trdcli.plan.budget import check_budgets, check_families, solve_budgets
@@ -100,9 +104,27 @@ def run_dir_name(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=-]+", "_", label).strip("_") or "setting"
 
 
-def run_compute_fraction(run: dict[str, Any], reference_train_flops: int) -> float:
-    """What a run spent, training and recalibrating BatchNorm, against the recipe's baseline."""
-    return (run["train_flops"] + run.get("bn_recalibration_flops", 0)) / reference_train_flops
+def run_shares(run: dict[str, Any], reference_train_flops: int) -> dict[str, float]:
+    """What a run spent, training and recalibrating BatchNorm (``train_``: training alone), as a share of
+    its own baseline and of the recipe's (``reference_train_flops``)."""
+    spent, train = run["train_flops"] + run.get("bn_recalibration_flops", 0), run["train_flops"]
+    own = run["baseline_train_flops"]
+    return {
+        "compute_fraction": share_of_baseline(spent, own),
+        "train_compute_fraction": share_of_baseline(train, own),
+        "recipe_compute_fraction": share_of_baseline(spent, reference_train_flops),
+        "recipe_train_compute_fraction": share_of_baseline(train, reference_train_flops),
+    }
+
+
+def baselines_described(compared: CompareResult) -> dict[str, str]:
+    """compare.json's ``baselines``: which baseline each share is of."""
+    recipe = f"the recipe's {compared.config.recipe.epochs} epochs at full resolution (reference_train_flops)"
+    return {
+        "compute_fraction": "the run's own steps at full resolution, as in run.json",
+        "recipe_compute_fraction": recipe,
+        "planned_compute_fraction": recipe,
+    }
 
 
 def equal_compute_epochs(fraction: float, epochs: int) -> int:
@@ -239,13 +261,9 @@ def summary_rows(compared: CompareResult) -> list[dict[str, Any]]:
             "epochs": result.runs[0]["epochs"],
             "seeds": [run["seed"] for run in result.runs],
             "recipe": result.runs[0]["config"].get("recipe"),
-            "compute_fraction": statistics.mean(
-                run_compute_fraction(r, compared.reference_train_flops) for r in result.runs
-            ),
-            "train_compute_fraction": statistics.mean(
-                r["train_flops"] / compared.reference_train_flops for r in result.runs
-            ),
         }
+        shares = [run_shares(r, compared.reference_train_flops) for r in result.runs]
+        row.update({key: statistics.mean(s[key] for s in shares) for key in shares[0]})
         for key, values in (
             ("top1", [run["metrics"]["top1"] for run in result.runs]),
             ("top5", [run["metrics"]["top5"] for run in result.runs if "top5" in run["metrics"]]),
@@ -288,14 +306,14 @@ def compare_json(compared: CompareResult) -> dict[str, Any]:
         "recipe": compared.config.recipe.describe(),
         "seeds": list(compared.config.seeds),
         "reference_train_flops": compared.reference_train_flops,
+        "baselines": baselines_described(compared),
         "budgets": budget_summary(compared, rows),
         "settings": rows,
         "runs": [
             {
                 "setting": r.setting.label,
                 **{k: run[k] for k in ("seed", "run_dir", "metrics", "wall_time_s")},
-                "compute_fraction": run_compute_fraction(run, compared.reference_train_flops),
-                "train_compute_fraction": run["train_flops"] / compared.reference_train_flops,
+                **run_shares(run, compared.reference_train_flops),
             }
             for r in compared.settings
             for run in r.runs

@@ -28,8 +28,9 @@ from trdcli.core.cost import (
 )
 from trdcli.core.defaults import DEFAULT_MIN_SCALE, recalibration_batches
 from trdcli.core.errors import ConfigError, named
+from trdcli.core.ledger import baseline_cost, share_of_baseline
 from trdcli.core.schedules import ResolutionSchedule, TRDSchedule
-from trdcli.plan.solve import grid, most_within, schedule_cost
+from trdcli.plan.solve import grid, schedule_cost, solve_within
 from trdcli.run.feed import DEFAULT_FEED_SAMPLE, FeedCheck, feed_check, measure_loader
 from trdcli.run.throughput import Throughput, measure_throughput
 
@@ -253,10 +254,10 @@ def solve_budget(
     """
     full = shape.full_px
     ratio = cost_of_px(low_px) / cost_of_px(full)
-    baseline = float(shape.total_images) * cost_of_px(full)
+    baseline = baseline_cost(shape.total_images, float(cost_of_px(full)))
 
     def fraction_of(schedule: ResolutionSchedule) -> float:
-        return (schedule_cost(schedule, shape, cost_of_px)[0] + recalibration_cost) / baseline
+        return share_of_baseline(schedule_cost(schedule, shape, cost_of_px)[0] + recalibration_cost, baseline)
 
     if budget_frac >= 1:
         return BudgetOption(low_px, None, None, 1.0, 1.0, "the full-resolution baseline already fits")
@@ -264,19 +265,16 @@ def solve_budget(
         reason = f"infeasible: even every step at {low_px} px costs {ratio:.1%} of the baseline"
         return BudgetOption(low_px, None, None, None, None, reason)
     # Values in order of rising compute: the most reduction first.
-    untils, probs = grid(1.0, 0.001), grid(1.0, 0.0)
-    windows = [TRDSchedule(low_px, until=u) for u in untils]
-    spreads = [TRDSchedule(low_px, until=1.0, prob=p, seed=seed) for p in probs]
-    at_until = most_within(len(untils), lambda i: fraction_of(windows[i]), budget_frac)
-    at_prob = most_within(len(probs), lambda i: fraction_of(spreads[i]), budget_frac)
-    if at_until is None and at_prob is None:
+    window = solve_within(grid(1.0, 0.001), lambda u: fraction_of(TRDSchedule(low_px, until=u)), budget_frac)
+    spread = solve_within(
+        grid(1.0, 0.0), lambda p: fraction_of(TRDSchedule(low_px, until=1.0, prob=p, seed=seed)), budget_frac
+    )
+    if window.value is None and spread.value is None:
         reason = f"infeasible: every step at {low_px} px and BatchNorm recalibration cost more than the budget"
         return BudgetOption(low_px, None, None, None, None, reason)
-    until = untils[at_until] if at_until is not None else None
-    prob = probs[at_prob] if at_prob is not None else None
-    window = fraction_of(windows[at_until]) if at_until is not None else None
-    spread = fraction_of(spreads[at_prob]) if at_prob is not None else None
-    return BudgetOption(low_px, until, prob, window, spread)
+    window_frac = window.spent_frac if window.value is not None else None
+    spread_frac = spread.spent_frac if spread.value is not None else None
+    return BudgetOption(low_px, window.value, spread.value, window_frac, spread_frac)
 
 
 def alternative_low_resolutions(full_px: int, min_px: int = 32) -> list[int]:

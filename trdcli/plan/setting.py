@@ -87,6 +87,7 @@ def planned_fraction(
     reduced times its saving), which is what a budget is solved on; otherwise that seed's exact plan.
     """
     from trdcli.core.cost import RunShape, recalibration_images
+    from trdcli.core.ledger import baseline_cost, share_of_baseline
     from trdcli.plan.solve import schedule_cost
     from trdcli.run.flops_cache import arch_flops, default_cache
 
@@ -100,4 +101,4 @@ def planned_fraction(
     batches = recalibration_batches(setting.bn_recalibrate, any_reduced, full.has_batchnorm)
     recal_flops = recalibration_images(batches, shape) * full.recalibration_flops
     baseline = RunShape(train_images, recipe.batch_size, recipe.epochs, recipe.size_px)
-    return (train_flops + recal_flops) / (baseline.total_images * full.train_flops)
+    return share_of_baseline(train_flops + recal_flops, baseline_cost(baseline.total_images, full.train_flops))

@@ -10,7 +10,9 @@ found by bisection over values in order of rising compute.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -60,6 +62,34 @@ def most_within(count: int, fraction_at: Callable[[int], float], budget_frac: fl
         else:
             hi = mid - 1
     return lo
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Solved(Generic[T]):
+    """What :func:`solve_within` found: the value that spends the most within the budget (None: even
+    the cheapest spends more) and its share of the baseline (or the cheapest's)."""
+
+    value: T | None
+    spent_frac: float
+
+
+def solve_within(values: Sequence[T], fraction_of: Callable[[T], float], budget_frac: float) -> Solved[T]:
+    """The one budget solver: of ``values`` in order of rising compute, the one with the most compute whose
+    ``fraction_of`` (its share of the baseline) is within ``budget_frac``; each value is costed once."""
+    spent: dict[int, float] = {}
+
+    def fraction_at(index: int) -> float:
+        if index not in spent:
+            spent[index] = fraction_of(values[index])
+        return spent[index]
+
+    index = most_within(len(values), fraction_at, budget_frac)
+    if index is None:
+        return Solved(None, fraction_at(0) if values else 1.0)
+    return Solved(values[index], fraction_at(index))
 
 
 def grid(start: float, stop: float, step: float = 0.001) -> list[float]:

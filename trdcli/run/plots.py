@@ -77,11 +77,11 @@ def save_compare_plot(payload: dict, path: Path) -> None:
             if row["setting"] in in_budget:
                 continue
             runs = [r for r in payload["runs"] if r["setting"] == row["setting"]]
-            xs = [r["compute_fraction"] for r in runs]
+            xs = [r["recipe_compute_fraction"] for r in runs]
             ys = [100 * r["metrics"]["top1"] for r in runs]
             dots = ax.scatter(xs, ys, s=14, alpha=0.5)
             ax.errorbar(
-                row["compute_fraction"],
+                row["recipe_compute_fraction"],
                 100 * row["top1_mean"],
                 yerr=100 * row["top1_std"],
                 fmt="o",
@@ -103,7 +103,7 @@ def _plot_budget_families(ax, budgets: list[dict]) -> set[str]:
     families = dict.fromkeys(b["family"] for b in budgets)
     for family in families:
         results = [b["result"] for b in budgets if b["family"] == family and b["reached"]]
-        points = sorted((r["compute_fraction"], 100 * r["top1_mean"], 100 * r["top1_std"]) for r in results)
+        points = sorted((r["recipe_compute_fraction"], 100 * r["top1_mean"], 100 * r["top1_std"]) for r in results)
         drawn |= {r["setting"] for r in results}
         if points:
             xs, ys, errs = zip(*points, strict=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from trdcli.core.errors import ConfigError
+from trdcli.core.ledger import share_of_baseline
 
 PREFIX = "trd/"
 # How a run (or a comparison) ended, as trackers are told when they close: trained to the end; stopped
@@ -51,7 +52,7 @@ class StepLog:
     @property
     def compute_saved_frac(self) -> float:
         """Of the training steps so far (BatchNorm recalibration comes after the last step)."""
-        return 1.0 - self.train_flops / self.baseline_train_flops
+        return 1.0 - share_of_baseline(self.train_flops, self.baseline_train_flops)
 
     def scalars(self) -> dict[str, float]:
         out = {

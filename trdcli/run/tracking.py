@@ -18,6 +18,7 @@ from fastai.callback.core import Callback
 
 from trdcli.callbacks.batchnorm import finding_lr
 from trdcli.core.errors import ConfigError
+from trdcli.core.ledger import baseline_cost
 from trdcli.run.trackers import PREFIX, RunSummary, StepLog, Tracker, _Guarded, check_trackers, make_trackers
 
 
@@ -85,7 +86,7 @@ class TRDTracker(Callback):
             return  # a batch that finished no step (skipped) logs nothing
         self._logged = record
         self._flops[0] += record.train_flops
-        self._flops[1] += record.images * meter.flops_at(record.full_px).train_flops
+        self._flops[1] += baseline_cost(record.images, meter.flops_at(record.full_px).train_flops)
         waits = getattr(self.learn.dl, "batch_wait_s", None)
         log = StepLog(
             step=self.step,
