@@ -14,7 +14,6 @@ from trdcli.core.cost import (
     ImageFlops,
     RunShape,
     count_image_flops,
-    idealised_flops,
     meta_copy,
     plan_compute,
     recalibration_images,
@@ -67,7 +66,7 @@ def test_grouped_and_depthwise_backward_is_twice_the_forward(groups):
     second = 16 * 16 * 32 * (32 // groups) * 9
     assert flops.forward_flops == 2 * (first + second)
     # First layer: weight gradient only; second: input and weight gradients.
-    assert flops.backward_flops == 2 * (first + 2 * second)
+    assert flops.train_flops - flops.forward_flops == 2 * (first + 2 * second)
 
 
 def test_hand_counted_conv_and_linear():
@@ -77,7 +76,7 @@ def test_hand_counted_conv_and_linear():
     linear_macs = 8 * 16 * 16 * 10
     assert flops.forward_flops == 2 * (conv_macs + linear_macs)
     # Backward: weight grads for both layers, input grad only for the linear (the image needs none).
-    assert flops.backward_flops == 2 * (conv_macs + 2 * linear_macs)
+    assert flops.train_flops - flops.forward_flops == 2 * (conv_macs + 2 * linear_macs)
 
 
 @pytest.mark.slow
@@ -95,6 +94,16 @@ def test_paper_settings_measured_compute_fraction(resnet50_flops, until, expecte
     # Baseline = epochs * images (whole batches) * train FLOPs per image at 224.
     images = IMAGENET.epochs * (IMAGENET.train_images // 256) * 256
     assert summary.baseline_train_flops == images * resnet50_flops.at(224).train_flops
+
+
+def idealised_flops(full_px: int, flops_at_full: ImageFlops):
+    """Per-image cost that scales exactly with pixel count, ``(px / full_px) ** 2``: the paper's arithmetic."""
+
+    def at(px: int) -> ImageFlops:
+        ratio = (px / full_px) ** 2
+        return ImageFlops(px, round(flops_at_full.forward_flops * ratio), round(flops_at_full.train_flops * ratio))
+
+    return at
 
 
 @pytest.mark.parametrize(("until", "expected"), [(0.9, 0.325), (0.5, 0.625)])
@@ -165,7 +174,8 @@ def test_run_shape_steps_and_errors():
     shape = RunShape(train_images=1000, batch_size=64, epochs=3, full_px=224)
     assert shape.steps_per_epoch == 15  # the last partial batch is dropped, as fastai does
     assert shape.total_steps == 45
-    assert RunShape(1000, 64, 3, 224, drop_last=False).images_per_step().sum() == 3000
+    whole = RunShape(1000, 64, 3, 224, drop_last=False)  # 16 steps an epoch, the last of 40 images
+    assert whole.images_at(np.arange(whole.total_steps)).sum() == 3000
     with pytest.raises(ValueError, match="batch size 64 is larger than the 10 training images"):
         RunShape(10, 64, 1, 224)
     with pytest.raises(ValueError, match="`epochs` must be a positive integer, got 0"):

@@ -7,7 +7,7 @@ import torch
 
 from trdcli.core.cost import count_image_flops
 from trdcli.core.errors import ConfigError
-from trdcli.run.models import UnknownArchError, build_model, check_arch, list_archs, load_weights
+from trdcli.run.models import UnknownArchError, build_model, check_arch, fastai_archs, load_weights, torchvision_archs
 
 
 @pytest.mark.slow
@@ -29,7 +29,7 @@ def test_families_build_from_scratch_and_take_reduced_steps(arch):
 
 
 def test_list_and_check():
-    names = list_archs()
+    names = [*torchvision_archs(), *fastai_archs()]
     assert {"resnet50", "convnext_tiny", "xresnet50"} <= set(names)
     assert not any(n.startswith("vit_") for n in names)
     with pytest.raises(UnknownArchError, match="did you mean resnet50"):

@@ -51,10 +51,6 @@ class ImageFlops:
     has_batchnorm: bool = True
 
     @property
-    def backward_flops(self) -> int:
-        return self.train_flops - self.forward_flops
-
-    @property
     def recalibration_flops(self) -> int:
         """What recalibrating BatchNorm on one image costs: a forward pass, if there is BatchNorm to recalibrate."""
         return self.forward_flops if self.has_batchnorm else 0
@@ -401,10 +397,6 @@ class RunShape:
             images[last] = self.train_images % self.batch_size
         return images
 
-    def images_per_step(self) -> np.ndarray:
-        """Images in each step of the run: one entry per step, for small runs (tests, notebooks)."""
-        return self.images_at(np.arange(self.total_steps, dtype=np.int64))
-
     def slices(self) -> Iterator[tuple[int, int]]:
         """The run's steps as ``[start, stop)`` slices of at most PLAN_SLICE_STEPS."""
         for start in range(0, self.total_steps, PLAN_SLICE_STEPS):
@@ -689,18 +681,3 @@ def plan_compute(
         valid_devices=devices,
         recalibration_images=recalibration_images(batches, shape),
     )
-
-
-def idealised_flops(full_px: int, flops_at_full: ImageFlops) -> Callable[[int], ImageFlops]:
-    """Per-image cost that scales exactly with pixel count, ``(px / full_px) ** 2``: the paper's arithmetic."""
-
-    def at(px: int) -> ImageFlops:
-        ratio = (px / full_px) ** 2
-        return ImageFlops(
-            px=px,
-            forward_flops=round(flops_at_full.forward_flops * ratio),
-            train_flops=round(flops_at_full.train_flops * ratio),
-            has_batchnorm=flops_at_full.has_batchnorm,
-        )
-
-    return at

@@ -52,7 +52,7 @@ class PublishedRate:
 
     arch: str
     px: int
-    peak_flops: float  # of one device, at the precision of the measurement
+    peak_flops_per_s: float  # of one device, at the precision of the measurement
     images_per_s_by_devices: dict[int, float]  # whole-job images/s on 1 device, on 8, ...
     source: str
 
@@ -61,13 +61,13 @@ class PublishedRate:
         largest multi-device figure (data-parallel overhead included) for several."""
         count = 1 if devices == 1 else max(self.images_per_s_by_devices)
         per_device = self.images_per_s_by_devices[count] / count
-        return per_device * train_flops_per_image / self.peak_flops
+        return per_device * train_flops_per_image / self.peak_flops_per_s
 
 
 NVIDIA_RESNET50_A100 = PublishedRate(
     arch="resnet50",
     px=224,
-    peak_flops=312e12,
+    peak_flops_per_s=312e12,
     images_per_s_by_devices={1: 2470.0, 8: 16621.0},
     source="NVIDIA DeepLearningExamples, ResNet-50 v1.5, PyTorch, mixed precision, A100 80GB: "
     "2,470 img/s on 1 GPU, 16,621 on 8",
@@ -85,19 +85,19 @@ def published_utilisation(devices: int, cache=None) -> tuple[float, str]:
 
 
 def throughput_from_gpu_flops(
-    peak_flops: float,
+    peak_flops_per_s: float,
     utilisation_by_px: dict[int, float],
     pxs: list[int],
     flops_at: Callable[[int], ImageFlops],
     source: str = "as given",
 ) -> Throughput:
-    """Images/s if the device sustained the given utilisation of ``peak_flops`` FLOP/s.
+    """Images/s if the device sustained the given utilisation of ``peak_flops_per_s`` FLOP/s.
 
     Between the resolutions of ``utilisation_by_px``, utilisation is interpolated linearly in
     train FLOPs; outside them it is the nearest one's.
     """
-    if not peak_flops > 0:
-        raise ConfigError(f"`gpu_flops` must be positive (FLOP/s, e.g. 312e12), got {peak_flops}")
+    if not peak_flops_per_s > 0:
+        raise ConfigError(f"`gpu_flops` must be positive (FLOP/s, e.g. 312e12), got {peak_flops_per_s}")
     if not utilisation_by_px:
         raise ConfigError("`utilisation` needs at least one share")
     for px, share in utilisation_by_px.items():
@@ -107,13 +107,15 @@ def throughput_from_gpu_flops(
     xs = [flops_at(px).train_flops for px in known]
     ys = [utilisation_by_px[px] for px in known]
     rates = {
-        px: peak_flops * float(np.interp(flops_at(px).train_flops, xs, ys)) / flops_at(px).train_flops for px in pxs
+        px: peak_flops_per_s * float(np.interp(flops_at(px).train_flops, xs, ys)) / flops_at(px).train_flops
+        for px in pxs
     }
     if len(known) == 1:
         shares = f"{ys[0]:.1%} of it at every resolution"
     else:
         shares = ", ".join(f"{utilisation_by_px[px]:.1%} at {px} px" for px in sorted(known, reverse=True))
-    return Throughput(rates, f"assumed, not measured: {peak_flops / 1e12:,.0f} TFLOP/s per device, {shares} ({source})")
+    tflops = peak_flops_per_s / 1e12
+    return Throughput(rates, f"assumed, not measured: {tflops:,.0f} TFLOP/s per device, {shares} ({source})")
 
 
 def measurement_points(pxs: list[int], most: int = 5) -> list[int]:
@@ -346,7 +348,7 @@ class GpuRate:
     (:func:`published_utilisation`), at every resolution.
     """
 
-    peak_flops: float
+    peak_flops_per_s: float
     utilisation: dict[int, float] | None = None
 
 
@@ -442,12 +444,12 @@ def _throughput(options: PlanOptions, num_classes: int, pxs: list[int], flops) -
 
 def _gpu_throughput(rate: GpuRate, devices: int, pxs: list[int], flops) -> Throughput:
     if rate.utilisation is not None:
-        return throughput_from_gpu_flops(rate.peak_flops, rate.utilisation, pxs, flops.at)
+        return throughput_from_gpu_flops(rate.peak_flops_per_s, rate.utilisation, pxs, flops.at)
     from trdcli.run.flops_cache import default_cache
 
     utilisation, source = published_utilisation(devices, cache=default_cache())
     source += "; smaller images rarely reach it, so reduced steps may take longer than this"
-    return throughput_from_gpu_flops(rate.peak_flops, {max(pxs): utilisation}, pxs, flops.at, source)
+    return throughput_from_gpu_flops(rate.peak_flops_per_s, {max(pxs): utilisation}, pxs, flops.at, source)
 
 
 def plan(options: PlanOptions) -> PlanReport:

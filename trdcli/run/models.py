@@ -43,11 +43,6 @@ def fastai_archs() -> tuple[str, ...]:
     return tuple(sorted(n for n in xresnet.__all__ if n.startswith(("xresnet", "xresnext", "xse_", "xsenet"))))
 
 
-def list_archs() -> list[str]:
-    """Every architecture name :func:`build_model` accepts (timm's appear as ``timm/<name>``)."""
-    return [*torchvision_archs(), *fastai_archs()]
-
-
 def _timm_available() -> bool:
     try:
         import timm  # noqa: F401
