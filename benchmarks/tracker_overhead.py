@@ -30,8 +30,8 @@ from torch.utils.data import TensorDataset
 
 from trdcli.callbacks.trd import TRDCallback
 from trdcli.run.models import build_model
-from trdcli.run.trackers import TRACKERS, StepLog
-from trdcli.run.tracking import TRDTracker
+from trdcli.trackers.callback import TRDTracker
+from trdcli.trackers.interface import TRACKERS, StepLog
 
 NONE = "without tracker"
 

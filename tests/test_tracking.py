@@ -19,8 +19,8 @@ from trdcli.core.schedules import TRDSchedule
 from trdcli.run.config import TrainConfig
 from trdcli.run.flops_cache import arch_flops
 from trdcli.run.observer import TrainObserver
-from trdcli.run.trackers import RunSummary, StepLog, flat_hparams
-from trdcli.run.tracking import TRDTracker
+from trdcli.trackers.callback import TRDTracker
+from trdcli.trackers.interface import RunSummary, StepLog, flat_hparams
 
 pytest.importorskip("tensorboard", reason="pip install -e '.[tensorboard]'")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
@@ -187,8 +187,8 @@ def test_a_failing_tracker_is_dropped_with_a_warning_and_the_others_go_on():
 
 @pytest.mark.slow
 def test_a_real_run_goes_on_when_its_tracker_fails(tmp_path, monkeypatch):
-    from trdcli.run.tensorboard_tracker import TensorBoardTracker
     from trdcli.run.train import train
+    from trdcli.trackers.tensorboard_tracker import TensorBoardTracker
 
     def full_disk(self, steps):
         raise OSError(28, "No space left on device")
@@ -378,7 +378,7 @@ def test_a_resumed_run_continues_its_wandb_run(tmp_path, offline_wandb):
     from dataclasses import replace
 
     from trdcli.run.train import train
-    from trdcli.run.wandb_tracker import RUN_ID_FILE
+    from trdcli.trackers.wandb_tracker import RUN_ID_FILE
 
     config = _stopped_run(tmp_path, ("wandb",))
     train(replace(config, resume=tmp_path / "run"))
@@ -505,7 +505,7 @@ def test_mlflow_marks_an_interrupted_run_killed_and_its_resumption_finished(tmp_
 )
 def test_how_a_run_ended_is_named_for_the_trackers(exc, outcome):
     from trdcli.core.errors import TrainingDiverged, TrainingInterrupted
-    from trdcli.run.trackers import outcome_of
+    from trdcli.trackers.interface import outcome_of
 
     assert outcome_of(exc) == outcome
     assert outcome_of(TrainingInterrupted(Path("run"), 1, True, "SIGTERM")) == "killed"

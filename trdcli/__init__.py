@@ -48,11 +48,11 @@ _EXPORTS = {
     "load_model": "trdcli.run.rundir",
     "TRDError": "trdcli.core.errors",
     "arch_flops": "trdcli.run.flops_cache",
-    "TRDTracker": "trdcli.run.tracking",
-    "TensorBoardTracker": "trdcli.run.tensorboard_tracker",
-    "Tracker": "trdcli.run.trackers",
-    "WandbTracker": "trdcli.run.wandb_tracker",
-    "MlflowTracker": "trdcli.run.mlflow_tracker",
+    "TRDTracker": "trdcli.trackers.callback",
+    "TensorBoardTracker": "trdcli.trackers.tensorboard_tracker",
+    "Tracker": "trdcli.trackers.interface",
+    "WandbTracker": "trdcli.trackers.wandb_tracker",
+    "MlflowTracker": "trdcli.trackers.mlflow_tracker",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -88,12 +88,12 @@ if TYPE_CHECKING:
     )
     from trdcli.run.callbacks import lr_scheduler
     from trdcli.run.flops_cache import arch_flops
-    from trdcli.run.mlflow_tracker import MlflowTracker
     from trdcli.run.rundir import load_model
-    from trdcli.run.tensorboard_tracker import TensorBoardTracker
-    from trdcli.run.trackers import Tracker
-    from trdcli.run.tracking import TRDTracker
-    from trdcli.run.wandb_tracker import WandbTracker
+    from trdcli.trackers.callback import TRDTracker
+    from trdcli.trackers.interface import Tracker
+    from trdcli.trackers.mlflow_tracker import MlflowTracker
+    from trdcli.trackers.tensorboard_tracker import TensorBoardTracker
+    from trdcli.trackers.wandb_tracker import WandbTracker
 
 
 def __getattr__(name: str):

@@ -181,7 +181,7 @@ def _is_full_baseline(setting: Setting) -> bool:
 def run_compare(config: CompareConfig, observer: TrainObserver | None = None) -> CompareResult:
     """Train every setting x seed (skipping finished runs, resuming interrupted ones); summarise from run.json."""
     from trdcli.data.folders import scan_image_folder
-    from trdcli.run.trackers import close_run_group, open_run_group, outcome_of
+    from trdcli.trackers.interface import close_run_group, open_run_group, outcome_of
 
     observer = observer or TrainObserver()
     observer.stage("planning the comparison")

@@ -19,7 +19,7 @@ from trdcli.core.errors import ConfigError, require_positive_int
 from trdcli.core.lr_schedule import LRSchedule
 from trdcli.core.recipes import Recipe
 from trdcli.core.schedules import ConstantSchedule, ResolutionSchedule
-from trdcli.run.trackers import check_trackers
+from trdcli.trackers.interface import check_trackers
 
 # fastai book's from-scratch one-cycle rate for Imagenette (ch. 7).
 DEFAULT_LR = 3e-3
@@ -80,7 +80,7 @@ class TrainConfig:
     # Warn that the run is loader-bound when it waited for data longer than this share of its
     # training time (trdcli.core.data_wait).
     max_data_wait_frac: float = DEFAULT_MAX_DATA_WAIT_FRAC
-    # Trackers that watch the run (trdcli.run.tracking.TRACKERS), each writing under the run directory.
+    # Trackers that watch the run (trdcli.trackers.callback.TRACKERS), each writing under the run directory.
     log_to: tuple[str, ...] = ()
     # Reduced steps read a fresh `trd prepare` copy: this folder (an error if it is not fresh), or
     # by default the one beside the data (the originals, with a warning, if it is stale).

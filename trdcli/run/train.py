@@ -17,7 +17,7 @@ from trdcli.data.folders import ImageFolder
 from trdcli.run.config import TrainConfig
 from trdcli.run.observer import TrainObserver, WarningLog
 from trdcli.run.results import RunResult
-from trdcli.run.trackers import RunGroup, outcome_of
+from trdcli.trackers.interface import RunGroup, outcome_of
 
 # --size above this multiple of the images' own shorter side only upsamples: warn.
 _UPSAMPLE_WARN_RATIO = 2.0
@@ -104,8 +104,8 @@ def _add_tracker(learn, config: TrainConfig, state, group):
     ``group``: the comparison the run belongs to."""
     if not config.log_to or not state.ranks.is_main:
         return None
-    from trdcli.run.trackers import make_trackers
-    from trdcli.run.tracking import TRDTracker
+    from trdcli.trackers.callback import TRDTracker
+    from trdcli.trackers.interface import make_trackers
 
     try:
         trackers = make_trackers(config.log_to, state.run_dir, group, note=state.log.note)
@@ -121,7 +121,7 @@ def _add_tracker(learn, config: TrainConfig, state, group):
 def _track_result(tracker, result: RunResult) -> None:
     from trdcli.run.results import run_json
     from trdcli.run.rundir import HISTORY_FILE, PLOT_FILE, RUN_FILE
-    from trdcli.run.trackers import summary_of_run
+    from trdcli.trackers.interface import summary_of_run
 
     files = [result.run_dir / name for name in (RUN_FILE, HISTORY_FILE, PLOT_FILE)]
     tracker.finish(summary_of_run(run_json(result), [f for f in files if f.is_file()]))

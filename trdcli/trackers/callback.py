@@ -1,4 +1,4 @@
-"""``TRDTracker``: the fastai callback that feeds a run's :mod:`trackers <trdcli.run.trackers>`.
+"""``TRDTracker``: the fastai callback that feeds a run's :mod:`trackers <trdcli.trackers.interface>`.
 
 Steps are sent in blocks (every ``flush_every`` steps and at the end of each training pass):
 the losses of a block come to the host in one transfer, so logging adds no synchronisation per
@@ -19,7 +19,7 @@ from fastai.callback.core import Callback
 from trdcli.callbacks.batchnorm import finding_lr
 from trdcli.core.errors import ConfigError
 from trdcli.core.ledger import baseline_cost
-from trdcli.run.trackers import PREFIX, RunSummary, StepLog, Tracker, _Guarded, check_trackers, make_trackers
+from trdcli.trackers.interface import PREFIX, RunSummary, StepLog, Tracker, _Guarded, check_trackers, make_trackers
 
 
 def _warn(message: str) -> None:
@@ -152,5 +152,5 @@ class TRDTracker(Callback):
         self.close()
 
     def close(self, outcome: str = "finished") -> None:
-        """End the trackers' runs, marked with ``outcome`` (trdcli.run.trackers.OUTCOMES) where a tracker keeps one."""
+        """End the trackers' runs, marked with ``outcome`` (``interface.OUTCOMES``) where a tracker keeps one."""
         self.trackers.call("close", outcome)

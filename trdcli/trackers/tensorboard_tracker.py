@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from trdcli.run.trackers import RunSummary, StepLog
+from trdcli.trackers.interface import RunSummary, StepLog
 
 SUBDIR = "tensorboard"
 PACKAGES = ("tensorboard",)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from trdcli.run.trackers import RunGroup, RunSummary, StepLog, flat_hparams, run_label
+from trdcli.trackers.interface import RunGroup, RunSummary, StepLog, flat_hparams, run_label
 
 DEFAULT_EXPERIMENT = "trd"
 STORE_FILE = "mlflow.db"

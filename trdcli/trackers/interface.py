@@ -4,7 +4,7 @@ fastai's own tracker callbacks log the loss and the optimiser's settings; none o
 what only trd knows: the resolution each step ran at, its FLOPs, the compute saved so far and
 the time the step waited for data. :class:`Tracker` is what the training loop calls
 (``start``, ``log_steps``, ``log_epoch``, ``finish``, ``close``), so that each tool is one small
-module (:mod:`trdcli.run.tensorboard_tracker`); :class:`trdcli.run.tracking.TRDTracker` is the
+module (:mod:`trdcli.trackers.tensorboard_tracker`); :class:`trdcli.trackers.callback.TRDTracker` is the
 fastai callback that feeds them. Keys are ``run.json``'s with a ``trd/`` prefix. This module
 imports nothing heavy: ``TrainConfig`` checks ``--log-to`` names with it.
 """
@@ -115,9 +115,9 @@ class Tracker(Protocol):
 
 # name -> the module that makes it (``tracker_for_run``) and says which packages it needs (``PACKAGES``)
 TRACKERS = {
-    "tensorboard": "trdcli.run.tensorboard_tracker",
-    "wandb": "trdcli.run.wandb_tracker",
-    "mlflow": "trdcli.run.mlflow_tracker",
+    "tensorboard": "trdcli.trackers.tensorboard_tracker",
+    "wandb": "trdcli.trackers.wandb_tracker",
+    "mlflow": "trdcli.trackers.mlflow_tracker",
 }
 
 

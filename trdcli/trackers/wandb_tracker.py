@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from trdcli.run.trackers import PREFIX, RunGroup, RunSummary, StepLog, flat_hparams, run_label
+from trdcli.trackers.interface import PREFIX, RunGroup, RunSummary, StepLog, flat_hparams, run_label
 
 PACKAGES = ("wandb",)
 DEFAULT_PROJECT = "trd"
