@@ -8,31 +8,21 @@ from typing import Annotated
 import typer
 
 from trdcli.cli.options import (
+    RECIPE_OPTIONS,
     ArchOpt,
     BatchOrRecipeOpt,
     CompileOpt,
-    CutmixOpt,
     EmaOpt,
     EpochsOrRecipeOpt,
     JsonOpt,
-    LabelSmoothingOpt,
     LogToOpt,
-    LrGammaOpt,
-    LrScheduleOpt,
-    MilestonesOpt,
     MinScaleOpt,
-    MixupOpt,
-    MomentumOpt,
-    OptOpt,
     PrecisionOpt,
-    RecipeOpt,
     SizeOpt,
     WandbProjectOpt,
-    WarmupOpt,
-    WdNormBiasOpt,
-    WdOpt,
     WorkersOpt,
     recipe_of,
+    with_option_groups,
 )
 from trdcli.cli.shell import (
     EXIT_INTERRUPTED,
@@ -50,6 +40,7 @@ from trdcli.run.config import DEFAULT_LR, TrainConfig
 
 
 @app.command()
+@with_option_groups
 def compare(
     data: Annotated[Path, typer.Argument(metavar="DATA", help="Image folder, as for `trd train`.")],
     setting: Annotated[
@@ -70,18 +61,7 @@ def compare(
         float | None,
         typer.Option(help=f"Peak learning rate, for every run (default {DEFAULT_LR:g}, or the recipe's scaled)."),
     ] = None,
-    recipe: RecipeOpt = None,
-    opt: OptOpt = None,
-    momentum: MomentumOpt = None,
-    wd: WdOpt = None,
-    wd_norm_bias: WdNormBiasOpt = None,
-    lr_schedule: LrScheduleOpt = None,
-    warmup_epochs: WarmupOpt = None,
-    milestones: MilestonesOpt = None,
-    lr_gamma: LrGammaOpt = None,
-    label_smoothing: LabelSmoothingOpt = None,
-    mixup: MixupOpt = None,
-    cutmix: CutmixOpt = None,
+    recipe_options: dict = RECIPE_OPTIONS,
     valid_pct: Annotated[float | None, typer.Option(help="As for `trd train`.")] = None,
     workers: WorkersOpt = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, mps (default: the best available).")] = None,
@@ -133,8 +113,7 @@ def compare(
 
     use_wandb_project(wandb_project)
     with user_errors():
-        chosen = recipe_of(recipe, epochs, batch_size, lr, opt, momentum, wd, wd_norm_bias, lr_schedule, warmup_epochs,
-                         milestones, lr_gamma, label_smoothing, mixup, cutmix)  # fmt: skip
+        chosen = recipe_of(epochs=epochs, batch_size=batch_size, lr=lr, **recipe_options)
         epochs = chosen.epochs
         base = TrainConfig(
             data=data, arch=arch, epochs=epochs, size_px=size, batch_size=chosen.batch_size,

@@ -8,24 +8,20 @@ from typing import Annotated
 import typer
 
 from trdcli.cli.options import (
+    SCHEDULE_OPTIONS,
     ArchOpt,
     BatchOrRecipeOpt,
     DatasetName,
     EpochsOrRecipeOpt,
-    InitialScaleOpt,
     JsonOpt,
-    LowResOpt,
     MinScaleOpt,
     PreparedOpt,
-    PresetOpt,
-    ProbEndOpt,
-    ProbOpt,
     SeedOpt,
     SizeOpt,
-    UntilOpt,
     UsePreparedOpt,
     recipe_of,
     schedule_of,
+    with_option_groups,
 )
 from trdcli.cli.shell import (
     app,
@@ -43,6 +39,7 @@ from trdcli.run.feed import DEFAULT_FEED_SAMPLE
 
 
 @app.command("estimate-cost")
+@with_option_groups
 def estimate_cost(
     data: Annotated[
         Path | None,
@@ -68,12 +65,7 @@ def estimate_cost(
     recipe: Annotated[
         str | None, typer.Option(help="Plan a named recipe's epochs and batch (see `trd recipes`); options override.")
     ] = None,
-    low_res: LowResOpt = None,
-    until: UntilOpt = None,
-    prob: ProbOpt = None,
-    prob_end: ProbEndOpt = None,
-    initial_scale: InitialScaleOpt = None,
-    preset: PresetOpt = None,
+    schedule_options: dict = SCHEDULE_OPTIONS,
     seed: SeedOpt = 0,
     measure: Annotated[
         bool, typer.Option(help="Time real training steps of the model here, at each resolution.")
@@ -133,7 +125,7 @@ def estimate_cost(
             size_px=size,
             epochs=chosen.epochs,
             batch_size=chosen.batch_size,
-            schedule=schedule_of(preset, low_res, until, prob, seed, prob_end, initial_scale),
+            schedule=schedule_of(seed, **schedule_options),
             seed=seed,
             data=data,
             dataset=dataset.value if dataset else None,

@@ -3,9 +3,12 @@ choices they offer; ``recipe_of`` and ``schedule_of`` read a command's recipe an
 
 from __future__ import annotations
 
+import functools
+import inspect
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -190,6 +193,7 @@ BatchOrRecipeOpt = Annotated[
 def recipe_of(recipe, epochs, batch_size, lr, opt=None, momentum=None, wd=None, wd_norm_bias=None, lr_schedule=None,
               warmup_epochs=None, milestones=None, lr_gamma=None, label_smoothing=None, mixup=None,
               cutmix=None):  # fmt: skip
+    """The command's recipe: the named one (or trd's default) with the values given, scaled to the batch."""
     from trdcli.cli.values import parse_milestones
     from trdcli.core.recipes import resolve_recipe
 
@@ -201,7 +205,8 @@ def recipe_of(recipe, epochs, batch_size, lr, opt=None, momentum=None, wd=None, 
     )  # fmt: skip
 
 
-def schedule_of(preset, low_res, until, prob, seed, prob_end, initial_scale):
+def schedule_of(seed, preset=None, low_res=None, until=None, prob=None, prob_end=None, initial_scale=None):
+    """The command's schedule: a preset with any values given, or TRD from ``low_res``, else the baseline."""
     from trdcli.core.presets import build_schedule
 
     name = preset.value if preset else None
@@ -210,3 +215,64 @@ def schedule_of(preset, low_res, until, prob, seed, prob_end, initial_scale):
 
 class DatasetName(str, Enum):
     imagenet = "imagenet"
+
+
+@dataclass(frozen=True)
+class OptionGroup:
+    """Options several commands take, defined once: a command names the group as one parameter
+    (``recipe_options: dict = RECIPE_OPTIONS``) and :func:`with_option_groups` puts the group's options
+    in its place, handing the command their values as one dict."""
+
+    options: tuple[tuple[str, Any, Any], ...]  # (parameter, its Annotated type, its default)
+
+    def parameters(self) -> list[inspect.Parameter]:
+        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        return [inspect.Parameter(name, kind, annotation=hint, default=default) for name, hint, default in self.options]
+
+
+def with_option_groups(command):
+    """The command as Typer reads it (its ``__signature__``), each group parameter replaced by the group's options."""
+    signature = inspect.signature(command, eval_str=True)
+    groups = {p.name: p.default for p in signature.parameters.values() if isinstance(p.default, OptionGroup)}
+    parameters = []
+    for parameter in signature.parameters.values():
+        parameters += groups[parameter.name].parameters() if parameter.name in groups else [parameter]
+
+    @functools.wraps(command)
+    def run(**values):
+        for name, group in groups.items():
+            values[name] = {option: values.pop(option) for option, _, _ in group.options}
+        return command(**values)
+
+    run.__signature__ = signature.replace(parameters=parameters)
+    return run
+
+
+# How a network is optimised (trd train, trd compare): a named recipe and any of its values.
+RECIPE_OPTIONS = OptionGroup(
+    (
+        ("recipe", RecipeOpt, None),
+        ("opt", OptOpt, None),
+        ("momentum", MomentumOpt, None),
+        ("wd", WdOpt, None),
+        ("wd_norm_bias", WdNormBiasOpt, None),
+        ("lr_schedule", LrScheduleOpt, None),
+        ("warmup_epochs", WarmupOpt, None),
+        ("milestones", MilestonesOpt, None),
+        ("lr_gamma", LrGammaOpt, None),
+        ("label_smoothing", LabelSmoothingOpt, None),
+        ("mixup", MixupOpt, None),
+        ("cutmix", CutmixOpt, None),
+    )
+)
+# Which size each step trains at (trd train, trd estimate-cost, trd prepare); the seed is its own option.
+SCHEDULE_OPTIONS = OptionGroup(
+    (
+        ("low_res", LowResOpt, None),
+        ("until", UntilOpt, None),
+        ("prob", ProbOpt, None),
+        ("prob_end", ProbEndOpt, None),
+        ("initial_scale", InitialScaleOpt, None),
+        ("preset", PresetOpt, None),
+    )
+)

@@ -9,20 +9,16 @@ import typer
 
 from trdcli import __version__
 from trdcli.cli.options import (
+    SCHEDULE_OPTIONS,
     BatchOpt,
     EpochsOpt,
-    InitialScaleOpt,
     JsonOpt,
-    LowResOpt,
     MinScaleOpt,
-    PresetOpt,
-    ProbEndOpt,
-    ProbOpt,
     SeedOpt,
     SizeOpt,
-    UntilOpt,
     WorkersOpt,
     schedule_of,
+    with_option_groups,
 )
 from trdcli.cli.shell import (
     app,
@@ -36,17 +32,13 @@ from trdcli.run.config import TrainConfig
 
 
 @app.command()
+@with_option_groups
 def prepare(
     data: Annotated[
         Path, typer.Argument(metavar="DATA", help="The image folder `trd train` will read, as for trd train.")
     ],
     size: SizeOpt = TrainConfig.size_px,
-    low_res: LowResOpt = None,
-    until: UntilOpt = None,
-    prob: ProbOpt = None,
-    prob_end: ProbEndOpt = None,
-    initial_scale: InitialScaleOpt = None,
-    preset: PresetOpt = None,
+    schedule_options: dict = SCHEDULE_OPTIONS,
     seed: SeedOpt = 0,
     epochs: EpochsOpt = TrainConfig.epochs,
     batch_size: BatchOpt = TrainConfig.batch_size,
@@ -71,7 +63,7 @@ def prepare(
     from trdcli.data.prepare import prepare_for_run
 
     with user_errors():
-        schedule = schedule_of(preset, low_res, until, prob, seed, prob_end, initial_scale)
+        schedule = schedule_of(seed, **schedule_options)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=stderr, disable=json_out) as bar:
             # Listing and checking the folder comes first; the count of images to prepare follows.

@@ -9,6 +9,8 @@ import typer
 
 from trdcli.cli.options import (
     DEFAULT_RECAL_VIEW,
+    RECIPE_OPTIONS,
+    SCHEDULE_OPTIONS,
     ArchOpt,
     BatchOrRecipeOpt,
     BnMode,
@@ -16,40 +18,23 @@ from trdcli.cli.options import (
     BnRecalibrateOpt,
     BnRecalViewOpt,
     CompileOpt,
-    CutmixOpt,
     EmaOpt,
     EpochsOrRecipeOpt,
-    InitialScaleOpt,
     JsonOpt,
-    LabelSmoothingOpt,
     LogToOpt,
-    LowResOpt,
-    LrGammaOpt,
-    LrScheduleOpt,
-    MilestonesOpt,
     MinScaleOpt,
-    MixupOpt,
-    MomentumOpt,
-    OptOpt,
     PrecisionOpt,
     PreparedOpt,
-    PresetOpt,
-    ProbEndOpt,
-    ProbOpt,
-    RecipeOpt,
     ResizeMode,
     SeedOpt,
     SizeOpt,
     TailLrOpt,
-    UntilOpt,
     UsePreparedOpt,
     WandbProjectOpt,
-    WarmupOpt,
-    WdNormBiasOpt,
-    WdOpt,
     WorkersOpt,
     recipe_of,
     schedule_of,
+    with_option_groups,
 )
 from trdcli.cli.shell import (
     EXIT_INTERRUPTED,
@@ -70,6 +55,7 @@ from trdcli.run.config import TrainConfig
 
 
 @app.command()
+@with_option_groups
 def train(
     data: Annotated[
         Path,
@@ -89,24 +75,8 @@ def train(
             "run's own), or 'find' to run lr_find."
         ),
     ] = None,
-    recipe: RecipeOpt = None,
-    opt: OptOpt = None,
-    momentum: MomentumOpt = None,
-    wd: WdOpt = None,
-    wd_norm_bias: WdNormBiasOpt = None,
-    lr_schedule: LrScheduleOpt = None,
-    warmup_epochs: WarmupOpt = None,
-    milestones: MilestonesOpt = None,
-    lr_gamma: LrGammaOpt = None,
-    label_smoothing: LabelSmoothingOpt = None,
-    mixup: MixupOpt = None,
-    cutmix: CutmixOpt = None,
-    low_res: LowResOpt = None,
-    until: UntilOpt = None,
-    prob: ProbOpt = None,
-    prob_end: ProbEndOpt = None,
-    initial_scale: InitialScaleOpt = None,
-    preset: PresetOpt = None,
+    recipe_options: dict = RECIPE_OPTIONS,
+    schedule_options: dict = SCHEDULE_OPTIONS,
     seed: SeedOpt = 0,
     valid_pct: Annotated[
         float | None, typer.Option(help="Hold out this fraction per class for validation (class-folder layout).")
@@ -175,8 +145,7 @@ def train(
     except TRDError as exc:  # a malformed value is a usage error (exit 2), like --epochs two
         raise typer.BadParameter(exc.rendered(FLAGS)) from None
     with user_errors():
-        chosen = recipe_of(recipe, epochs, batch_size, peak_lr, opt, momentum, wd, wd_norm_bias, lr_schedule,
-                         warmup_epochs, milestones, lr_gamma, label_smoothing, mixup, cutmix)  # fmt: skip
+        chosen = recipe_of(epochs=epochs, batch_size=batch_size, lr=peak_lr, **recipe_options)
         config = TrainConfig(
             data=data,
             arch=arch,
@@ -186,7 +155,7 @@ def train(
             lr=chosen.lr if lr is None or peak_lr is not None else None,
             lr_find=lr is not None and peak_lr is None,
             recipe=chosen.recipe,
-            schedule=schedule_of(preset, low_res, until, prob, seed, prob_end, initial_scale),
+            schedule=schedule_of(seed, **schedule_options),
             seed=seed,
             valid_pct=valid_pct,
             workers=workers,
