@@ -8,17 +8,8 @@ from typing import Annotated
 import typer
 
 from trdcli.cli.demo import DEMO_FULL_PX, DEMO_LOW_PX
-from trdcli.cli.options import (
-    JsonOpt,
-    SeedOpt,
-)
-from trdcli.cli.shell import (
-    app,
-    print_json,
-    stderr,
-    stdout,
-    user_errors,
-)
+from trdcli.cli.options import JsonOpt, SeedOpt
+from trdcli.cli.shell import app, print_json, stderr, stdout, user_errors
 
 
 @app.command()

@@ -23,13 +23,7 @@ from trdcli.cli.options import (
     schedule_of,
     with_option_groups,
 )
-from trdcli.cli.shell import (
-    app,
-    print_json,
-    stderr,
-    stdout,
-    user_errors,
-)
+from trdcli.cli.shell import app, print_json, stderr, stdout, user_errors
 from trdcli.core.defaults import (
     DEFAULT_BN_RECALIBRATE_BATCHES,
 )

@@ -7,20 +7,8 @@ from typing import Annotated
 
 import typer
 
-from trdcli.cli.options import (
-    BatchOpt,
-    JsonOpt,
-    SeedOpt,
-    WorkersOpt,
-)
-from trdcli.cli.shell import (
-    app,
-    fail,
-    print_json,
-    stderr,
-    stdout,
-    user_errors,
-)
+from trdcli.cli.options import BatchOpt, JsonOpt, SeedOpt, WorkersOpt
+from trdcli.cli.shell import app, fail, print_json, stderr, stdout, user_errors
 
 
 @app.command("eval")

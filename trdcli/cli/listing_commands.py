@@ -6,21 +6,8 @@ from typing import Annotated
 
 import typer
 
-from trdcli.cli.options import (
-    ArchOpt,
-    BatchOpt,
-    EpochsOpt,
-    JsonOpt,
-    SizeOpt,
-)
-from trdcli.cli.shell import (
-    FLAGS,
-    app,
-    print_json,
-    stderr,
-    stdout,
-    user_errors,
-)
+from trdcli.cli.options import ArchOpt, BatchOpt, EpochsOpt, JsonOpt, SizeOpt
+from trdcli.cli.shell import FLAGS, app, print_json, stderr, stdout, user_errors
 
 
 @app.command()

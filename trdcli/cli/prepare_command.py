@@ -20,13 +20,7 @@ from trdcli.cli.options import (
     schedule_of,
     with_option_groups,
 )
-from trdcli.cli.shell import (
-    app,
-    print_json,
-    stderr,
-    stdout,
-    user_errors,
-)
+from trdcli.cli.shell import app, print_json, stderr, stdout, user_errors
 from trdcli.data.prepare import DEFAULT_QUALITY
 from trdcli.run.config import TrainConfig
 
