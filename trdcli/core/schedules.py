@@ -391,8 +391,10 @@ class ComposerSchedule(ResolutionSchedule):
     def full_tail_start_frac(self) -> float:
         return 1.0 - self.finetune_frac
 
-    def scale_at(self, progress: np.ndarray) -> np.ndarray:
-        """Composer's scale factor at each progress fraction, before rounding."""
+    def scale_at(self, progress):
+        """Composer's scale factor at each progress fraction (an array, or one float for one), before rounding."""
+        if np.ndim(progress) == 0:
+            return float(self.scale_at(np.asarray([progress]))[0])
         progress = np.asarray(progress, dtype=np.float64)
         ramp_frac = 1.0 - self.finetune_frac - self.delay_frac
         if ramp_frac <= 0:
