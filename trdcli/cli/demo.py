@@ -183,6 +183,7 @@ class DemoComparison:
 
 DEMO_FULL_PX = 96
 DEMO_LOW_PX = 48  # half: the reduced steps cannot see the 3 px stripes (about 1.4 px at 48)
+DEMO_IMAGES_PER_CLASS = (120, 40, 24)  # training, validation and cue-conflict images of each shape
 
 
 def demo_config(data_dir: Path, runs_dir: Path, epochs: int, seed: int, size_px: int = DEMO_FULL_PX) -> TrainConfig:
@@ -204,6 +205,20 @@ def demo_config(data_dir: Path, runs_dir: Path, epochs: int, seed: int, size_px:
     )
 
 
+def demo_run_configs(
+    data_dir: Path, runs_dir: Path, epochs: int, seed: int, low_res: int = DEMO_LOW_PX, until=None, prob=None
+) -> dict[str, TrainConfig]:
+    """The demo's two runs, by label: the baseline and TRD (trd's default reading at ``low_res``, or
+    ``until`` and ``prob`` as ``TRDSchedule`` reads them), on the same recipe."""
+    from trdcli.core.schedules import TRDSchedule
+
+    trd_schedule = TRDSchedule(low_res, until=until, prob=prob, seed=seed)
+    trd_schedule.validate(DEMO_FULL_PX)
+    base = demo_config(data_dir, runs_dir, epochs, seed)
+    return {label: replace(base, schedule=schedule, out_dir=runs_dir / label)
+            for label, schedule in (("baseline", base.schedule), ("trd", trd_schedule))}  # fmt: skip
+
+
 def run_demo(
     out: Path | None = None,
     epochs: int = 8,
@@ -212,7 +227,7 @@ def run_demo(
     low_res: int = DEMO_LOW_PX,
     until: float | None = None,
     prob: float | None = None,
-    images_per_class: tuple[int, int, int] = (120, 40, 24),
+    images_per_class: tuple[int, int, int] = DEMO_IMAGES_PER_CLASS,
 ) -> DemoComparison:
     """Generate the texture-shortcut dataset under ``out`` (a new temporary folder if None); train the
     baseline and TRD (trd's default recipe, or ``until`` and ``prob`` read as ``TRDSchedule`` reads
@@ -220,23 +235,19 @@ def run_demo(
 
     ``images_per_class``: training, validation and conflict images of each shape.
     """
-    from trdcli.core.schedules import TRDSchedule
     from trdcli.evaluate.evaluation import class_shape_bias
     from trdcli.run.rundir import load_model
     from trdcli.run.train import train
 
-    trd_schedule = TRDSchedule(low_res, until=until, prob=prob, seed=seed)
-    trd_schedule.validate(DEMO_FULL_PX)
     root = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="trd-demo-"))
+    configs = demo_run_configs(root / "data", root / "runs", epochs, seed, low_res, until, prob)
     observer = observer or TrainObserver()
     observer.stage(f"generating shapes in {root / 'data'}")
     n_train, n_valid, n_conflict = images_per_class
     data_dir = make_texture_shortcut_dataset(root / "data", n_train, n_valid, n_conflict, seed=seed)
-    base_config = demo_config(data_dir, root / "runs", epochs, seed)
     runs, biases = {}, {}
-    for label, schedule in (("baseline", base_config.schedule), ("trd", trd_schedule)):
+    for label, config in configs.items():
         observer.run_label(label)
-        config = replace(base_config, schedule=schedule, out_dir=root / "runs" / label)
         runs[label] = train(config, observer)
         observer.stage("shape bias on the cue-conflict split")
         model = load_model(runs[label].run_dir)
