@@ -48,3 +48,14 @@ def test_the_gpu_script_writes_every_figure_in_one_json(tmp_path):
     assert all(set(r["images_per_s"]) == {"64", "32"} for r in timed)
     assert timed[0]["compile_s"] is None and set(timed[1]["compile_s"]) == {"64", "32"}
     assert summary["precision_compile"]["fastest"]["precision"] == "fp32"
+
+
+@pytest.mark.slow  # trains a ResNet-18 a few steps: over 2 s here
+def test_the_demo_step_breakdown_times_each_part():
+    script = BENCHMARKS / "demo_step_breakdown.py"
+    out = subprocess.run([sys.executable, str(script), "--repeats", "1", "--batch", "4"], capture_output=True,
+                         text=True, timeout=600, check=True).stdout  # fmt: skip
+    times = {line.rsplit(None, 2)[0].strip(): float(line.split()[-2]) for line in out.splitlines() if "ms" in line}
+    assert set(times) == {"forward+backward 96 px", "forward+backward 48 px", "optimizer step (fastai Adam)"}
+    assert all(ms > 0 for ms in times.values())
+    assert "reduced over full, forward+backward:" in out
