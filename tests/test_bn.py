@@ -341,3 +341,21 @@ def test_a_model_with_batchnorm_and_layernorm_recalibrates_its_batchnorm_only():
     assert recalibrate_batchnorm(model, images, 2) == 8
     assert int(model[1].num_batches_tracked) == 2  # re-estimated on both batches
     assert all(torch.equal(v, model[3].state_dict()[k]) for k, v in layer_norm.items())
+
+
+def test_batchnorm_options_are_checked_by_one_rule_wherever_they_are_given():
+    from trdcli.callbacks.batchnorm import RecalibrateBatchNorm
+    from trdcli.callbacks.trd import trd_callbacks
+    from trdcli.plan.setting import Setting
+    from trdcli.run.config import TrainConfig
+
+    for make in (lambda: TrainConfig(data=".", bn_recalibrate=-1), lambda: RecalibrateBatchNorm(-1),
+                 lambda: trd_callbacks(low_res=32, bn_recalibrate=-1)):  # fmt: skip
+        with pytest.raises(ConfigError, match=r"`bn_recalibrate` must be 0 or more batches, got -1"):
+            make()
+    with pytest.raises(ConfigError, match=r"`setting` s: bn_recal_view must be one of train, test, got 'val'"):
+        Setting("s", bn_recal_view="val")
+    with pytest.raises(ConfigError, match=r"`bn` must be one of shared, private, got 'split'"):
+        trd_callbacks(low_res=32, bn="split")
+    with pytest.raises(ConfigError, match=r"`bn_mode` must be one of shared, private, got 'split'"):
+        TrainConfig(data=".", bn_mode="split")

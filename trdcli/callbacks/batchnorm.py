@@ -33,8 +33,8 @@ from fastai.callback.schedule import LRFinder
 from fastai.learner import SkipToEpoch
 
 from trdcli.core.cost import keeps_running_statistics
-from trdcli.core.defaults import BN_RECAL_VIEWS, DEFAULT_BN_RECAL_VIEW, recalibration_batches
-from trdcli.core.errors import ConfigError, is_int, require_positive_int
+from trdcli.core.defaults import DEFAULT_BN_RECAL_VIEW, check_batchnorm_options, recalibration_batches
+from trdcli.core.errors import ConfigError, require_positive_int
 
 
 class PrivateBatchNorm(nn.Module):
@@ -186,10 +186,7 @@ class RecalibrateBatchNorm(Callback):
 
     def __init__(self, batches: int | None = None, view: str = DEFAULT_BN_RECAL_VIEW):
         super().__init__()
-        if batches is not None and (not is_int(batches) or batches < 0):
-            raise ConfigError(f"`bn_recalibrate` must be 0 or more batches, got {batches!r}")
-        if view not in BN_RECAL_VIEWS:
-            raise ConfigError(f"`bn_recal_view` must be one of {', '.join(BN_RECAL_VIEWS)}, got {view!r}")
+        check_batchnorm_options(bn_recalibrate=batches, bn_recal_view=view)
         self.batches, self.view = batches, view
         self.images_by_fit: dict[int, int] = {}
         self._trained = False  # whether the current fit ran a training pass

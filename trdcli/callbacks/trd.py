@@ -19,7 +19,7 @@ from fastai.callback.core import Callback
 from trdcli.callbacks.batchnorm import PrivateBatchNormCallback, RecalibrateBatchNorm, finding_lr
 from trdcli.callbacks.meter import ComputeMeter, fit_step
 from trdcli.core.cost import FlopsTable
-from trdcli.core.defaults import BN_MODES, DEFAULT_BN_RECAL_VIEW
+from trdcli.core.defaults import DEFAULT_BN_RECAL_VIEW, check_batchnorm_options
 from trdcli.core.errors import ConfigError, DataError
 from trdcli.core.resize import check_resize_mode, resize_batch
 from trdcli.core.schedules import ResolutionSchedule, TRDSchedule
@@ -46,8 +46,7 @@ def companions(
     keep_records: bool = True,
 ) -> list[Callback]:
     """The callbacks a TRD fit needs beside ``TRDCallback``: the meter and BatchNorm's, for the ``bn`` arguments."""
-    if bn not in BN_MODES:
-        raise ConfigError(f"`bn` must be one of {', '.join(BN_MODES)}, got {bn!r}")
+    check_batchnorm_options(bn, mode_name="bn")
     meter = ComputeMeter(flops, world_size, keep_records)
     recalibrate = RecalibrateBatchNorm(bn_recalibrate, bn_recal_view)
     return [meter, recalibrate] + ([PrivateBatchNormCallback()] if bn == "private" else [])

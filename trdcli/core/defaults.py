@@ -48,6 +48,22 @@ BN_RECAL_VIEWS = ("train", "test")
 DEFAULT_BN_RECAL_VIEW = "train"
 
 
+def check_batchnorm_options(
+    bn_mode: str | None = None, bn_recalibrate: int | None = None, bn_recal_view: str | None = None, *,
+    mode_name: str = "bn_mode",
+) -> None:
+    """The one check of BatchNorm's options (None: not given here): a mode of BN_MODES, 0 or more
+    recalibration batches, a view of BN_RECAL_VIEWS. ``mode_name``: what the caller calls the mode."""
+    from trdcli.core.errors import ConfigError, is_int
+
+    if bn_mode is not None and bn_mode not in BN_MODES:
+        raise ConfigError(f"`{mode_name}` must be one of {', '.join(BN_MODES)}, got {bn_mode!r}")
+    if bn_recalibrate is not None and (not is_int(bn_recalibrate) or bn_recalibrate < 0):
+        raise ConfigError(f"`bn_recalibrate` must be 0 or more batches, got {bn_recalibrate!r}")
+    if bn_recal_view is not None and bn_recal_view not in BN_RECAL_VIEWS:
+        raise ConfigError(f"`bn_recal_view` must be one of {', '.join(BN_RECAL_VIEWS)}, got {bn_recal_view!r}")
+
+
 def recalibration_batches(bn_recalibrate: int | None, any_step_reduced: bool, has_batchnorm: bool = True) -> int:
     """Batches to recalibrate BatchNorm on after a fit: as given, or by default only if a step was reduced;
     none for a model without BatchNorm, which has no statistics to re-estimate."""

@@ -26,7 +26,7 @@ from trdcli.core.cost import (
     plan_profile,
     recalibration_images,
 )
-from trdcli.core.defaults import DEFAULT_MIN_SCALE, recalibration_batches
+from trdcli.core.defaults import DEFAULT_MIN_SCALE, check_batchnorm_options, recalibration_batches
 from trdcli.core.errors import ConfigError, named
 from trdcli.core.ledger import baseline_cost, share_of_baseline
 from trdcli.core.schedules import ResolutionSchedule, TRDSchedule
@@ -173,8 +173,7 @@ def estimate(
     """Plan ``schedule`` over ``shape``; add time and money when throughput (and a price) are known."""
     if devices < 1:
         raise ConfigError(f"`devices` must be at least 1, got {devices}")
-    if bn_recalibrate is not None and bn_recalibrate < 0:
-        raise ConfigError(f"`bn_recalibrate` must be 0 or more batches, got {bn_recalibrate}")
+    check_batchnorm_options(bn_recalibrate=bn_recalibrate)
     if price_per_hour is not None and price_per_hour < 0:
         raise ConfigError(f"`price_per_hour` must be 0 or more, got {price_per_hour}")
     if price_per_hour is not None and throughput is None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from trdcli.core.defaults import BN_MODES, BN_RECAL_VIEWS, DEFAULT_BN_RECAL_VIEW, check_bn_mode, recalibration_batches
+from trdcli.core.defaults import DEFAULT_BN_RECAL_VIEW, check_batchnorm_options, check_bn_mode, recalibration_batches
 from trdcli.core.errors import ConfigError
 from trdcli.core.lr_schedule import OneCycle
 from trdcli.core.presets import build_schedule
@@ -37,12 +37,10 @@ class Setting:
     matches: str | None = None  # for an equal-compute baseline: the setting whose compute it matches
 
     def __post_init__(self):
-        if self.bn_mode not in BN_MODES:
-            raise ConfigError(f"`setting` {self.label}: bn_mode must be one of {', '.join(BN_MODES)}")
-        if self.bn_recalibrate is not None and self.bn_recalibrate < 0:
-            raise ConfigError(f"`setting` {self.label}: bn_recalibrate must be 0 or more batches")
-        if self.bn_recal_view not in BN_RECAL_VIEWS:
-            raise ConfigError(f"`setting` {self.label}: bn_recal_view must be one of {', '.join(BN_RECAL_VIEWS)}")
+        try:
+            check_batchnorm_options(self.bn_mode, self.bn_recalibrate, self.bn_recal_view)
+        except ConfigError as exc:  # the setting's keys, as typed in it: bn_mode=..., not a flag
+            raise ConfigError(f"`setting` {self.label}: {str(exc).replace('`', '')}") from None
         # A setting that cannot build its schedule or learning-rate curve fails now, not hours into a comparison.
         OneCycle(self.schedule(0).full_tail_start_frac, self.tail_lr)
 

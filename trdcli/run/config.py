@@ -8,11 +8,10 @@ from typing import Any
 
 from trdcli.core.data_wait import DEFAULT_MAX_DATA_WAIT_FRAC
 from trdcli.core.defaults import (
-    BN_MODES,
-    BN_RECAL_VIEWS,
     DEFAULT_BN_RECAL_VIEW,
     DEFAULT_MIN_SCALE,
     PRECISIONS,
+    check_batchnorm_options,
     check_ema_decay,
 )
 from trdcli.core.errors import ConfigError, require_positive_int
@@ -96,17 +95,12 @@ class TrainConfig:
             raise ConfigError(f"`workers` must be 0 or more, got {self.workers}")
         if not 0 < self.min_scale <= 1:
             raise ConfigError(f"`min_scale` must be in (0, 1], got {self.min_scale}")
-        if self.bn_recalibrate is not None and self.bn_recalibrate < 0:
-            raise ConfigError(f"`bn_recalibrate` must be 0 or more batches, got {self.bn_recalibrate}")
         if not 0 <= self.max_data_wait_frac <= 1:
             raise ConfigError(f"`max_data_wait_frac` must be a fraction in [0, 1], got {self.max_data_wait_frac}")
-        if self.bn_recal_view not in BN_RECAL_VIEWS:
-            raise ConfigError(f"`bn_recal_view` must be one of {', '.join(BN_RECAL_VIEWS)}, got {self.bn_recal_view!r}")
+        check_batchnorm_options(self.bn_mode, self.bn_recalibrate, self.bn_recal_view)
         check_ema_decay(self.ema_decay)
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown `precision` {self.precision!r}: one of {', '.join(PRECISIONS)}")
-        if self.bn_mode not in BN_MODES:
-            raise ConfigError(f"`bn_mode` must be one of {', '.join(BN_MODES)}, got {self.bn_mode!r}")
         if self.size_px < self.schedule.min_px:
             raise ConfigError(
                 f"`size_px` {self.size_px} is below the {self.schedule.min_px} px the network needs",
