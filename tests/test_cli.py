@@ -533,3 +533,26 @@ def test_progress_lines_stay_whole_when_stderr_is_a_file(tmp_path):
     assert done.returncode == 0
     (line,) = [ln for ln in (tmp_path / "log").read_text().splitlines() if "epoch 1/1" in ln]
     assert len(line) > 80 and "steps: " in line and line.rstrip().endswith(" s")
+
+
+def test_an_option_group_is_its_options_in_place_and_one_dict_in_the_command():
+    import typer
+
+    from trdcli.cli.options import RECIPE_OPTIONS, SCHEDULE_OPTIONS, with_option_groups
+
+    app, seen = typer.Typer(), {}
+
+    @app.command()
+    @with_option_groups
+    def probe(first: int = 1, recipe_options: dict = RECIPE_OPTIONS, last: str = "z"):
+        seen.update(first=first, recipe=recipe_options, last=last)
+
+    result = runner.invoke(app, ["--opt", "sgd", "--mixup", "0.2", "--last", "y"])
+    assert result.exit_code == 0, result.output
+    names = [name for name, _, _ in RECIPE_OPTIONS.options]
+    assert seen["recipe"] == {**dict.fromkeys(names), "opt": "sgd", "mixup": 0.2} and seen["last"] == "y"
+    help_text = runner.invoke(app, ["--help"], env={"COLUMNS": "200"}).output
+    # In the group's place: after --first, before --last.
+    where = [help_text.index(flag) for flag in ("--first", "--recipe", "--cutmix", "--last")]
+    assert where == sorted(where)
+    assert [name for name, _, _ in SCHEDULE_OPTIONS.options][:3] == ["low_res", "until", "prob"]
