@@ -16,7 +16,7 @@ from fastai.data.core import DataLoaders
 from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
 
-from trdcli import ResolutionSchedule, RunShape, TRDCallback, arch_flops, plan_compute
+from trdcli import ResolutionSchedule, RunShape, arch_flops, plan_compute, trd_callbacks
 from trdcli.run.models import build_model
 
 
@@ -49,14 +49,15 @@ def main() -> None:
         for _ in range(48)
     ]
     dls = DataLoaders.from_dsets(items[:40], items[40:], bs=8, drop_last=True)
-    trd = TRDCallback(schedule=schedule)
-    learn = Learner(dls, build_model("resnet18", 3), loss_func=CrossEntropyLossFlat(), cbs=trd)
+    cbs = trd_callbacks(schedule=schedule)
+    learn = Learner(dls, build_model("resnet18", 3), loss_func=CrossEntropyLossFlat(), cbs=cbs)
     with learn.no_bar(), learn.no_logging():
         learn.fit(2)
     planned = schedule.plan_px(10, 64).tolist()
     print("planned:", planned)
-    print("ran:    ", [r.px for r in trd.records])
-    assert [r.px for r in trd.records] == planned
+    ran = [r.px for r in learn.compute_meter.records]
+    print("ran:    ", ran)
+    assert ran == planned
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The fastai notebook API: any Learner, plus TRDCallback, on an image folder.
+"""The fastai notebook API: any Learner, plus trd_callbacks, on an image folder.
 
 python examples/notebook_api.py ../shared/data/imagenette2-224 --size 64 --low-res 32 --epochs 1
 """
@@ -17,7 +17,7 @@ from fastai.vision.all import (
     vision_learner,
 )
 
-from trdcli import TRDCallback
+from trdcli import trd_callbacks
 
 
 def main() -> None:
@@ -39,10 +39,10 @@ def main() -> None:
         num_workers=0,
     )
     # trd's default recipe: 90% of the steps at low_res, at random, and BatchNorm recalibrated at the end.
-    learn = vision_learner(dls, resnet18, pretrained=False, metrics=accuracy, cbs=TRDCallback(low_res=args.low_res))
+    learn = vision_learner(dls, resnet18, pretrained=False, metrics=accuracy, cbs=trd_callbacks(low_res=args.low_res))
     with learn.no_bar():
         learn.fit_one_cycle(args.epochs)
-    summary = learn.trd.summary()
+    summary = learn.compute_meter.summary()
     print("steps per resolution:", summary.steps_by_px)
     print(f"training FLOPs: {summary.train_flops:.3e} (baseline {summary.baseline_train_flops:.3e})")
     print(f"compute saved: {summary.compute_saved_frac:.1%}")
