@@ -1,1 +1,3 @@
-"""The fastai layer: ``TRDCallback`` and the callbacks beside it (BatchNorm handling, per-stage regularisation)."""
+"""The fastai layer: ``TRDCallback`` (the size of each step), ``ComputeMeter`` (what the steps cost) and the
+callbacks beside them (BatchNorm handling, per-stage regularisation, EMA); ``trd_callbacks`` gives a Learner
+every callback a TRD fit needs."""
