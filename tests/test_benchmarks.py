@@ -59,3 +59,23 @@ def test_the_demo_step_breakdown_times_each_part():
     assert set(times) == {"forward+backward 96 px", "forward+backward 48 px", "optimizer step (fastai Adam)"}
     assert all(ms > 0 for ms in times.values())
     assert "reduced over full, forward+backward:" in out
+
+
+def _budget_row(family, mean, std, seeds=3, parameter="p"):
+    result = {"top1_mean": mean, "top1_std": std, "seeds": list(range(seeds))}
+    return {"budget_frac": 0.35, "family": family, "reached": True, "parameter": parameter, "result": result}
+
+
+def test_the_default_decision_rule_changes_the_default_only_past_both_spreads():
+    sys.path.insert(0, str(BENCHMARKS))
+    from decide_default import decide
+
+    # The window beats trd by 1.0 point, more than both standard deviations (0.5 and 0.8): change.
+    rows = [_budget_row("trd", 0.760, 0.005), _budget_row("window", 0.770, 0.008, parameter="until 0.9")]
+    verdict = "35%: change the default: trd 76.0% ± 0.5% is beaten by window (+1.0 pts, until 0.9)"
+    assert decide({"budgets": rows}) == [verdict]
+    # By 1.0 point with a spread of 1.2 points: within the seeds' spread, so it stays. FFCV is no TRD reading.
+    rows = [_budget_row("trd", 0.760, 0.005), _budget_row("window", 0.770, 0.012), _budget_row("ffcv", 0.9, 0.0)]
+    assert decide({"budgets": rows})[0].startswith("35%: the default stays")
+    rows = [_budget_row("trd", 0.760, 0.005, seeds=2), _budget_row("window", 0.770, 0.008)]
+    assert decide({"budgets": rows}) == ["35%: the rule needs 3 seeds of each reading; the fewest has 2"]
