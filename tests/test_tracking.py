@@ -214,8 +214,9 @@ def test_the_configuration_flattens_to_settings_a_tracker_can_compare():
 
 
 def test_a_step_logs_run_json_keys_under_trd():
-    log = StepLog(step=3, px=112, images=256, step_train_flops=10, train_flops=30, baseline_train_flops=120,
+    log = StepLog(step=3, px=112, images=256, step_train_flops=10, run_train_flops=30, run_baseline_train_flops=120,
                   lr=0.1, loss=2.0)  # fmt: skip
+    assert (log.train_flops, log.baseline_train_flops) == (30, 120)  # the names trackers read before
     assert log.scalars() == {
         "trd/px": 112.0, "trd/images": 256.0, "trd/step_train_flops": 10.0, "trd/train_flops": 30.0,
         "trd/baseline_train_flops": 120.0, "trd/compute_saved_frac": 0.75, "trd/lr": 0.1, "trd/loss": 2.0,

@@ -93,8 +93,8 @@ class TRDTracker(Callback):
             px=record.px,
             images=record.images,
             step_train_flops=record.train_flops,
-            train_flops=self._flops[0],
-            baseline_train_flops=self._flops[1],
+            run_train_flops=self._flops[0],
+            run_baseline_train_flops=self._flops[1],
             lr=float(self.learn.opt.hypers[-1]["lr"]),
             loss=0.0,  # filled in when the block is sent
             data_wait_s=float(waits[self.learn.iter]) if waits and len(waits) > self.learn.iter else None,

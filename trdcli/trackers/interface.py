@@ -43,24 +43,33 @@ class StepLog:
     px: int
     images: int  # every rank's share of the step
     step_train_flops: int  # this step's training FLOPs
-    train_flops: int  # the run's training FLOPs so far, this step included
-    baseline_train_flops: int  # the same steps at full resolution
+    run_train_flops: int  # the run's training FLOPs so far, this step included
+    run_baseline_train_flops: int  # the same steps at full resolution
     lr: float
     loss: float
     data_wait_s: float | None = None  # how long the step waited for its batch; None if not timed
 
+    # The names the trackers log them under (trd/train_flops), which StepLog's fields had before.
+    @property
+    def train_flops(self) -> int:
+        return self.run_train_flops
+
+    @property
+    def baseline_train_flops(self) -> int:
+        return self.run_baseline_train_flops
+
     @property
     def compute_saved_frac(self) -> float:
         """Of the training steps so far (BatchNorm recalibration comes after the last step)."""
-        return 1.0 - share_of_baseline(self.train_flops, self.baseline_train_flops)
+        return 1.0 - share_of_baseline(self.run_train_flops, self.run_baseline_train_flops)
 
     def scalars(self) -> dict[str, float]:
         out = {
             "px": self.px,
             "images": self.images,
             "step_train_flops": self.step_train_flops,
-            "train_flops": self.train_flops,
-            "baseline_train_flops": self.baseline_train_flops,
+            "train_flops": self.run_train_flops,
+            "baseline_train_flops": self.run_baseline_train_flops,
             "compute_saved_frac": self.compute_saved_frac,
             "lr": self.lr,
             "loss": self.loss,
