@@ -8,7 +8,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from trdcli.core.schedules import ComposerSchedule, FFCVSchedule, TRDSchedule, progress_frac, step_uniforms
+from trdcli.core.schedules import ComposerSchedule, FFCVSchedule, TRDSchedule, step_uniforms
 
 
 def _window_steps(until: float, total_steps: int) -> int:
@@ -96,10 +96,11 @@ def test_low_scale_resolves_against_full_size():
 
 
 def test_progress_is_step_over_total():
-    assert progress_frac(0, 10) == 0.0
-    assert progress_frac(9, 10) == 0.9
+    # Step 9 of 10 is at progress 0.9: reduced in a window to 0.91, at full size in one to 0.9.
+    assert TRDSchedule(32, until=0.91).resolution_px(9, 10, 64) == 32
+    assert TRDSchedule(32, until=0.9).resolution_px(9, 10, 64) == 64
     with pytest.raises(ValueError, match="step must be"):
-        progress_frac(10, 10)
+        TRDSchedule(32, until=0.9).resolution_px(10, 10, 64)
 
 
 @pytest.mark.parametrize(

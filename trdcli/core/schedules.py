@@ -28,12 +28,6 @@ MobileNet and EfficientNet downsample by 32, so below 32 px their last stage see
 one pixel of real input and the network no longer produces a meaningful feature map."""
 
 
-def progress_frac(step: int, total_steps: int) -> float:
-    """Fraction of the run done before ``step`` starts, in [0, 1)."""
-    _check_step(step, total_steps)
-    return step / total_steps
-
-
 def _check_step(step: int, total_steps: int) -> None:
     if not is_int(total_steps) or total_steps < 1:
         raise ConfigError(f"total_steps must be a positive integer, got {total_steps!r}")
@@ -326,7 +320,7 @@ class TRDSchedule(_ReducedSizeSchedule):
             chance = np.full(progress.shape, self.prob)
         else:
             chance = self.prob + (self.prob_end - self.prob) * (progress / self.until)
-        # The same float64 comparison as progress_frac(step) < until: the boundary step is the one
+        # Progress is step / total_steps in float64, compared with until: the boundary step is the one
         # docs/method.md names.
         return np.where(progress < self.until, chance, 0.0)
 
