@@ -189,7 +189,7 @@ class RecalibrateBatchNorm(Callback):
         check_batchnorm_options(bn_recalibrate=batches, bn_recal_view=view)
         self.batches, self.view = batches, view
         self.images_by_fit: dict[int, int] = {}
-        self._trained = False  # whether the current fit ran a training pass
+        self.trained_this_fit = False  # whether the current fit ran a training pass (EMAWeights reads it too)
 
     @property
     def name(self) -> str:
@@ -210,15 +210,15 @@ class RecalibrateBatchNorm(Callback):
         return recalibration_batches(self.batches, reduced, bool(batchnorm_layers(self.learn.model)))
 
     def before_fit(self):
-        self._trained = resumed_past_last_epoch(self.learn)
+        self.trained_this_fit = resumed_past_last_epoch(self.learn)
 
     def before_train(self):
-        self._trained = True
+        self.trained_this_fit = True
 
     def after_fit(self):
         # learn.validate() and get_preds send before_fit and after_fit too, with no training pass
         # between them: nothing was trained, so there is nothing to recalibrate.
-        batches = self.batches_after_fit() if self._trained else 0
+        batches = self.batches_after_fit() if self.trained_this_fit else 0
         if batches and not finding_lr(self.learn):
             meter = getattr(self.learn, "compute_meter", None)
             images = self.recalibrate(self.learn.model, batches)

@@ -13,7 +13,7 @@ import torch
 from fastai.callback.core import Callback
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from trdcli.callbacks.batchnorm import finding_lr, resumed_past_last_epoch
+from trdcli.callbacks.batchnorm import finding_lr
 from trdcli.core.defaults import check_ema_decay
 
 
@@ -29,7 +29,6 @@ class EMAWeights(Callback):
         check_ema_decay(decay)
         self.decay = decay
         self.averaged: AveragedModel | None = None
-        self._trained = False
 
     @property
     def name(self) -> str:
@@ -48,19 +47,14 @@ class EMAWeights(Callback):
             self.averaged.module._compiled_call_impl = None
         return self.averaged
 
-    def before_fit(self):
-        self._trained = resumed_past_last_epoch(self.learn)
-
-    def before_train(self):
-        self._trained = True
-
     def after_step(self):
         if not finding_lr(self.learn):
             self._averaged().update_parameters(getattr(self.learn.model, "module", self.learn.model))
 
     def after_fit(self):
+        # Whether this fit trained (learn.validate() sends after_fit too) is RecalibrateBatchNorm's to know.
         recalibrate = getattr(self.learn, "recalibrate_bn", None)
-        if not self._trained or finding_lr(self.learn) or recalibrate is None:
+        if recalibrate is None or not recalibrate.trained_this_fit or finding_lr(self.learn):
             return
         batches = recalibrate.batches_after_fit()
         if batches:
